@@ -1,0 +1,12 @@
+//! The Kubernetes vocabulary shared by wasmkube's control plane and CLI: which kinds exist, how they
+//! are named, scoped and stored, and how they print as table rows.
+//!
+//! Start at [`kinds::ALL`], the one registry every other part routes by. [`meta`] has small readers
+//! of object metadata used on both sides.
+
+pub mod kinds;
+pub mod meta;
+pub mod selector;
+pub mod validation;
+
+pub use kinds::Kind;

@@ -1,0 +1,112 @@
+//! The client verbs of the `wasmkube` binary — `apply`, `get`, `describe`, `delete`, `version` — a
+//! small kubectl that talks to any Kubernetes-shaped API server through `kube::Api<DynamicObject>`.
+//!
+//! Start at [`run`]: it dispatches a parsed [`ClientCommand`]. [`config`] finds the kubeconfig and
+//! builds the client, [`manifest`] turns `-f` files into resolved [`manifest::Document`]s before
+//! anything is sent, and each verb lives in its own module with a testable core function taking a
+//! `kube::Client` and an output writer ([`apply::apply`], [`get::get`], [`describe::describe`],
+//! [`delete::delete`]). Table columns are pure functions in [`printers`] so they can later move
+//! server-side. Failures are one-line [`Error`]s worded like kubectl's.
+
+pub mod apply;
+pub mod config;
+pub mod delete;
+pub mod describe;
+pub mod error;
+pub mod get;
+pub mod manifest;
+pub mod output;
+pub mod printers;
+pub mod resource;
+pub mod version;
+
+use std::path::PathBuf;
+
+pub use error::Error;
+
+/// Options every client verb accepts. They are `global` so they may appear before or after the
+/// verb (`wasmkube -n kube-system get pods`, `wasmkube get pods -n kube-system`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClientOptions {
+    /// Kubeconfig to use; a `:`-separated list is merged as kubectl does.
+    /// Default: `$KUBECONFIG`, else `DATA_DIR/kubeconfig` (written by `wasmkube up`).
+    #[arg(long, global = true, env = "KUBECONFIG", value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Namespace for this request. Default: the kubeconfig context's namespace, else `default`.
+    #[arg(short = 'n', long, global = true, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// The cluster's data directory.
+    /// Default: `$XDG_DATA_HOME/wasmkube`, else `~/.local/share/wasmkube`.
+    #[arg(long, global = true, env = "WASMKUBE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl ClientOptions {
+    /// `--data-dir` if given, else [`config::default_data_dir`].
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(config::default_data_dir)
+    }
+}
+
+/// The client verbs; the root binary flattens this enum into its own subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum ClientCommand {
+    /// Create or update objects from manifest files (client-side apply, like kubectl).
+    Apply(apply::ApplyArgs),
+    /// List objects, or show named ones, as a table, YAML, JSON or names.
+    Get(get::GetArgs),
+    /// Show an object's details, conditions and events.
+    Describe(describe::DescribeArgs),
+    /// Delete objects by type and name, by label selector or from manifest files.
+    Delete(delete::DeleteArgs),
+    /// Print the client and server versions.
+    Version(version::VersionArgs),
+}
+
+/// Runs one client verb, writing results to stdout and notes to stderr.
+///
+/// The returned error's `Display` is one line meant for stderr as-is (it carries its own
+/// `error:` / `Error from server (..)` prefix, as kubectl's do); the caller then exits 1. When a
+/// verb fails for several objects, all but the last message are already on stderr.
+pub async fn run(cmd: ClientCommand, global: &ClientOptions) -> anyhow::Result<()> {
+    // `Stdout` (not its lock) so the futures stay `Send`; each write locks briefly.
+    let mut out = std::io::stdout();
+    let result = match cmd {
+        ClientCommand::Apply(args) => apply::run(&args, global, &mut out).await,
+        ClientCommand::Get(args) => get::run(&args, global, &mut out).await,
+        ClientCommand::Describe(args) => describe::run(&args, global, &mut out).await,
+        ClientCommand::Delete(args) => delete::run(&args, global, &mut out).await,
+        ClientCommand::Version(args) => version::run(&args, global, &mut out).await,
+    };
+    Ok(result?)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        global: ClientOptions,
+        #[command(subcommand)]
+        command: ClientCommand,
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_options_are_accepted_after_the_verb() {
+        let cli = Cli::try_parse_from(["wasmkube", "get", "pods", "-n", "kube-system", "-o", "wide"])
+            .expect("valid command line");
+        assert_eq!(cli.global.namespace.as_deref(), Some("kube-system"));
+        assert!(matches!(cli.command, ClientCommand::Get(_)));
+    }
+}

@@ -1,0 +1,100 @@
+//! The Kubernetes REST API over HTTPS (axum + rustls).
+//!
+//! [`router`] assembles the routes: health, `/version`, `/metrics`, discovery, and one fallback
+//! ([`resources::handle`]) for every resource path, which [`path`] parses and the object service
+//! answers. Authentication ([`auth`]) and request metrics ([`observe`]) are layers around all of it.
+
+mod auth;
+mod discovery;
+mod observe;
+pub mod path;
+mod resources;
+mod watch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header;
+use axum::middleware::from_fn_with_state;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::ApiMetrics;
+use crate::objects::Objects;
+
+pub use discovery::KUBERNETES_MINOR;
+
+/// Settings of the running API server.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub admin_token: String,
+    /// How often a watch with `allowWatchBookmarks=true` gets a BOOKMARK event.
+    pub bookmark_interval: Duration,
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub objects: Objects,
+    pub metrics: ApiMetrics,
+    pub registry: Arc<Registry>,
+    pub settings: Arc<Settings>,
+}
+
+/// Kubernetes' request body limit (3 MiB).
+const MAX_BODY: usize = 3 * 1024 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(ok))
+        .route("/livez", get(ok))
+        .route("/readyz", get(ok))
+        .route("/version", get(discovery::version))
+        .route("/metrics", get(metrics))
+        .route("/api", get(discovery::core_versions))
+        .route("/api/v1", get(discovery::core_resources))
+        .route("/apis", get(discovery::groups))
+        .route("/apis/{group}", get(discovery::group))
+        .route("/apis/{group}/{version}", get(discovery::group_resources))
+        .fallback(resources::handle)
+        .layer(from_fn_with_state(state.clone(), auth::require_token))
+        .layer(from_fn_with_state(state.clone(), observe::record))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+async fn ok() -> &'static str {
+    "ok"
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        crate::metrics::render(&state.registry),
+    )
+}
+
+/// Serves `router` over TLS on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: std::net::TcpListener,
+    tls: rustls::ServerConfig,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let handle = axum_server::Handle::new();
+    let on_shutdown = handle.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        // Watches stay open until their clients go; give in-flight requests a moment, then stop.
+        on_shutdown.graceful_shutdown(Some(Duration::from_secs(2)));
+    });
+    let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls));
+    axum_server::from_tcp_rustls(listener, config)?
+        .handle(handle)
+        .serve(router.into_make_service())
+        .await
+}

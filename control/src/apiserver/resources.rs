@@ -1,0 +1,246 @@
+//! The handler of every resource path: maps method, path and query to an object-service verb.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::AppState;
+use super::path::{self, PathError};
+use super::watch;
+use crate::objects::{
+    DeleteOptions, FieldValidation, ListOptions, PatchKind, Selectors, Subresource, Target, WatchOptions,
+    WriteOptions, Written,
+};
+use crate::status::ApiError;
+
+/// The query parameters Kubernetes defines for resource requests (others are ignored).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Params {
+    pub watch: Option<String>,
+    pub label_selector: Option<String>,
+    pub field_selector: Option<String>,
+    pub limit: Option<String>,
+    #[serde(rename = "continue")]
+    pub continue_token: Option<String>,
+    pub resource_version: Option<String>,
+    pub resource_version_match: Option<String>,
+    pub timeout_seconds: Option<String>,
+    pub allow_watch_bookmarks: Option<String>,
+    pub field_validation: Option<String>,
+    pub dry_run: Option<String>,
+    pub grace_period_seconds: Option<String>,
+    pub propagation_policy: Option<String>,
+}
+
+fn is_true(v: &Option<String>) -> bool {
+    matches!(v.as_deref(), Some("true" | "1" | "True"))
+}
+
+fn parse_number<T: std::str::FromStr>(name: &str, v: &Option<String>) -> Result<Option<T>, ApiError> {
+    v.as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<T>().map_err(|_| ApiError::BadRequest(format!("invalid {name}: {s:?} is not a number"))))
+        .transpose()
+}
+
+impl Params {
+    pub fn is_watch(&self) -> bool {
+        is_true(&self.watch)
+    }
+
+    fn write_options(&self) -> Result<WriteOptions, ApiError> {
+        Ok(WriteOptions {
+            dry_run: self.dry_run()?,
+            field_validation: FieldValidation::parse(self.field_validation.as_deref())?,
+        })
+    }
+
+    fn dry_run(&self) -> Result<bool, ApiError> {
+        match self.dry_run.as_deref() {
+            None | Some("") => Ok(false),
+            Some("All") => Ok(true),
+            Some(other) => Err(ApiError::BadRequest(format!(
+                "dryRun: Unsupported value: {other:?}: supported values: \"All\""
+            ))),
+        }
+    }
+
+    fn list_options(&self, target: &Target) -> Result<ListOptions, ApiError> {
+        Ok(ListOptions {
+            selectors: Selectors::parse(target, self.label_selector.as_deref(), self.field_selector.as_deref())?,
+            limit: parse_number("limit", &self.limit)?,
+            continue_token: self.continue_token.clone(),
+            resource_version: self.resource_version.clone(),
+            exact: self.resource_version_match.as_deref() == Some("Exact"),
+        })
+    }
+}
+
+/// Serves any `/api/...` or `/apis/...` resource request.
+pub async fn handle(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    Query(params): Query<Params>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match dispatch(&state, &method, &uri, params, &headers, body).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn dispatch(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    params: Params,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let path::ResourcePath { target, subresource } = path::parse(uri.path()).map_err(|e| match e {
+        PathError::NotAResourcePath | PathError::UnknownResource => ApiError::NoSuchResource,
+    })?;
+    let sub = match subresource.as_deref() {
+        None => Subresource::Main,
+        Some("status") if target.kind.has_status => Subresource::Status,
+        Some("scale") if target.kind.has_scale => Subresource::Scale,
+        Some("finalize") if target.kind.kind == "Namespace" && target.kind.group.is_empty() => Subresource::Finalize,
+        Some(_) => return Err(ApiError::NoSuchResource),
+    };
+    let objects = &state.objects;
+    let is_collection = target.name.is_none();
+    match (method.as_str(), is_collection) {
+        ("GET", true) if params.is_watch() => {
+            let opts = WatchOptions {
+                selectors: Selectors::parse(&target, params.label_selector.as_deref(), params.field_selector.as_deref())?,
+                resource_version: params.resource_version.clone(),
+            };
+            let timeout = parse_number::<u64>("timeoutSeconds", &params.timeout_seconds)?.map(Duration::from_secs);
+            let bookmarks = is_true(&params.allow_watch_bookmarks).then_some(state.settings.bookmark_interval);
+            let (start, events) = objects.watch(&target, opts).await?;
+            Ok(watch::respond(state, target.kind, start, events, timeout, bookmarks))
+        }
+        ("GET", true) => ok_json(StatusCode::OK, &objects.list(&target, &params.list_options(&target)?).await?),
+        ("GET", false) if sub == Subresource::Scale => ok_json(StatusCode::OK, &objects.get_scale(&target).await?),
+        ("GET", false) => ok_json(StatusCode::OK, &objects.get(&target).await?),
+        ("POST", true) => {
+            if target.kind.namespaced && target.namespace.is_none() {
+                return Err(ApiError::MethodNotAllowed);
+            }
+            let written = objects.create(&target, json_body(headers, &body)?, &params.write_options()?).await?;
+            written_response(StatusCode::CREATED, written)
+        }
+        ("PUT", false) => {
+            let written = objects.update(&target, json_body(headers, &body)?, sub, &params.write_options()?).await?;
+            let written = if sub == Subresource::Scale { scale_view(objects, &target, written).await? } else { written };
+            written_response(StatusCode::OK, written)
+        }
+        ("PATCH", false) => {
+            let kind = patch_kind(headers)?;
+            let patch: Value = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::BadRequest(format!("the patch body is not valid JSON: {e}")))?;
+            let written = objects.patch(&target, patch, kind, sub, &params.write_options()?).await?;
+            let written = if sub == Subresource::Scale { scale_view(objects, &target, written).await? } else { written };
+            written_response(StatusCode::OK, written)
+        }
+        ("DELETE", false) => {
+            let opts = delete_options(&params, &body)?;
+            written_response(StatusCode::OK, objects.delete(&target, &opts).await?)
+        }
+        ("DELETE", true) => {
+            let opts = delete_options(&params, &body)?;
+            ok_json(StatusCode::OK, &objects.delete_collection(&target, &params.list_options(&target)?, &opts).await?)
+        }
+        _ => Err(ApiError::MethodNotAllowed),
+    }
+}
+
+/// After a write through `scale`, answer with the Scale view, as Kubernetes does.
+async fn scale_view(objects: &crate::objects::Objects, target: &Target, written: Written) -> Result<Written, ApiError> {
+    let scale = if written.object.get("kind").and_then(Value::as_str) == Some("Scale") {
+        written.object
+    } else {
+        objects.get_scale(target).await?
+    };
+    Ok(Written { object: scale, warnings: written.warnings })
+}
+
+fn delete_options(params: &Params, body: &Bytes) -> Result<DeleteOptions, ApiError> {
+    let mut opts: DeleteOptions = if body.iter().all(u8::is_ascii_whitespace) {
+        DeleteOptions::default()
+    } else {
+        serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?
+    };
+    if let Some(grace) = parse_number("gracePeriodSeconds", &params.grace_period_seconds)? {
+        opts.grace_period_seconds = Some(grace);
+    }
+    if let Some(policy) = &params.propagation_policy {
+        opts.propagation_policy = Some(policy.clone());
+    }
+    if params.dry_run()? {
+        opts.dry_run = vec!["All".into()];
+    }
+    Ok(opts)
+}
+
+fn content_type(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim())
+        .unwrap_or("")
+}
+
+fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
+    match content_type(headers) {
+        "" | "application/json" | "*/*" => {}
+        "application/vnd.kubernetes.protobuf" => {
+            return Err(ApiError::UnsupportedMediaType(
+                "the body of the request was in an unknown format - accepted media types include: application/json \
+                 (protobuf request bodies are not supported yet)"
+                    .into(),
+            ));
+        }
+        other => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "the body of the request was in an unknown format ({other}) - accepted media types include: application/json"
+            )));
+        }
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))
+}
+
+fn patch_kind(headers: &HeaderMap) -> Result<PatchKind, ApiError> {
+    match content_type(headers) {
+        "application/merge-patch+json" => Ok(PatchKind::Merge),
+        "application/json-patch+json" => Ok(PatchKind::Json),
+        other => Err(ApiError::UnsupportedMediaType(format!(
+            "the body of the request was in an unknown format ({other}) - accepted media types include: \
+             application/json-patch+json, application/merge-patch+json"
+        ))),
+    }
+}
+
+pub fn ok_json(code: StatusCode, value: &Value) -> Result<Response, ApiError> {
+    Ok((code, axum::Json(value)).into_response())
+}
+
+/// A write's response: the object, with each warning in a `Warning: 299 - "..."` header.
+fn written_response(code: StatusCode, written: Written) -> Result<Response, ApiError> {
+    let mut response = (code, axum::Json(&written.object)).into_response();
+    for warning in written.warnings {
+        let escaped = warning.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(value) = HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    Ok(response)
+}

@@ -1,0 +1,74 @@
+//! Streaming a watch as newline-delimited JSON, with periodic bookmarks and `timeoutSeconds`.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use futures::{Stream, StreamExt};
+use serde_json::json;
+use tokio::sync::mpsc;
+use wasmkube_api::Kind;
+
+use super::AppState;
+use crate::objects::WatchEvent;
+use crate::store::Revision;
+
+/// Starts streaming `events`; the stream stays open until the client goes, `timeout` passes or the
+/// watch fails (an ERROR event is its last line).
+pub fn respond(
+    state: &AppState,
+    kind: &'static Kind,
+    start: Revision,
+    events: impl Stream<Item = WatchEvent> + Send + 'static,
+    timeout: Option<Duration>,
+    bookmarks: Option<Duration>,
+) -> Response {
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let guard = state.metrics.watch_opened();
+    tokio::spawn(async move {
+        let _guard = guard;
+        let mut events = std::pin::pin!(events);
+        let mut last = start;
+        let never = Duration::from_secs(365 * 24 * 3600);
+        let deadline = tokio::time::sleep(timeout.unwrap_or(never));
+        tokio::pin!(deadline);
+        let period = bookmarks.unwrap_or(never);
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        loop {
+            let event = tokio::select! {
+                event = events.next() => match event {
+                    Some(event) => event,
+                    None => break,
+                },
+                _ = ticker.tick(), if bookmarks.is_some() => WatchEvent {
+                    kind: "BOOKMARK",
+                    object: json!({
+                        "kind": kind.kind,
+                        "apiVersion": kind.api_version(),
+                        "metadata": {"resourceVersion": last.to_string()},
+                    }),
+                },
+                _ = &mut deadline => break,
+                _ = tx.closed() => break,
+            };
+            if let Some(rev) = event.revision() {
+                last = last.max(rev);
+            }
+            let is_error = event.kind == "ERROR";
+            let mut line = serde_json::to_vec(&event).expect("watch events serialise");
+            line.push(b'\n');
+            if tx.send(Bytes::from(line)).await.is_err() || is_error {
+                break;
+            }
+        }
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, Infallible>));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-cache, private")
+        .body(body)
+        .expect("static response parts are valid")
+}

@@ -1,0 +1,3 @@
+//! Controllers that run inside the control plane and act through the object service.
+
+pub mod namespace;

@@ -1,0 +1,344 @@
+//! PUT and PATCH on an object or its `status`/`scale` subresource.
+//!
+//! Every path goes through [`Objects::guaranteed_update`]: read the current object, compute the
+//! new one, keep what the server owns, validate, and compare-and-put against the revision read. A
+//! client-supplied `resourceVersion` turns a lost race into 409 Conflict; without one the update
+//! is retried on the fresh object, as kube-apiserver's GuaranteedUpdate does.
+
+use serde_json::{Value, json};
+
+use super::{Objects, Target, WriteOptions, Written, decode_at, defaults, encode, fields, parse_revision};
+use crate::status::ApiError;
+use crate::store::{Precondition, Revision, Write, WriteOutcome};
+
+/// Which part of the object a write addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subresource {
+    Main,
+    Status,
+    Scale,
+    /// A namespace's `finalize`: only `spec.finalizers` changes.
+    Finalize,
+}
+
+/// The supported PATCH bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchKind {
+    /// `application/merge-patch+json` (RFC 7386).
+    Merge,
+    /// `application/json-patch+json` (RFC 6902).
+    Json,
+}
+
+const CONFLICT_MESSAGE: &str =
+    "the object has been modified; please apply your changes to the latest version and try again";
+
+/// How many times an unconditional update is retried after losing a race.
+const MAX_RETRIES: usize = 16;
+
+impl Objects {
+    /// PUT: replaces the object (or its status/scale) with `body`.
+    pub async fn update(&self, target: &Target, body: Value, sub: Subresource, opts: &WriteOptions) -> Result<Written, ApiError> {
+        let client_rv = match body.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+            Some(rv) if !rv.is_empty() => Some(parse_revision(rv)?),
+            _ => None,
+        };
+        self.check_body_name(target, &body)?;
+        self.guaranteed_update(target, sub, opts, client_rv, |_current| Ok(body.clone())).await
+    }
+
+    /// PATCH: applies `patch` to the current object (or its status/scale).
+    pub async fn patch(
+        &self,
+        target: &Target,
+        patch: Value,
+        patch_kind: PatchKind,
+        sub: Subresource,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        let kind = target.kind;
+        let apply_patch = |current: &Value| -> Result<Value, ApiError> {
+            let mut doc = current.clone();
+            match patch_kind {
+                PatchKind::Merge => json_patch::merge(&mut doc, &patch),
+                PatchKind::Json => {
+                    let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+                        .map_err(|e| ApiError::BadRequest(format!("invalid JSON patch: {e}")))?;
+                    json_patch::patch(&mut doc, &ops).map_err(|e| ApiError::Invalid {
+                        kind,
+                        name: target.name.clone().unwrap_or_default(),
+                        causes: vec![wasmkube_api::validation::Cause {
+                            field: String::new(),
+                            reason: wasmkube_api::validation::CauseReason::Invalid,
+                            message: format!("the JSON patch could not be applied: {e}"),
+                        }],
+                    })?;
+                }
+            }
+            Ok(doc)
+        };
+        // A patch that sets resourceVersion is a precondition on it.
+        let explicit_rv = patch_sets_resource_version(&patch, patch_kind);
+        let client_rv = match explicit_rv {
+            Some(rv) => Some(parse_revision(&rv)?),
+            None => None,
+        };
+        self.guaranteed_update(target, sub, opts, client_rv, |current| {
+            let patched = apply_patch(current)?;
+            self.check_body_name(target, &patched)?;
+            Ok(patched)
+        })
+        .await
+    }
+
+    /// GET on the `scale` subresource.
+    pub async fn get_scale(&self, target: &Target) -> Result<Value, ApiError> {
+        let object = self.get(target).await?;
+        Ok(to_scale(&object))
+    }
+
+    fn check_body_name(&self, target: &Target, body: &Value) -> Result<(), ApiError> {
+        let url_name = target.name.as_deref().unwrap_or_default();
+        match body.pointer("/metadata/name").and_then(Value::as_str) {
+            Some(name) if !name.is_empty() && name != url_name => Err(ApiError::BadRequest(format!(
+                "the name of the object ({name}) does not match the name on the URL ({url_name})"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The read-compute-compare-and-put loop behind every update. `desired` maps the current
+    /// object (or, for `scale`, its Scale) to the requested one.
+    async fn guaranteed_update(
+        &self,
+        target: &Target,
+        sub: Subresource,
+        opts: &WriteOptions,
+        client_rv: Option<Revision>,
+        desired: impl Fn(&Value) -> Result<Value, ApiError>,
+    ) -> Result<Written, ApiError> {
+        let kind = target.kind;
+        let name = target.name.clone().unwrap_or_default();
+        let key = target.key()?;
+        let conflict = || ApiError::Conflict { kind, name: name.clone(), message: CONFLICT_MESSAGE.into() };
+        for _ in 0..MAX_RETRIES {
+            let Some((current, rev)) = self.get_kv(&key).await? else {
+                return Err(ApiError::NotFound { kind, name: name.clone() });
+            };
+            if client_rv.is_some_and(|rv| rv != rev) {
+                return Err(conflict());
+            }
+            let (new, warnings) = match sub {
+                Subresource::Scale => {
+                    let scale = desired(&to_scale(&current))?;
+                    (from_scale(&current, &scale)?, Vec::new())
+                }
+                _ => {
+                    let requested = desired(&current)?;
+                    let (canonical, warnings) = fields::canonicalize(kind, requested, opts.field_validation)?;
+                    (merge_server_owned(target, &current, canonical, sub), warnings)
+                }
+            };
+            let causes = wasmkube_api::validation::validate(kind, &new);
+            if !causes.is_empty() {
+                return Err(ApiError::Invalid { kind, name: name.clone(), causes });
+            }
+            if same_object(&new, &current) || opts.dry_run {
+                return Ok(Written { object: if opts.dry_run { new } else { current }, warnings });
+            }
+            let finished = new.pointer("/metadata/deletionTimestamp").is_some()
+                && new.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64) == Some(0)
+                && !has_finalizers(&new);
+            let bytes = encode(&new);
+            let write = if finished {
+                Write::Delete { key: key.clone(), precondition: Some(Precondition::ModRevision(rev)) }
+            } else {
+                Write::Put { key: key.clone(), value: bytes.clone(), precondition: Some(Precondition::ModRevision(rev)) }
+            };
+            match self.store.write(write).await? {
+                WriteOutcome::Committed(new_rev) => {
+                    let object = if finished { new } else { decode_at(&bytes, new_rev)? };
+                    return Ok(Written { object, warnings });
+                }
+                WriteOutcome::PreconditionFailed { .. } | WriteOutcome::NotFound if client_rv.is_none() => continue,
+                _ => return Err(conflict()),
+            }
+        }
+        Err(conflict())
+    }
+}
+
+/// Whether an object still waits for finalizers (`metadata.finalizers`, and a namespace's
+/// `spec.finalizers`).
+pub(crate) fn has_finalizers(object: &Value) -> bool {
+    let non_empty = |p: &str| object.pointer(p).and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+    non_empty("/metadata/finalizers") || non_empty("/spec/finalizers")
+}
+
+fn same_object(a: &Value, b: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("resourceVersion");
+        }
+        v
+    };
+    strip(a) == strip(b)
+}
+
+/// The new object: `canonical` with the server-owned parts of `current` kept, the status taken
+/// from the side the subresource owns, and `generation` bumped when the spec changed.
+fn merge_server_owned(target: &Target, current: &Value, canonical: Value, sub: Subresource) -> Value {
+    let kind = target.kind;
+    let mut new = match sub {
+        Subresource::Status => {
+            let mut out = current.clone();
+            match canonical.get("status") {
+                Some(status) => out["status"] = status.clone(),
+                None => {
+                    out.as_object_mut().map(|o| o.remove("status"));
+                }
+            }
+            out
+        }
+        Subresource::Finalize => {
+            let mut out = current.clone();
+            out["spec"]["finalizers"] = canonical.pointer("/spec/finalizers").cloned().unwrap_or_else(|| json!([]));
+            out
+        }
+        Subresource::Main | Subresource::Scale => {
+            let mut out = canonical;
+            if kind.has_status {
+                match current.get("status") {
+                    Some(status) => out["status"] = status.clone(),
+                    None => {
+                        out.as_object_mut().map(|o| o.remove("status"));
+                    }
+                }
+            }
+            if kind.kind == "Namespace" && kind.group.is_empty() {
+                // spec.finalizers belong to the namespace lifecycle, not to clients.
+                out["spec"] = current.get("spec").cloned().unwrap_or_else(|| json!({}));
+            }
+            defaults::apply(kind, &mut out);
+            out
+        }
+    };
+    let current_meta = current.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    let spec_changed = without_meta_and_status(current) != without_meta_and_status(&new);
+    if let Some(meta) = super::metadata_mut(&mut new) {
+        for owned in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "name"] {
+            match current_meta.get(owned) {
+                Some(v) => meta.insert(owned.to_string(), v.clone()),
+                None => meta.remove(owned),
+            };
+        }
+        meta.remove("resourceVersion");
+        let generation = current_meta.get("generation").and_then(Value::as_i64).unwrap_or(1);
+        meta.insert("generation".into(), json!(if spec_changed { generation + 1 } else { generation }));
+    }
+    new
+}
+
+fn without_meta_and_status(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("metadata");
+        o.remove("status");
+    }
+    v
+}
+
+fn patch_sets_resource_version(patch: &Value, kind: PatchKind) -> Option<String> {
+    match kind {
+        PatchKind::Merge => patch.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(String::from),
+        PatchKind::Json => patch.as_array()?.iter().find_map(|op| {
+            let path = op.get("path")?.as_str()?;
+            let is_set = matches!(op.get("op")?.as_str()?, "add" | "replace");
+            (is_set && path == "/metadata/resourceVersion").then(|| op.get("value")?.as_str().map(String::from))?
+        }),
+    }
+}
+
+/// The autoscaling/v1 Scale view of a scalable object.
+fn to_scale(object: &Value) -> Value {
+    let meta = object.get("metadata").cloned().unwrap_or_default();
+    let pick = |k: &str| meta.get(k).cloned().unwrap_or(Value::Null);
+    json!({
+        "apiVersion": "autoscaling/v1",
+        "kind": "Scale",
+        "metadata": {
+            "name": pick("name"),
+            "namespace": pick("namespace"),
+            "uid": pick("uid"),
+            "resourceVersion": pick("resourceVersion"),
+            "creationTimestamp": pick("creationTimestamp"),
+        },
+        "spec": {"replicas": object.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
+        "status": {
+            "replicas": object.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "selector": selector_string(object.pointer("/spec/selector")),
+        },
+    })
+}
+
+/// Applies a Scale's `spec.replicas` to the object it views.
+fn from_scale(current: &Value, scale: &Value) -> Result<Value, ApiError> {
+    let replicas = scale
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| ApiError::BadRequest("Scale.spec.replicas must be an integer".into()))?;
+    let mut new = current.clone();
+    new["spec"]["replicas"] = json!(replicas);
+    if let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+        let generation = meta.get("generation").and_then(Value::as_i64).unwrap_or(1);
+        if current.pointer("/spec/replicas").and_then(Value::as_i64) != Some(replicas) {
+            meta.insert("generation".into(), json!(generation + 1));
+        }
+    }
+    Ok(new)
+}
+
+/// A structured label selector in its query-string form (`app=web,tier in (a,b)`).
+fn selector_string(selector: Option<&Value>) -> String {
+    let Some(selector) = selector else { return String::new() };
+    let mut parts = Vec::new();
+    if let Some(labels) = selector.get("matchLabels").and_then(Value::as_object) {
+        parts.extend(labels.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())));
+    }
+    for expr in selector.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
+        let key = expr.get("key").and_then(Value::as_str).unwrap_or_default();
+        let values: Vec<&str> =
+            expr.get("values").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+        match expr.get("operator").and_then(Value::as_str).unwrap_or_default() {
+            "In" => parts.push(format!("{key} in ({})", values.join(","))),
+            "NotIn" => parts.push(format!("{key} notin ({})", values.join(","))),
+            "Exists" => parts.push(key.to_string()),
+            "DoesNotExist" => parts.push(format!("!{key}")),
+            _ => {}
+        }
+    }
+    parts.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selector_string_renders_labels_and_expressions() {
+        let sel = json!({"matchLabels": {"app": "web"}, "matchExpressions": [
+            {"key": "tier", "operator": "In", "values": ["a", "b"]},
+            {"key": "gone", "operator": "DoesNotExist"}]});
+        assert_eq!(selector_string(Some(&sel)), "app=web,tier in (a,b),!gone");
+    }
+
+    #[test]
+    fn a_patch_that_sets_resource_version_is_a_precondition() {
+        let merge = json!({"metadata": {"resourceVersion": "7"}});
+        assert_eq!(patch_sets_resource_version(&merge, PatchKind::Merge).as_deref(), Some("7"));
+        let ops = json!([{"op": "replace", "path": "/metadata/resourceVersion", "value": "9"}]);
+        assert_eq!(patch_sets_resource_version(&ops, PatchKind::Json).as_deref(), Some("9"));
+        assert_eq!(patch_sets_resource_version(&json!({"data": {}}), PatchKind::Merge), None);
+    }
+}

@@ -1,0 +1,194 @@
+//! The redb store on real files: revisions, preconditions, group commit, historical pages, watch
+//! replay and compaction.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use proptest::prelude::*;
+use wasmkube_control::metrics::Metrics;
+use wasmkube_control::store::redb::{RedbConfig, RedbStore};
+use wasmkube_control::store::{Precondition, RangeRequest, Store, StoreError, Write, WriteOutcome};
+
+fn open(dir: &std::path::Path, window: u64) -> RedbStore {
+    RedbStore::open(&dir.join("store.redb"), RedbConfig { event_window: window }, Metrics::new().store)
+        .expect("store opens")
+}
+
+fn put(key: &str, value: &str, precondition: Option<Precondition>) -> Write {
+    Write::Put { key: key.into(), value: value.as_bytes().to_vec(), precondition }
+}
+
+async fn committed(store: &RedbStore, write: Write) -> u64 {
+    match store.write(write).await.expect("write") {
+        WriteOutcome::Committed(rev) => rev,
+        other => panic!("expected a commit, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn concurrent_writes_get_distinct_strictly_increasing_revisions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = std::sync::Arc::new(open(dir.path(), 1000));
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move { committed(&store, put(&format!("/k/{i:03}"), "v", None)).await }));
+    }
+    let mut revisions = Vec::new();
+    for t in tasks {
+        revisions.push(t.await.expect("task"));
+    }
+    revisions.sort();
+    revisions.dedup();
+    assert_eq!(revisions, (1..=200).collect::<Vec<u64>>());
+    assert_eq!(store.revision(), 200);
+}
+
+#[tokio::test]
+async fn failed_preconditions_write_nothing_and_report_the_current_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), 1000);
+    let rev = committed(&store, put("/a", "1", Some(Precondition::Absent))).await;
+    let again = store.write(put("/a", "2", Some(Precondition::Absent))).await.expect("write");
+    assert!(matches!(again, WriteOutcome::PreconditionFailed { current: Some(ref kv) } if kv.value == b"1"));
+    let stale = store.write(put("/a", "2", Some(Precondition::ModRevision(rev + 5)))).await.expect("write");
+    assert!(matches!(stale, WriteOutcome::PreconditionFailed { .. }));
+    assert_eq!(store.revision(), rev, "no revision is spent on a failed write");
+    let del = store
+        .write(Write::Delete { key: "/missing".into(), precondition: None })
+        .await
+        .expect("write");
+    assert_eq!(del, WriteOutcome::NotFound);
+    let rev2 = committed(&store, put("/a", "2", Some(Precondition::ModRevision(rev)))).await;
+    assert_eq!(store.get("/a").await.expect("get").expect("present").mod_revision, rev2);
+}
+
+#[tokio::test]
+async fn state_and_revision_survive_reopening_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(dir.path(), 1000);
+        committed(&store, put("/a", "1", None)).await;
+        committed(&store, put("/b", "2", None)).await;
+    }
+    let store = open(dir.path(), 1000);
+    assert_eq!(store.revision(), 2);
+    assert_eq!(store.get("/b").await.expect("get").expect("present").value, b"2");
+    assert_eq!(committed(&store, put("/c", "3", None)).await, 3);
+}
+
+#[tokio::test]
+async fn a_page_at_an_old_revision_sees_the_state_of_that_revision() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), 1000);
+    for k in ["a", "b", "c", "d"] {
+        committed(&store, put(&format!("/p/{k}"), "old", None)).await;
+    }
+    let first = store
+        .range(RangeRequest { prefix: "/p/".into(), limit: Some(2), ..Default::default() })
+        .await
+        .expect("range");
+    assert_eq!(first.items.len(), 2);
+    assert_eq!(first.remaining, 2);
+    // Writes after the first page: change c, delete d, add bb and e.
+    committed(&store, put("/p/c", "new", None)).await;
+    committed(&store, Write::Delete { key: "/p/d".into(), precondition: None }).await;
+    committed(&store, put("/p/bb", "new", None)).await;
+    committed(&store, put("/p/e", "new", None)).await;
+    let second = store
+        .range(RangeRequest {
+            prefix: "/p/".into(),
+            start_after: Some(first.items[1].key.clone()),
+            limit: Some(10),
+            revision: Some(first.revision),
+        })
+        .await
+        .expect("range");
+    let seen: Vec<(String, String)> =
+        second.items.iter().map(|kv| (kv.key.clone(), String::from_utf8_lossy(&kv.value).into())).collect();
+    assert_eq!(seen, vec![("/p/c".into(), "old".into()), ("/p/d".into(), "old".into())]);
+    assert_eq!(second.remaining, 0);
+}
+
+#[tokio::test]
+async fn watch_resumes_mid_way_and_refuses_compacted_revisions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), 5);
+    for i in 0..4 {
+        committed(&store, put(&format!("/w/{i}"), "v", None)).await;
+    }
+    let mut watch = store.watch("/w/", 2);
+    for want in [3, 4] {
+        let event = watch.next().await.expect("event").expect("ok");
+        assert_eq!(event.revision, want);
+    }
+    committed(&store, put("/other", "v", None)).await; // not under the prefix
+    committed(&store, put("/w/9", "v", None)).await;
+    let live = tokio::time::timeout(Duration::from_secs(10), watch.next()).await.expect("live event in time");
+    assert_eq!(live.expect("event").expect("ok").revision, 6);
+    for i in 0..10 {
+        committed(&store, put(&format!("/x/{i}"), "v", None)).await;
+    }
+    assert!(store.compacted_revision() > 1);
+    let mut old = store.watch("/w/", 1);
+    let first = old.next().await.expect("an error item");
+    assert!(matches!(first, Err(StoreError::Compacted { requested: 1, .. })), "{first:?}");
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(u8, u8),
+    Delete(u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![(0u8..12, any::<u8>()).prop_map(|(k, v)| Op::Put(k, v)), (0u8..12).prop_map(Op::Delete)]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+
+    /// Revisions only grow, and replaying the watch from revision 0 rebuilds the final state.
+    #[test]
+    fn replaying_the_watch_from_zero_rebuilds_the_final_state(ops in proptest::collection::vec(op(), 1..60)) {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = open(dir.path(), 10_000);
+            let mut last = 0;
+            for op in &ops {
+                let write = match op {
+                    Op::Put(k, v) => put(&format!("/r/{k:02}"), &v.to_string(), None),
+                    Op::Delete(k) => Write::Delete { key: format!("/r/{k:02}"), precondition: None },
+                };
+                if let WriteOutcome::Committed(rev) = store.write(write).await.expect("write") {
+                    prop_assert!(rev > last);
+                    last = rev;
+                }
+            }
+            let final_state: BTreeMap<String, Vec<u8>> = store
+                .range(RangeRequest { prefix: "/r/".into(), ..Default::default() })
+                .await
+                .expect("range")
+                .items
+                .into_iter()
+                .map(|kv| (kv.key, kv.value))
+                .collect();
+            let mut replayed = BTreeMap::new();
+            let mut watch = store.watch("/r/", 0);
+            let mut seen = 0;
+            while seen < last {
+                let event = watch.next().await.expect("event").expect("ok");
+                prop_assert!(event.revision > seen);
+                seen = event.revision;
+                match event.value {
+                    Some(v) => { replayed.insert(event.key, v); }
+                    None => { replayed.remove(&event.key); }
+                }
+            }
+            prop_assert_eq!(replayed, final_state);
+            Ok(())
+        })?;
+    }
+}
