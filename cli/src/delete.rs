@@ -18,7 +18,12 @@ pub struct DeleteArgs {
     #[arg(value_name = "TYPE [NAME...]")]
     pub resources: Vec<String>,
     /// Delete the objects in these manifests (file, directory or `-`); repeatable.
-    #[arg(short = 'f', long = "filename", value_name = "FILE|DIR|-", conflicts_with = "resources")]
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "FILE|DIR|-",
+        conflicts_with = "resources"
+    )]
     pub files: Vec<String>,
     /// Delete every object of the type matching this label selector.
     #[arg(short = 'l', long)]
@@ -57,8 +62,11 @@ pub enum Cascade {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let signed: jiff::SignedDuration = text.parse().map_err(|e| format!("invalid duration {text:?}: {e}"))?;
-    Duration::try_from(signed).map_err(|_| format!("invalid duration {text:?}: must not be negative"))
+    let signed: jiff::SignedDuration = text
+        .parse()
+        .map_err(|e| format!("invalid duration {text:?}: {e}"))?;
+    Duration::try_from(signed)
+        .map_err(|_| format!("invalid duration {text:?}: must not be negative"))
 }
 
 /// One object to delete, and the file it came from (for messages) when from `-f`.
@@ -97,16 +105,35 @@ impl DeleteArgs {
             ..DeleteParams::default()
         };
         // Forced deletion does not wait: the object may linger on its node.
-        DeleteOptions { params, wait: self.wait && !self.force, timeout: self.timeout, ignore_not_found: self.ignore_not_found }
+        DeleteOptions {
+            params,
+            wait: self.wait && !self.force,
+            timeout: self.timeout,
+            ignore_not_found: self.ignore_not_found,
+        }
     }
 }
 
-pub async fn run(args: &DeleteArgs, options: &ClientOptions, out: &mut impl Write) -> Result<(), Error> {
-    let documents = if args.files.is_empty() { Vec::new() } else { manifest::read(&args.files)? };
-    let targets = if args.files.is_empty() { resource::parse_targets(&args.resources)? } else { Vec::new() };
+pub async fn run(
+    args: &DeleteArgs,
+    options: &ClientOptions,
+    out: &mut impl Write,
+) -> Result<(), Error> {
+    let documents = if args.files.is_empty() {
+        Vec::new()
+    } else {
+        manifest::read(&args.files)?
+    };
+    let targets = if args.files.is_empty() {
+        resource::parse_targets(&args.resources)?
+    } else {
+        Vec::new()
+    };
     let listing = args.selector.is_some() || args.all;
     if targets.iter().any(|t| t.names.is_empty()) && !listing {
-        return Err(Error::Usage("resource(s) were provided, but no name was specified".to_string()));
+        return Err(Error::Usage(
+            "resource(s) were provided, but no name was specified".to_string(),
+        ));
     }
     let cluster = config::connect(options).await?;
     let namespace = cluster.namespace_for(options);
@@ -114,7 +141,11 @@ pub async fn run(args: &DeleteArgs, options: &ClientOptions, out: &mut impl Writ
     let mut victims = Vec::new();
     if !documents.is_empty() {
         let mut documents = documents;
-        manifest::assign_namespaces(&mut documents, &cluster.namespace, options.namespace.as_deref())?;
+        manifest::assign_namespaces(
+            &mut documents,
+            &cluster.namespace,
+            options.namespace.as_deref(),
+        )?;
         victims.extend(documents.into_iter().map(|d| Victim {
             kind: d.kind,
             namespace: d.namespace().map(str::to_string),
@@ -125,11 +156,22 @@ pub async fn run(args: &DeleteArgs, options: &ClientOptions, out: &mut impl Writ
     for target in &targets {
         let scope = target.kind.namespaced.then(|| namespace.clone());
         let names = if target.names.is_empty() {
-            list_names(cluster.client.clone(), target.kind, scope.as_deref(), args.selector.as_deref()).await?
+            list_names(
+                cluster.client.clone(),
+                target.kind,
+                scope.as_deref(),
+                args.selector.as_deref(),
+            )
+            .await?
         } else {
             target.names.clone()
         };
-        victims.extend(names.into_iter().map(|name| Victim { kind: target.kind, namespace: scope.clone(), name, file: None }));
+        victims.extend(names.into_iter().map(|name| Victim {
+            kind: target.kind,
+            namespace: scope.clone(),
+            name,
+            file: None,
+        }));
     }
     if victims.is_empty() && listing {
         report.notes.push("No resources found".to_string());
@@ -147,10 +189,19 @@ async fn list_names(
     namespace: Option<&str>,
     selector: Option<&str>,
 ) -> Result<Vec<String>, Error> {
-    let mut params = ListParams::default();
-    params.label_selector = selector.map(str::to_string);
-    let list = resource::api(client, kind, namespace).list(&params).await.map_err(|e| Error::request(&e))?;
-    Ok(list.items.into_iter().filter_map(|o| o.metadata.name).collect())
+    let params = ListParams {
+        label_selector: selector.map(str::to_string),
+        ..ListParams::default()
+    };
+    let list = resource::api(client, kind, namespace)
+        .list(&params)
+        .await
+        .map_err(|e| Error::request(&e))?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter_map(|o| o.metadata.name)
+        .collect())
 }
 
 /// Deletes each object, printing `pod "x" deleted`; then, if asked, waits until all are gone.
@@ -167,7 +218,12 @@ pub async fn delete(
         let api = resource::api(client.clone(), victim.kind, victim.namespace.as_deref());
         match api.delete(&victim.name, &options.params).await {
             Ok(result) => {
-                writeln!(out, "{} \"{}\" deleted", victim.kind.qualified_singular(), victim.name)?;
+                writeln!(
+                    out,
+                    "{} \"{}\" deleted",
+                    victim.kind.qualified_singular(),
+                    victim.name
+                )?;
                 // `Left` is the object still present (finalizers, graceful termination).
                 if let Some(object) = result.left() {
                     pending.push((victim, object.metadata.uid));
@@ -232,7 +288,9 @@ mod tests {
     }
 
     fn parse(args: &[&str]) -> DeleteArgs {
-        Cli::try_parse_from(std::iter::once("delete").chain(args.iter().copied())).expect("valid").args
+        Cli::try_parse_from(std::iter::once("delete").chain(args.iter().copied()))
+            .expect("valid")
+            .args
     }
 
     #[test]
@@ -240,18 +298,36 @@ mod tests {
         let options = parse(&["pod", "x"]).options();
         assert!(options.wait);
         assert_eq!(options.params.grace_period_seconds, None);
-        assert!(matches!(options.params.propagation_policy, Some(PropagationPolicy::Background)));
+        assert!(matches!(
+            options.params.propagation_policy,
+            Some(PropagationPolicy::Background)
+        ));
     }
 
     #[test]
     fn flags_map_to_delete_parameters() {
-        let options = parse(&["pod", "x", "--grace-period", "5", "--cascade", "foreground", "--wait=false"]).options();
+        let options = parse(&[
+            "pod",
+            "x",
+            "--grace-period",
+            "5",
+            "--cascade",
+            "foreground",
+            "--wait=false",
+        ])
+        .options();
         assert!(!options.wait);
         assert_eq!(options.params.grace_period_seconds, Some(5));
-        assert!(matches!(options.params.propagation_policy, Some(PropagationPolicy::Foreground)));
+        assert!(matches!(
+            options.params.propagation_policy,
+            Some(PropagationPolicy::Foreground)
+        ));
         let options = parse(&["pod", "x", "--force", "--cascade=false"]).options();
         assert_eq!(options.params.grace_period_seconds, Some(0));
-        assert!(matches!(options.params.propagation_policy, Some(PropagationPolicy::Orphan)));
+        assert!(matches!(
+            options.params.propagation_policy,
+            Some(PropagationPolicy::Orphan)
+        ));
         assert!(!options.wait);
         let args = parse(&["pod", "x", "--wait", "--timeout", "1m30s"]);
         assert_eq!(args.resources, ["pod", "x"]);

@@ -1,5 +1,6 @@
-//! Label selectors: the `labelSelector` query syntax and the structured `metav1.LabelSelector`,
-//! parsed into one list of requirements that must all hold.
+//! Label selectors: the `labelSelector` query syntax (parsed in [`super::query`]) and the
+//! structured `metav1.LabelSelector`, both turned into one list of requirements that must all
+//! hold, each checked with the label rules of [`crate::validation`].
 
 use std::fmt;
 use std::str::FromStr;

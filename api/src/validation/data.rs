@@ -7,7 +7,7 @@ use super::Cause;
 use super::names::config_key_errors;
 
 /// Largest payload of a ConfigMap or Secret (Kubernetes' `MaxSecretSize`).
-pub const DATA_MAX_BYTES: usize = 1024 * 1024;
+pub(crate) const DATA_MAX_BYTES: usize = 1024 * 1024;
 
 /// How a map's values are written, which decides how many bytes they weigh.
 #[derive(Clone, Copy)]

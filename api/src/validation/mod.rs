@@ -2,10 +2,10 @@
 //! field paths, cause types and messages, so `kubectl` shows the errors users know.
 //!
 //! Start at [`validate`], which routes by [`Kind`] to one small module per family: metadata for
-//! every kind ([`object_meta`]), pods and pod templates ([`pod`]), the controllers that own pod
-//! templates ([`workload`]), Services ([`service`]) and ConfigMaps/Secrets ([`data`]). All of it is
+//! every kind (`object_meta`), pods and pod templates (`pod`), the controllers that own pod
+//! templates (`workload`), Services (`service`) and ConfigMaps/Secrets (`data`). All of it is
 //! pure functions over the JSON form of an object; a [`Cause`] becomes one entry of a 422 `Status`.
-//! The string rules shared with label selectors live in [`names`].
+//! The string rules shared with label selectors live in `names`.
 
 mod data;
 mod names;

@@ -11,7 +11,7 @@ use super::{Cause, field, push_invalid, str_field};
 use crate::kinds::Kind;
 
 /// Total bytes of annotation keys and values an object may carry (Kubernetes' 256 KiB).
-pub const ANNOTATIONS_MAX_BYTES: usize = 256 * 1024;
+pub(crate) const ANNOTATIONS_MAX_BYTES: usize = 256 * 1024;
 
 /// Which rule a kind's names follow: they end up in DNS names, other objects' names, or paths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

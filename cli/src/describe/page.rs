@@ -13,9 +13,19 @@ const INDENT: usize = 2;
 const GAP: usize = 2;
 
 enum Line {
-    Field { indent: usize, key: String, value: String },
-    Header { indent: usize, key: String },
-    Raw { indent: usize, text: String },
+    Field {
+        indent: usize,
+        key: String,
+        value: String,
+    },
+    Header {
+        indent: usize,
+        key: String,
+    },
+    Raw {
+        indent: usize,
+        text: String,
+    },
 }
 
 #[derive(Default)]
@@ -26,21 +36,35 @@ pub(crate) struct Page {
 impl Page {
     /// `Key:  value`; a multi-line value continues aligned under its first line.
     pub(crate) fn field(&mut self, indent: usize, key: &str, value: &str) {
-        self.lines.push(Line::Field { indent, key: key.to_string(), value: value.to_string() });
+        self.lines.push(Line::Field {
+            indent,
+            key: key.to_string(),
+            value: value.to_string(),
+        });
     }
 
     /// `Key:` opening a nested section.
     pub(crate) fn header(&mut self, indent: usize, key: &str) {
-        self.lines.push(Line::Header { indent, key: key.to_string() });
+        self.lines.push(Line::Header {
+            indent,
+            key: key.to_string(),
+        });
     }
 
     pub(crate) fn raw(&mut self, indent: usize, text: &str) {
-        self.lines.push(Line::Raw { indent, text: text.to_string() });
+        self.lines.push(Line::Raw {
+            indent,
+            text: text.to_string(),
+        });
     }
 
     /// A table with a dashed rule under the headers, as in `Conditions:` and `Events:`.
     pub(crate) fn table(&mut self, indent: usize, headers: &[String], rows: Vec<Vec<String>>) {
-        let rule: Vec<String> = headers.iter().map(|h| "-".repeat(h.chars().count())).collect();
+        // kubectl's rules are at least four dashes (`Age` gets `----`).
+        let rule: Vec<String> = headers
+            .iter()
+            .map(|h| "-".repeat(h.chars().count().max(4)))
+            .collect();
         let all: Vec<Vec<String>> = std::iter::once(rule).chain(rows).collect();
         let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
         for line in output::table(&headers, &all, GAP).lines() {
@@ -64,7 +88,9 @@ impl Page {
                 self.header(indent, &label);
                 for item in items {
                     match item {
-                        Value::Object(map) => map.iter().for_each(|(k, v)| self.tree(indent + 1, k, v)),
+                        Value::Object(map) => {
+                            map.iter().for_each(|(k, v)| self.tree(indent + 1, k, v))
+                        }
                         other => self.raw(indent + 1, &scalar(other)),
                     }
                 }
@@ -79,13 +105,20 @@ impl Page {
         while i < self.lines.len() {
             match &self.lines[i] {
                 Line::Field { .. } => {
-                    let run = self.lines[i..].iter().take_while(|l| matches!(l, Line::Field { .. })).count();
+                    let run = self.lines[i..]
+                        .iter()
+                        .take_while(|l| matches!(l, Line::Field { .. }))
+                        .count();
                     render_fields(&mut text, &self.lines[i..i + run]);
                     i += run;
                     continue;
                 }
-                Line::Header { indent, key } => push_line(&mut text, &format!("{}{key}:", pad(*indent))),
-                Line::Raw { indent, text: raw } => push_line(&mut text, &format!("{}{raw}", pad(*indent))),
+                Line::Header { indent, key } => {
+                    push_line(&mut text, &format!("{}{key}:", pad(*indent)))
+                }
+                Line::Raw { indent, text: raw } => {
+                    push_line(&mut text, &format!("{}{raw}", pad(*indent)))
+                }
             }
             i += 1;
         }
@@ -107,7 +140,9 @@ fn render_fields(text: &mut String, run: &[Line]) {
         .unwrap_or(0);
     let column = width + GAP;
     for line in run {
-        let Line::Field { indent, key, value } = line else { continue };
+        let Line::Field { indent, key, value } = line else {
+            continue;
+        };
         let label = label(*indent, key);
         let mut values = value.lines();
         let first = values.next().unwrap_or_default();
@@ -165,7 +200,10 @@ pub(crate) fn smart_label(field: &str) -> String {
                 upper
             } else {
                 let mut chars = w.chars();
-                chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
+                chars
+                    .next()
+                    .map(|c| c.to_uppercase().chain(chars).collect())
+                    .unwrap_or_default()
             }
         })
         .collect();

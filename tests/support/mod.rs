@@ -1,0 +1,93 @@
+//! Shared test scaffolding: a control plane on `127.0.0.1:0` over a real redb file, kube clients
+//! for it, and `eventually` for conditions that settle asynchronously.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::json;
+use wasmkube_control::{ControlPlane, ControlPlaneConfig};
+
+pub struct TestCluster {
+    pub control: ControlPlane,
+    pub client: kube::Client,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestCluster {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tune: impl FnOnce(&mut ControlPlaneConfig)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = ControlPlaneConfig::new(dir.path(), "127.0.0.1:0".parse().expect("addr"));
+        tune(&mut config);
+        let control = ControlPlane::start(config).await.expect("control plane starts");
+        let client = client_for(&control.url(), &control.pki.ca_pem, Some(&control.pki.admin_token)).await;
+        Self { control, client, dir }
+    }
+
+    pub fn url(&self) -> String {
+        self.control.url()
+    }
+
+    /// A client with another token (or none).
+    pub async fn client_with_token(&self, token: Option<&str>) -> kube::Client {
+        client_for(&self.url(), &self.control.pki.ca_pem, token).await
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        self.control.shutdown();
+    }
+}
+
+/// A kube client trusting `ca_pem`, authenticating with `token` if given.
+pub async fn client_for(url: &str, ca_pem: &str, token: Option<&str>) -> kube::Client {
+    use base64::Engine as _;
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let user = match token {
+        Some(t) => json!({"token": t}),
+        None => json!({}),
+    };
+    let kubeconfig: Kubeconfig = serde_json::from_value(json!({
+        "clusters": [{"name": "c", "cluster": {"server": url, "certificate-authority-data": ca}}],
+        "users": [{"name": "u", "user": user}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u", "namespace": "default"}}],
+        "current-context": "c",
+    }))
+    .expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kube config");
+    kube::Client::try_from(config).expect("kube client")
+}
+
+/// Polls `check` until it returns `Some`, failing the test after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The `Status` of a failed kube call.
+pub fn status_of<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> kube::core::Status {
+    match result {
+        Err(kube::Error::Api(status)) => *status,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
