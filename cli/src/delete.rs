@@ -10,6 +10,7 @@ use wasmkube_api::Kind;
 
 use crate::error::{Error, is_not_found, is_unreachable, render, render_during};
 use crate::output::Report;
+use crate::resource::Target;
 use crate::{ClientOptions, config, manifest, resource};
 
 #[derive(Debug, clap::Args)]
@@ -119,11 +120,20 @@ pub async fn run(
     options: &ClientOptions,
     out: &mut impl Write,
 ) -> Result<(), Error> {
+    if args.files.is_empty() && args.resources.is_empty() {
+        return Err(Error::Usage(
+            "You must provide one or more resources by argument or filename.".to_string(),
+        ));
+    }
+    // Manifests are read (blocking, stdin included) before anything else runs.
     let documents = if args.files.is_empty() {
         Vec::new()
     } else {
         manifest::read(&args.files)?
     };
+    if !args.files.is_empty() && documents.is_empty() {
+        return Err(Error::Usage("no objects passed to delete".to_string()));
+    }
     let targets = if args.files.is_empty() {
         resource::parse_targets(&args.resources)?
     } else {
@@ -136,33 +146,57 @@ pub async fn run(
         ));
     }
     let cluster = config::connect(options).await?;
-    let namespace = cluster.namespace_for(options);
+    let victims = if documents.is_empty() {
+        let namespace = cluster.namespace_for(options);
+        let selector = args.selector.as_deref();
+        from_targets(cluster.client.clone(), &targets, &namespace, selector).await?
+    } else {
+        from_documents(documents, &cluster.namespace, options.namespace.as_deref())?
+    };
     let mut report = Report::default();
-    let mut victims = Vec::new();
-    if !documents.is_empty() {
-        let mut documents = documents;
-        manifest::assign_namespaces(
-            &mut documents,
-            &cluster.namespace,
-            options.namespace.as_deref(),
-        )?;
-        victims.extend(documents.into_iter().map(|d| Victim {
+    if victims.is_empty() && listing {
+        report.notes.push("No resources found".to_string());
+    }
+    if args.force {
+        eprintln!(
+            "Warning: Immediate deletion does not wait for confirmation that the running resource \
+             has been terminated. The resource may continue to run on the cluster indefinitely."
+        );
+    }
+    report.errors = delete(cluster.client, &victims, &args.options(), out).await?;
+    report.finish()
+}
+
+/// The objects named by manifests, in file order, with namespaces resolved as `apply` does.
+fn from_documents(
+    mut documents: Vec<manifest::Document>,
+    default_namespace: &str,
+    explicit: Option<&str>,
+) -> Result<Vec<Victim>, Error> {
+    manifest::assign_namespaces(&mut documents, default_namespace, explicit)?;
+    Ok(documents
+        .into_iter()
+        .map(|d| Victim {
             kind: d.kind,
             namespace: d.namespace().map(str::to_string),
             name: d.name().to_string(),
             file: Some(d.source.file),
-        }));
-    }
-    for target in &targets {
-        let scope = target.kind.namespaced.then(|| namespace.clone());
+        })
+        .collect())
+}
+
+/// The objects named on the command line, or listed by selector when a target has no names.
+async fn from_targets(
+    client: kube::Client,
+    targets: &[Target],
+    namespace: &str,
+    selector: Option<&str>,
+) -> Result<Vec<Victim>, Error> {
+    let mut victims = Vec::new();
+    for target in targets {
+        let scope = target.kind.namespaced.then(|| namespace.to_string());
         let names = if target.names.is_empty() {
-            list_names(
-                cluster.client.clone(),
-                target.kind,
-                scope.as_deref(),
-                args.selector.as_deref(),
-            )
-            .await?
+            list_names(client.clone(), target.kind, scope.as_deref(), selector).await?
         } else {
             target.names.clone()
         };
@@ -173,14 +207,7 @@ pub async fn run(
             file: None,
         }));
     }
-    if victims.is_empty() && listing {
-        report.notes.push("No resources found".to_string());
-    }
-    report.errors = delete(cluster.client, &victims, &args.options(), out).await?;
-    if args.force {
-        report.notes.insert(0, "Warning: Immediate deletion does not wait for confirmation that the running resource has been terminated. The resource may continue to run on the cluster indefinitely.".to_string());
-    }
-    report.finish()
+    Ok(victims)
 }
 
 async fn list_names(

@@ -60,6 +60,17 @@ pub(super) fn pod(page: &mut Page, pod: &Value) {
         );
         page.field(0, "Controlled By", &owner);
     }
+    pod_containers(page, pod);
+    if let Some(volumes) = pod
+        .pointer("/spec/volumes")
+        .filter(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+    {
+        page.tree(0, "volumes", volumes);
+    }
+}
+
+/// `Init Containers:` (when there are any) and `Containers:`, each with its status.
+fn pod_containers(page: &mut Page, pod: &Value) {
     for (title, spec, statuses) in [
         (
             "Init Containers",
@@ -84,12 +95,6 @@ pub(super) fn pod(page: &mut Page, pod: &Value) {
                 .find(|s| text(s, "/name") == Some(name));
             self::container(page, 1, container, status);
         }
-    }
-    if let Some(volumes) = pod
-        .pointer("/spec/volumes")
-        .filter(|v| v.as_array().is_some_and(|a| !a.is_empty()))
-    {
-        page.tree(0, "volumes", volumes);
     }
 }
 
@@ -128,21 +133,32 @@ fn container(page: &mut Page, indent: usize, container: &Value, status: Option<&
         page.tree(inner, "args", args);
     }
     if let Some(status) = status {
-        state(page, inner, "State", status.get("state"));
-        if status.pointer("/lastState/terminated").is_some() {
-            state(page, inner, "Last State", status.get("lastState"));
-        }
-        let ready = status
-            .get("ready")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        page.field(inner, "Ready", if ready { "True" } else { "False" });
-        page.field(
-            inner,
-            "Restart Count",
-            &int(status, "/restartCount").to_string(),
-        );
+        container_status(page, inner, status);
     }
+    resources(page, inner, container);
+    let env: Vec<String> = list(container, "/env").iter().map(env_line).collect();
+    if env.is_empty() {
+        page.field(inner, "Environment", "<none>");
+    } else {
+        page.header(inner, "Environment");
+        env.iter().for_each(|line| page.raw(inner + 1, line));
+    }
+}
+
+/// State, last state, readiness and restarts of a running container.
+fn container_status(page: &mut Page, inner: usize, status: &Value) {
+    state(page, inner, "State", status.get("state"));
+    if status.pointer("/lastState/terminated").is_some() {
+        state(page, inner, "Last State", status.get("lastState"));
+    }
+    let ready = status.get("ready").and_then(Value::as_bool) == Some(true);
+    page.field(inner, "Ready", if ready { "True" } else { "False" });
+    let restarts = int(status, "/restartCount").to_string();
+    page.field(inner, "Restart Count", &restarts);
+}
+
+/// `Limits:` and `Requests:` sections, when set.
+fn resources(page: &mut Page, inner: usize, container: &Value) {
     for (key, pointer) in [
         ("Limits", "/resources/limits"),
         ("Requests", "/resources/requests"),
@@ -163,13 +179,6 @@ fn container(page: &mut Page, indent: usize, container: &Value, status: Option<&
                 );
             }
         }
-    }
-    let env: Vec<String> = list(container, "/env").iter().map(env_line).collect();
-    if env.is_empty() {
-        page.field(inner, "Environment", "<none>");
-    } else {
-        page.header(inner, "Environment");
-        env.iter().for_each(|line| page.raw(inner + 1, line));
     }
 }
 

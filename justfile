@@ -1,0 +1,23 @@
+# Common tasks. `just --list` shows them.
+
+# Start an all-in-one cluster
+up *ARGS:
+    cargo run --release -- up {{ARGS}}
+
+# Run the whole test suite (the README's test command)
+test:
+    cargo test --workspace --locked
+
+# Build the sample guest components
+samples:
+    cd samples && cargo build --release --target wasm32-wasip2 --locked
+
+# Store benchmark against etcd (needs the Debian package etcd-server)
+bench:
+    cargo build --release -p wasmkube -p wasmkube-bench
+    target/release/store-bench --wasmkube target/release/wasmkube --etcd /usr/bin/etcd
+
+# Formatting and lints, as CI runs them
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
