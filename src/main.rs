@@ -67,20 +67,18 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Up(args) | Command::Server(args) => serve(args, &cli.global).await,
+            Command::Up(args) | Command::Server(args) => {
+                // Server errors get the `error:` prefix of DESIGN's exit-code contract.
+                serve(args, &cli.global).await.map_err(|e| anyhow::anyhow!("error: {e:#}"))
+            }
+            // Client errors carry their own kubectl-style prefix (`error:`, `Error from server (…)`).
             Command::Client(cmd) => wasmkube_cli::run(cmd, &cli.global).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // Client errors carry their own kubectl-style prefix; others get `error:`.
-            let line = format!("{e:#}");
-            if line.starts_with("error:") || line.starts_with("Error from server") {
-                eprintln!("{line}");
-            } else {
-                eprintln!("error: {line}");
-            }
+            eprintln!("{e:#}");
             ExitCode::FAILURE
         }
     }

@@ -29,7 +29,13 @@ fn deployment(name: &str, replicas: i32) -> Deployment {
 }
 
 /// Sends a raw request and returns status, headers and the JSON body.
-async fn raw(client: &kube::Client, method: &str, path: &str, content_type: &str, body: Value) -> (u16, http::HeaderMap, Value) {
+async fn raw(
+    client: &kube::Client,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: Value,
+) -> (u16, http::HeaderMap, Value) {
     let request = http::Request::builder()
         .method(method)
         .uri(path)
@@ -57,7 +63,8 @@ async fn configmaps_and_pods_round_trip_through_create_get_list_replace_and_dele
     let mut changed = fetched.clone();
     changed.data = Some([("k".to_string(), "w".to_string())].into());
     let replaced = cms.replace("one", &PostParams::default(), &changed).await.expect("replace");
-    let rv = |m: &ConfigMap| m.metadata.resource_version.as_deref().and_then(|v| v.parse::<u64>().ok()).expect("numeric rv");
+    let rv =
+        |m: &ConfigMap| m.metadata.resource_version.as_deref().and_then(|v| v.parse::<u64>().ok()).expect("numeric rv");
     assert!(rv(&replaced) > rv(&fetched), "a write moves the resourceVersion forward");
     assert_eq!(cms.list(&ListParams::default()).await.expect("list").items.len(), 1);
     cms.delete("one", &DeleteParams::default()).await.expect("delete");
@@ -65,7 +72,8 @@ async fn configmaps_and_pods_round_trip_through_create_get_list_replace_and_dele
 
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
     let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"},
-        "spec": {"containers": [{"name": "c", "image": "hello:1"}]}})).expect("pod");
+        "spec": {"containers": [{"name": "c", "image": "hello:1"}]}}))
+    .expect("pod");
     let created = pods.create(&PostParams::default(), &pod).await.expect("create pod");
     assert_eq!(created.status.and_then(|s| s.phase).as_deref(), Some("Pending"));
     assert_eq!(created.spec.and_then(|s| s.restart_policy).as_deref(), Some("Always"), "defaults applied");
@@ -159,7 +167,10 @@ async fn field_validation_strict_rejects_and_warn_warns_about_unknown_fields() {
     )
     .await;
     assert_eq!(code, 201);
-    assert_eq!(headers.get("warning").and_then(|v| v.to_str().ok()), Some("299 - \"unknown field \\\"bogusField\\\"\""));
+    assert_eq!(
+        headers.get("warning").and_then(|v| v.to_str().ok()),
+        Some("299 - \"unknown field \\\"bogusField\\\"\"")
+    );
     assert!(object.get("bogusField").is_none(), "unknown fields are not stored");
 }
 
@@ -278,8 +289,14 @@ async fn finalizers_hold_deletion_until_removed() {
 async fn deleting_a_namespace_terminates_it_removes_its_content_then_itself() {
     let cluster = TestCluster::start().await;
     let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
-    let names: Vec<String> =
-        namespaces.list(&ListParams::default()).await.expect("list").items.into_iter().filter_map(|n| n.metadata.name).collect();
+    let names: Vec<String> = namespaces
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect();
     for builtin in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         assert!(names.contains(&builtin.to_string()), "{builtin} exists from the start");
     }
@@ -310,7 +327,7 @@ async fn metrics_report_requests_commits_watches_and_objects() {
     let cluster = TestCluster::start().await;
     let cms: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), "default");
     cms.create(&PostParams::default(), &configmap("m", json!({}))).await.expect("create");
-    let request = http::Request::builder().uri("/metrics").body(Vec::new().into()).expect("request");
+    let request = http::Request::builder().uri("/metrics").body(Vec::new()).expect("request");
     let text = cluster.client.request_text(request).await.expect("metrics");
     for needle in [
         "apiserver_request_total{verb=\"create\",resource=\"configmaps\",code=\"201\"} 1",

@@ -60,7 +60,8 @@ async fn every_acknowledged_create_survives_sigkill_with_its_resource_version() 
             for i in 0.. {
                 let name = format!("w{w}-{i}");
                 let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": name},
-                    "data": {"payload": "x".repeat(200)}})).expect("cm");
+                    "data": {"payload": "x".repeat(200)}}))
+                .expect("cm");
                 match cms.create(&PostParams::default(), &cm).await {
                     Ok(created) => {
                         let rv = created.metadata.resource_version.expect("rv");

@@ -58,7 +58,8 @@ async fn writes_after_a_revision_arrive_exactly_once_in_order_and_a_watch_resume
 
     let mut revisions = Vec::new();
     for i in 0..20 {
-        revisions.push(rv_of(&cms.create(&PostParams::default(), &configmap(&format!("cm{i:02}"))).await.expect("create")));
+        revisions
+            .push(rv_of(&cms.create(&PostParams::default(), &configmap(&format!("cm{i:02}"))).await.expect("create")));
     }
     cms.patch("cm03", &PatchParams::default(), &Patch::Merge(json!({"data": {"k": "v"}}))).await.expect("patch");
     cms.delete("cm04", &DeleteParams::default()).await.expect("delete");
@@ -120,7 +121,8 @@ async fn bookmarks_arrive_when_asked_for_and_timeout_seconds_ends_the_watch() {
     let cms: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), "default");
     let rv = rv_of(&cms.create(&PostParams::default(), &configmap("b")).await.expect("create"));
     // Without allowWatchBookmarks no bookmark comes, however long the watch is quiet.
-    let mut plain = cms.watch(&WatchParams::default().disable_bookmarks(), &rv.to_string()).await.expect("watch").boxed();
+    let mut plain =
+        cms.watch(&WatchParams::default().disable_bookmarks(), &rv.to_string()).await.expect("watch").boxed();
     assert!(tokio::time::timeout(Duration::from_secs(1), plain.next()).await.is_err(), "no event at all");
     // kube asks for bookmarks by default (allowWatchBookmarks=true).
     let params = WatchParams::default().timeout(3);
@@ -135,10 +137,7 @@ async fn bookmarks_arrive_when_asked_for_and_timeout_seconds_ends_the_watch() {
         other => panic!("expected a bookmark, got {}", describe(&other)),
     }
     // timeoutSeconds=3: the server closes the stream by itself.
-    let ended = tokio::time::timeout(Duration::from_secs(15), async {
-        while stream.next().await.is_some() {}
-    })
-    .await;
+    let ended = tokio::time::timeout(Duration::from_secs(15), async { while stream.next().await.is_some() {} }).await;
     assert!(ended.is_ok(), "the watch ended after timeoutSeconds");
 }
 
@@ -152,9 +151,12 @@ async fn selectors_turn_objects_leaving_the_selection_into_deletions() {
     let relabel = |app: &str| Patch::Merge(json!({"metadata": {"labels": {"app": app}}}));
     cms.patch("sel", &PatchParams::default(), &relabel("other")).await.expect("leave");
     cms.patch("sel", &PatchParams::default(), &relabel("w")).await.expect("return");
-    cms.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "unlabelled"}})).expect("cm"))
-        .await
-        .expect("create unlabelled");
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "unlabelled"}})).expect("cm"),
+    )
+    .await
+    .expect("create unlabelled");
     cms.patch("sel", &PatchParams::default(), &Patch::Merge(json!({"data": {"x": "1"}}))).await.expect("modify");
     let seen: Vec<String> = take_events(&mut stream, 3).await.iter().map(describe).collect();
     assert_eq!(seen, vec!["DELETED sel", "ADDED sel", "MODIFIED sel"]);

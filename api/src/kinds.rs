@@ -38,11 +38,7 @@ pub struct Kind {
 impl Kind {
     /// `v1` for the core group, `group/version` otherwise.
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.to_string()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
+        if self.group.is_empty() { self.version.to_string() } else { format!("{}/{}", self.group, self.version) }
     }
 
     pub fn list_kind(&self) -> String {
@@ -51,20 +47,12 @@ impl Kind {
 
     /// `pods` for core kinds, `deployments.apps` otherwise: how kubectl names a resource in messages.
     pub fn qualified_plural(&self) -> String {
-        if self.group.is_empty() {
-            self.plural.to_string()
-        } else {
-            format!("{}.{}", self.plural, self.group)
-        }
+        if self.group.is_empty() { self.plural.to_string() } else { format!("{}.{}", self.plural, self.group) }
     }
 
     /// `pod` / `deployment.apps`, as in kubectl's result lines (`deployment.apps/web created`).
     pub fn qualified_singular(&self) -> String {
-        if self.group.is_empty() {
-            self.singular.to_string()
-        } else {
-            format!("{}.{}", self.singular, self.group)
-        }
+        if self.group.is_empty() { self.singular.to_string() } else { format!("{}.{}", self.singular, self.group) }
     }
 
     /// The canonical form of `object`: see [`Kind::normalize`].
@@ -141,8 +129,7 @@ pub static ALL: &[Kind] = &[
 
 /// The kind served at `group`/`version` under resource name `plural`.
 pub fn by_resource(group: &str, version: &str, plural: &str) -> Option<&'static Kind> {
-    ALL.iter()
-        .find(|k| k.group == group && k.version == version && k.plural == plural)
+    ALL.iter().find(|k| k.group == group && k.version == version && k.plural == plural)
 }
 
 /// The kind named by a manifest's `apiVersion` and `kind`.

@@ -26,12 +26,7 @@ const FIELD_MANAGER: &str = "kubectl-client-side-apply";
 #[derive(Debug, clap::Args)]
 pub struct ApplyArgs {
     /// Manifest file, directory of `*.yaml`/`*.yml`/`*.json` files, or `-` for stdin; repeatable.
-    #[arg(
-        short = 'f',
-        long = "filename",
-        required = true,
-        value_name = "FILE|DIR|-"
-    )]
+    #[arg(short = 'f', long = "filename", required = true, value_name = "FILE|DIR|-")]
     pub files: Vec<String>,
 }
 
@@ -68,11 +63,7 @@ pub struct ApplySummary {
     pub errors: Vec<String>,
 }
 
-pub async fn run(
-    args: &ApplyArgs,
-    options: &ClientOptions,
-    out: &mut impl Write,
-) -> Result<(), Error> {
+pub async fn run(args: &ApplyArgs, options: &ClientOptions, out: &mut impl Write) -> Result<(), Error> {
     // Parse and resolve everything before connecting, so a bad manifest writes nothing. (Reading
     // blocks, stdin included; nothing else runs on the executor yet.)
     let mut documents = manifest::read(&args.files)?;
@@ -80,18 +71,10 @@ pub async fn run(
         return Err(Error::Usage("no objects passed to apply".to_string()));
     }
     let cluster = config::connect(options).await?;
-    manifest::assign_namespaces(
-        &mut documents,
-        &cluster.namespace,
-        options.namespace.as_deref(),
-    )?;
+    manifest::assign_namespaces(&mut documents, &cluster.namespace, options.namespace.as_deref())?;
     let namespace = cluster.namespace_for(options);
     let summary = apply(cluster.client, &namespace, documents, out).await?;
-    Report {
-        notes: Vec::new(),
-        errors: summary.errors,
-    }
-    .finish()
+    Report { notes: Vec::new(), errors: summary.errors }.finish()
 }
 
 /// Applies documents in order, printing `kind/name created|configured|unchanged` for each.
@@ -114,55 +97,32 @@ pub async fn apply(
                 summary.applied.push(Applied { object, action });
             }
             Err((err, _)) if is_unreachable(&err) => return Err(Error::request(&err)),
-            Err((err, step)) => summary
-                .errors
-                .push(render_during(&err, Some((step, &document.source.file)))),
+            Err((err, step)) => summary.errors.push(render_during(&err, Some((step, &document.source.file)))),
         }
     }
     Ok(summary)
 }
 
 /// Creates or patches one object; an error comes with the step that failed, for the message.
-async fn apply_one(
-    client: kube::Client,
-    document: &Document,
-) -> Result<Action, (kube::Error, &'static str)> {
+async fn apply_one(client: kube::Client, document: &Document) -> Result<Action, (kube::Error, &'static str)> {
     let api = resource::api(client, document.kind, document.namespace());
     let desired = with_last_applied(&document.object);
-    let current = api
-        .get_opt(document.name())
-        .await
-        .map_err(|e| (e, "retrieving current configuration of"))?;
+    let current = api.get_opt(document.name()).await.map_err(|e| (e, "retrieving current configuration of"))?;
     let Some(current) = current else {
-        let object: DynamicObject = serde_json::from_value(desired)
-            .map_err(|e| (kube::Error::SerdeError(e), "creating"))?;
-        let params = PostParams {
-            field_manager: Some(FIELD_MANAGER.to_string()),
-            ..PostParams::default()
-        };
-        api.create(&params, &object)
-            .await
-            .map_err(|e| (e, "creating"))?;
+        let object: DynamicObject =
+            serde_json::from_value(desired).map_err(|e| (kube::Error::SerdeError(e), "creating"))?;
+        let params = PostParams { field_manager: Some(FIELD_MANAGER.to_string()), ..PostParams::default() };
+        api.create(&params, &object).await.map_err(|e| (e, "creating"))?;
         return Ok(Action::Created);
     };
     let previous = last_applied(&current);
     let patch = three_way_patch(previous.as_ref(), &desired);
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.to_string()),
-        ..PatchParams::default()
-    };
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_string()), ..PatchParams::default() };
     tracing::debug!(object = document.name(), %patch, "patching");
-    let patched = api
-        .patch(document.name(), &params, &Patch::Merge(&patch))
-        .await
-        .map_err(|e| (e, "patching"))?;
+    let patched = api.patch(document.name(), &params, &Patch::Merge(&patch)).await.map_err(|e| (e, "patching"))?;
     let unchanged = patched.metadata.resource_version.is_some()
         && patched.metadata.resource_version == current.metadata.resource_version;
-    Ok(if unchanged {
-        Action::Unchanged
-    } else {
-        Action::Configured
-    })
+    Ok(if unchanged { Action::Unchanged } else { Action::Configured })
 }
 
 /// The configuration recorded by the previous apply, if the object has one that parses.
@@ -178,9 +138,7 @@ pub fn with_last_applied(document: &Value) -> Value {
     let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) else {
         return object;
     };
-    let annotations = metadata
-        .entry("annotations")
-        .or_insert_with(|| Value::Object(Map::new()));
+    let annotations = metadata.entry("annotations").or_insert_with(|| Value::Object(Map::new()));
     if !annotations.is_object() {
         *annotations = Value::Object(Map::new());
     }
@@ -188,10 +146,7 @@ pub fn with_last_applied(document: &Value) -> Value {
         map.remove(LAST_APPLIED);
     }
     let recorded = format!("{object}\n");
-    if let Some(map) = object
-        .pointer_mut("/metadata/annotations")
-        .and_then(Value::as_object_mut)
-    {
+    if let Some(map) = object.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
         map.insert(LAST_APPLIED.to_string(), Value::String(recorded));
     }
     object
@@ -226,8 +181,7 @@ mod tests {
     fn removed_keys_become_null_and_nested_maps_recurse() {
         let previous = json!({"metadata": {"name": "a", "labels": {"x": "1", "y": "2"}},
             "spec": {"replicas": 3, "paused": false}, "data": {"k": "v"}});
-        let desired =
-            json!({"metadata": {"name": "a", "labels": {"x": "1"}}, "spec": {"replicas": 2}});
+        let desired = json!({"metadata": {"name": "a", "labels": {"x": "1"}}, "spec": {"replicas": 2}});
         assert_eq!(
             three_way_patch(Some(&previous), &desired),
             json!({"metadata": {"name": "a", "labels": {"x": "1", "y": null}},
@@ -237,7 +191,8 @@ mod tests {
 
     #[test]
     fn arrays_and_type_changes_replace_whole() {
-        let previous = json!({"spec": {"ports": [{"port": 80, "name": "http"}, {"port": 443}], "selector": {"a": "b"}}});
+        let previous =
+            json!({"spec": {"ports": [{"port": 80, "name": "http"}, {"port": 443}], "selector": {"a": "b"}}});
         let desired = json!({"spec": {"ports": [{"port": 80}], "selector": "now-a-string"}});
         assert_eq!(three_way_patch(Some(&previous), &desired), desired);
     }
@@ -254,9 +209,7 @@ mod tests {
         let document = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "default",
             "annotations": {LAST_APPLIED: "stale"}}, "data": {"k": "v"}});
         let object = with_last_applied(&document);
-        let recorded = object["metadata"]["annotations"][LAST_APPLIED]
-            .as_str()
-            .expect("annotation set");
+        let recorded = object["metadata"]["annotations"][LAST_APPLIED].as_str().expect("annotation set");
         assert!(recorded.ends_with('\n'));
         let recorded: Value = serde_json::from_str(recorded).expect("recorded JSON");
         assert_eq!(recorded["metadata"]["annotations"], json!({}));
@@ -268,12 +221,8 @@ mod tests {
     fn reapplying_the_same_document_patches_nothing_away() {
         let document = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "v"}});
         let first = with_last_applied(&document);
-        let previous: Value = serde_json::from_str(
-            first["metadata"]["annotations"][LAST_APPLIED]
-                .as_str()
-                .expect("set"),
-        )
-        .expect("json");
+        let previous: Value =
+            serde_json::from_str(first["metadata"]["annotations"][LAST_APPLIED].as_str().expect("set")).expect("json");
         let patch = three_way_patch(Some(&previous), &with_last_applied(&document));
         assert_eq!(patch, first, "no nulls when nothing was removed");
     }

@@ -19,12 +19,7 @@ pub struct DeleteArgs {
     #[arg(value_name = "TYPE [NAME...]")]
     pub resources: Vec<String>,
     /// Delete the objects in these manifests (file, directory or `-`); repeatable.
-    #[arg(
-        short = 'f',
-        long = "filename",
-        value_name = "FILE|DIR|-",
-        conflicts_with = "resources"
-    )]
+    #[arg(short = 'f', long = "filename", value_name = "FILE|DIR|-", conflicts_with = "resources")]
     pub files: Vec<String>,
     /// Delete every object of the type matching this label selector.
     #[arg(short = 'l', long)]
@@ -63,11 +58,8 @@ pub enum Cascade {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let signed: jiff::SignedDuration = text
-        .parse()
-        .map_err(|e| format!("invalid duration {text:?}: {e}"))?;
-    Duration::try_from(signed)
-        .map_err(|_| format!("invalid duration {text:?}: must not be negative"))
+    let signed: jiff::SignedDuration = text.parse().map_err(|e| format!("invalid duration {text:?}: {e}"))?;
+    Duration::try_from(signed).map_err(|_| format!("invalid duration {text:?}: must not be negative"))
 }
 
 /// One object to delete, and the file it came from (for messages) when from `-f`.
@@ -100,11 +92,8 @@ impl DeleteArgs {
             Cascade::Foreground => PropagationPolicy::Foreground,
             Cascade::Orphan => PropagationPolicy::Orphan,
         };
-        let params = DeleteParams {
-            grace_period_seconds: grace,
-            propagation_policy: Some(policy),
-            ..DeleteParams::default()
-        };
+        let params =
+            DeleteParams { grace_period_seconds: grace, propagation_policy: Some(policy), ..DeleteParams::default() };
         // Forced deletion does not wait: the object may linger on its node.
         DeleteOptions {
             params,
@@ -115,35 +104,19 @@ impl DeleteArgs {
     }
 }
 
-pub async fn run(
-    args: &DeleteArgs,
-    options: &ClientOptions,
-    out: &mut impl Write,
-) -> Result<(), Error> {
+pub async fn run(args: &DeleteArgs, options: &ClientOptions, out: &mut impl Write) -> Result<(), Error> {
     if args.files.is_empty() && args.resources.is_empty() {
-        return Err(Error::Usage(
-            "You must provide one or more resources by argument or filename.".to_string(),
-        ));
+        return Err(Error::Usage("You must provide one or more resources by argument or filename.".to_string()));
     }
     // Manifests are read (blocking, stdin included) before anything else runs.
-    let documents = if args.files.is_empty() {
-        Vec::new()
-    } else {
-        manifest::read(&args.files)?
-    };
+    let documents = if args.files.is_empty() { Vec::new() } else { manifest::read(&args.files)? };
     if !args.files.is_empty() && documents.is_empty() {
         return Err(Error::Usage("no objects passed to delete".to_string()));
     }
-    let targets = if args.files.is_empty() {
-        resource::parse_targets(&args.resources)?
-    } else {
-        Vec::new()
-    };
+    let targets = if args.files.is_empty() { resource::parse_targets(&args.resources)? } else { Vec::new() };
     let listing = args.selector.is_some() || args.all;
     if targets.iter().any(|t| t.names.is_empty()) && !listing {
-        return Err(Error::Usage(
-            "resource(s) were provided, but no name was specified".to_string(),
-        ));
+        return Err(Error::Usage("resource(s) were provided, but no name was specified".to_string()));
     }
     let cluster = config::connect(options).await?;
     let victims = if documents.is_empty() {
@@ -216,19 +189,9 @@ async fn list_names(
     namespace: Option<&str>,
     selector: Option<&str>,
 ) -> Result<Vec<String>, Error> {
-    let params = ListParams {
-        label_selector: selector.map(str::to_string),
-        ..ListParams::default()
-    };
-    let list = resource::api(client, kind, namespace)
-        .list(&params)
-        .await
-        .map_err(|e| Error::request(&e))?;
-    Ok(list
-        .items
-        .into_iter()
-        .filter_map(|o| o.metadata.name)
-        .collect())
+    let params = ListParams { label_selector: selector.map(str::to_string), ..ListParams::default() };
+    let list = resource::api(client, kind, namespace).list(&params).await.map_err(|e| Error::request(&e))?;
+    Ok(list.items.into_iter().filter_map(|o| o.metadata.name).collect())
 }
 
 /// Deletes each object, printing `pod "x" deleted`; then, if asked, waits until all are gone.
@@ -245,12 +208,7 @@ pub async fn delete(
         let api = resource::api(client.clone(), victim.kind, victim.namespace.as_deref());
         match api.delete(&victim.name, &options.params).await {
             Ok(result) => {
-                writeln!(
-                    out,
-                    "{} \"{}\" deleted",
-                    victim.kind.qualified_singular(),
-                    victim.name
-                )?;
+                writeln!(out, "{} \"{}\" deleted", victim.kind.qualified_singular(), victim.name)?;
                 // `Left` is the object still present (finalizers, graceful termination).
                 if let Some(object) = result.left() {
                     pending.push((victim, object.metadata.uid));
@@ -315,9 +273,7 @@ mod tests {
     }
 
     fn parse(args: &[&str]) -> DeleteArgs {
-        Cli::try_parse_from(std::iter::once("delete").chain(args.iter().copied()))
-            .expect("valid")
-            .args
+        Cli::try_parse_from(std::iter::once("delete").chain(args.iter().copied())).expect("valid").args
     }
 
     #[test]
@@ -325,36 +281,18 @@ mod tests {
         let options = parse(&["pod", "x"]).options();
         assert!(options.wait);
         assert_eq!(options.params.grace_period_seconds, None);
-        assert!(matches!(
-            options.params.propagation_policy,
-            Some(PropagationPolicy::Background)
-        ));
+        assert!(matches!(options.params.propagation_policy, Some(PropagationPolicy::Background)));
     }
 
     #[test]
     fn flags_map_to_delete_parameters() {
-        let options = parse(&[
-            "pod",
-            "x",
-            "--grace-period",
-            "5",
-            "--cascade",
-            "foreground",
-            "--wait=false",
-        ])
-        .options();
+        let options = parse(&["pod", "x", "--grace-period", "5", "--cascade", "foreground", "--wait=false"]).options();
         assert!(!options.wait);
         assert_eq!(options.params.grace_period_seconds, Some(5));
-        assert!(matches!(
-            options.params.propagation_policy,
-            Some(PropagationPolicy::Foreground)
-        ));
+        assert!(matches!(options.params.propagation_policy, Some(PropagationPolicy::Foreground)));
         let options = parse(&["pod", "x", "--force", "--cascade=false"]).options();
         assert_eq!(options.params.grace_period_seconds, Some(0));
-        assert!(matches!(
-            options.params.propagation_policy,
-            Some(PropagationPolicy::Orphan)
-        ));
+        assert!(matches!(options.params.propagation_policy, Some(PropagationPolicy::Orphan)));
         assert!(!options.wait);
         let args = parse(&["pod", "x", "--wait", "--timeout", "1m30s"]);
         assert_eq!(args.resources, ["pod", "x"]);

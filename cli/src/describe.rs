@@ -35,11 +35,7 @@ pub struct DescribeArgs {
     pub all_namespaces: bool,
 }
 
-pub async fn run(
-    args: &DescribeArgs,
-    options: &ClientOptions,
-    out: &mut impl Write,
-) -> Result<(), Error> {
+pub async fn run(args: &DescribeArgs, options: &ClientOptions, out: &mut impl Write) -> Result<(), Error> {
     let targets = resource::parse_targets(&args.resources)?;
     let cluster = config::connect(options).await?;
     let query = Query {
@@ -50,10 +46,7 @@ pub async fn run(
         field_selector: None,
     };
     let fetched = get::fetch(cluster.client.clone(), &query).await?;
-    let mut report = Report {
-        notes: Vec::new(),
-        errors: fetched.errors,
-    };
+    let mut report = Report { notes: Vec::new(), errors: fetched.errors };
     let mut described = 0;
     for (kind, objects) in &fetched.groups {
         for object in objects {
@@ -67,29 +60,19 @@ pub async fn run(
     }
     let named = query.targets.iter().any(|t| !t.names.is_empty());
     if described == 0 && report.errors.is_empty() && !named {
-        report.notes.push(format!(
-            "No resources found in {} namespace.",
-            query.namespace
-        ));
+        report.notes.push(format!("No resources found in {} namespace.", query.namespace));
     }
     report.finish()
 }
 
 /// The events about `object`, oldest first. Listing failures other than an unreachable server
 /// leave the section empty, as kubectl does, rather than failing the description.
-pub async fn events_for(
-    client: kube::Client,
-    kind: &Kind,
-    object: &Value,
-) -> Result<Vec<Value>, Error> {
+pub async fn events_for(client: kube::Client, kind: &Kind, object: &Value) -> Result<Vec<Value>, Error> {
     let Some(event_kind) = registry::resolve("events") else {
         return Ok(Vec::new());
     };
     let namespace = meta::namespace(object).unwrap_or_default();
-    let mut selector = format!(
-        "involvedObject.name={},involvedObject.namespace={namespace}",
-        meta::name(object)
-    );
+    let mut selector = format!("involvedObject.name={},involvedObject.namespace={namespace}", meta::name(object));
     if let Some(uid) = object.pointer("/metadata/uid").and_then(Value::as_str) {
         selector.push_str(&format!(",involvedObject.uid={uid}"));
     }
@@ -112,14 +95,9 @@ pub async fn events_for(
 }
 
 fn event_time(event: &Value) -> Option<&str> {
-    [
-        "/lastTimestamp",
-        "/eventTime",
-        "/firstTimestamp",
-        "/metadata/creationTimestamp",
-    ]
-    .iter()
-    .find_map(|p| event.pointer(p).and_then(Value::as_str))
+    ["/lastTimestamp", "/eventTime", "/firstTimestamp", "/metadata/creationTimestamp"]
+        .iter()
+        .find_map(|p| event.pointer(p).and_then(Value::as_str))
 }
 
 /// The description page of one object.
@@ -130,16 +108,8 @@ pub fn describe(kind: &Kind, object: &Value, events: &[Value], now: Timestamp) -
         page.field(0, "Namespace", meta::namespace(object).unwrap_or_default());
     }
     page.field(0, "Labels", &labels(object.pointer("/metadata/labels")));
-    page.field(
-        0,
-        "Annotations",
-        &annotations(object.pointer("/metadata/annotations")),
-    );
-    page.field(
-        0,
-        "CreationTimestamp",
-        &time(object.pointer("/metadata/creationTimestamp")),
-    );
+    page.field(0, "Annotations", &annotations(object.pointer("/metadata/annotations")));
+    page.field(0, "CreationTimestamp", &time(object.pointer("/metadata/creationTimestamp")));
     match (kind.group, kind.kind) {
         ("", "Pod") => kinds::pod(&mut page, object),
         ("apps", "Deployment") => kinds::deployment(&mut page, object),
@@ -176,11 +146,7 @@ pub(crate) fn labels(map: Option<&Value>) -> String {
         .flatten()
         .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
         .collect();
-    if lines.is_empty() {
-        "<none>".to_string()
-    } else {
-        lines.join("\n")
-    }
+    if lines.is_empty() { "<none>".to_string() } else { lines.join("\n") }
 }
 
 /// Annotations as `k: v` lines without the last-applied configuration, or `<none>`.
@@ -192,33 +158,21 @@ fn annotations(map: Option<&Value>) -> String {
         .filter(|(k, _)| k.as_str() != LAST_APPLIED)
         .map(|(k, v)| format!("{k}: {}", v.as_str().unwrap_or_default()))
         .collect();
-    if lines.is_empty() {
-        "<none>".to_string()
-    } else {
-        lines.join("\n")
-    }
+    if lines.is_empty() { "<none>".to_string() } else { lines.join("\n") }
 }
 
 /// A timestamp in kubectl's describe format (RFC 1123 with numeric zone, local time).
 pub(crate) fn time(value: Option<&Value>) -> String {
-    let Some(ts) = value
-        .and_then(Value::as_str)
-        .and_then(|t| t.parse::<Timestamp>().ok())
-    else {
+    let Some(ts) = value.and_then(Value::as_str).and_then(|t| t.parse::<Timestamp>().ok()) else {
         return "<unset>".to_string();
     };
-    ts.to_zoned(jiff::tz::TimeZone::system())
-        .strftime("%a, %d %b %Y %H:%M:%S %z")
-        .to_string()
+    ts.to_zoned(jiff::tz::TimeZone::system()).strftime("%a, %d %b %Y %H:%M:%S %z").to_string()
 }
 
 /// The `Conditions:` table, when the object has conditions; Reason and Message columns only
 /// when some condition has them.
 fn conditions(page: &mut Page, object: &Value) {
-    let Some(conditions) = object
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-    else {
+    let Some(conditions) = object.pointer("/status/conditions").and_then(Value::as_array) else {
         return;
     };
     if conditions.is_empty() {
@@ -229,27 +183,13 @@ fn conditions(page: &mut Page, object: &Value) {
         .iter()
         .enumerate()
         .filter(|(i, f)| {
-            *i < 2
-                || conditions.iter().any(|c| {
-                    c.get(**f)
-                        .and_then(Value::as_str)
-                        .is_some_and(|s| !s.is_empty())
-                })
+            *i < 2 || conditions.iter().any(|c| c.get(**f).and_then(Value::as_str).is_some_and(|s| !s.is_empty()))
         })
         .map(|(_, f)| *f)
         .collect();
     let rows: Vec<Vec<String>> = conditions
         .iter()
-        .map(|c| {
-            used.iter()
-                .map(|f| {
-                    c.get(*f)
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string()
-                })
-                .collect()
-        })
+        .map(|c| used.iter().map(|f| c.get(*f).and_then(Value::as_str).unwrap_or_default().to_string()).collect())
         .collect();
     let headers: Vec<String> = used.iter().map(|f| capitalize(f)).collect();
     page.header(0, "Conditions");
@@ -258,10 +198,7 @@ fn conditions(page: &mut Page, object: &Value) {
 
 fn capitalize(word: &str) -> String {
     let mut chars = word.chars();
-    chars
-        .next()
-        .map(|c| c.to_uppercase().chain(chars).collect())
-        .unwrap_or_default()
+    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
 }
 
 /// The `Events:` table (`<none>` without events), kubectl's columns and age format.
@@ -270,30 +207,17 @@ fn events_section(page: &mut Page, events: &[Value], now: Timestamp) {
         page.field(0, "Events", "<none>");
         return;
     }
-    let text = |e: &Value, p: &str| {
-        e.pointer(p)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
+    let text = |e: &Value, p: &str| e.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
     let rows: Vec<Vec<String>> = events
         .iter()
         .map(|e| {
             let from = Some(text(e, "/source/component"))
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| text(e, "/reportingController"));
-            vec![
-                text(e, "/type"),
-                text(e, "/reason"),
-                event_age(e, now),
-                from,
-                text(e, "/message").trim().to_string(),
-            ]
+            vec![text(e, "/type"), text(e, "/reason"), event_age(e, now), from, text(e, "/message").trim().to_string()]
         })
         .collect();
-    let headers: Vec<String> = ["Type", "Reason", "Age", "From", "Message"]
-        .map(String::from)
-        .to_vec();
+    let headers: Vec<String> = ["Type", "Reason", "Age", "From", "Message"].map(String::from).to_vec();
     page.header(0, "Events");
     page.table(1, &headers, rows);
 }
@@ -301,17 +225,11 @@ fn events_section(page: &mut Page, events: &[Value], now: Timestamp) {
 /// `10s`, or `2m (x3 over 5m)` for a repeated event.
 fn event_age(event: &Value, now: Timestamp) -> String {
     let age = |p: &str| {
-        let ts = event
-            .pointer(p)
-            .and_then(Value::as_str)?
-            .parse::<Timestamp>()
-            .ok()?;
+        let ts = event.pointer(p).and_then(Value::as_str)?.parse::<Timestamp>().ok()?;
         Some(meta::human_duration(now.as_second() - ts.as_second()))
     };
     let first = age("/firstTimestamp").or_else(|| age("/eventTime"));
-    let last = age("/lastTimestamp")
-        .or_else(|| first.clone())
-        .unwrap_or_else(|| "<unknown>".to_string());
+    let last = age("/lastTimestamp").or_else(|| first.clone()).unwrap_or_else(|| "<unknown>".to_string());
     let count = event.get("count").and_then(Value::as_i64).unwrap_or(1);
     match first {
         Some(first) if count > 1 => format!("{last} (x{count} over {first})"),

@@ -50,9 +50,7 @@ pub fn render(err: &kube::Error) -> String {
 /// Like [`render`], naming the step and file as kubectl apply/delete do:
 /// `Error from server (Invalid): error when creating "f.yaml": Deployment.apps "x" is invalid: ...`.
 pub fn render_during(err: &kube::Error, step: Option<(&str, &str)>) -> String {
-    let context = step
-        .map(|(what, file)| format!("error when {what} \"{file}\": "))
-        .unwrap_or_default();
+    let context = step.map(|(what, file)| format!("error when {what} \"{file}\": ")).unwrap_or_default();
     match err {
         kube::Error::Api(status) => {
             let reason = reason(&status.reason, status.code);
@@ -131,16 +129,9 @@ mod tests {
     #[test]
     fn server_errors_render_like_kubectl() {
         let err = api(404, "NotFound", "pods \"x\" not found");
-        assert_eq!(
-            render(&err),
-            "Error from server (NotFound): pods \"x\" not found"
-        );
+        assert_eq!(render(&err), "Error from server (NotFound): pods \"x\" not found");
         assert!(is_not_found(&err));
-        let err = api(
-            422,
-            "Invalid",
-            "Deployment.apps \"x\" is invalid: spec.replicas: bad",
-        );
+        let err = api(422, "Invalid", "Deployment.apps \"x\" is invalid: spec.replicas: bad");
         assert_eq!(
             render_during(&err, Some(("creating", "f.yaml"))),
             "Error from server (Invalid): error when creating \"f.yaml\": Deployment.apps \"x\" is invalid: spec.replicas: bad"
@@ -150,10 +141,7 @@ mod tests {
     #[test]
     fn a_missing_or_sentence_reason_falls_back_to_the_http_code() {
         let err = api(404, "Failed to parse error data", "404 page not found");
-        assert_eq!(
-            render(&err),
-            "Error from server (NotFound): 404 page not found"
-        );
+        assert_eq!(render(&err), "Error from server (NotFound): 404 page not found");
         let err = api(418, "", "teapot");
         assert_eq!(render(&err), "Error from server: teapot");
     }

@@ -56,16 +56,10 @@ pub struct Fetched {
     pub errors: Vec<String>,
 }
 
-pub async fn run(
-    args: &GetArgs,
-    options: &ClientOptions,
-    out: &mut impl Write,
-) -> Result<(), Error> {
+pub async fn run(args: &GetArgs, options: &ClientOptions, out: &mut impl Write) -> Result<(), Error> {
     let targets = resource::parse_targets(&args.resources)?;
     if args.all_namespaces && targets.iter().any(|t| !t.names.is_empty()) {
-        return Err(Error::Usage(
-            "a resource cannot be retrieved by name across all namespaces".to_string(),
-        ));
+        return Err(Error::Usage("a resource cannot be retrieved by name across all namespaces".to_string()));
     }
     let cluster = config::connect(options).await?;
     let query = Query {
@@ -75,9 +69,7 @@ pub async fn run(
         label_selector: args.selector.clone(),
         field_selector: args.field_selector.clone(),
     };
-    get(cluster.client, &query, args.output, out)
-        .await?
-        .finish()
+    get(cluster.client, &query, args.output, out).await?.finish()
 }
 
 /// Fetches and prints; what belongs on stderr comes back in the [`Report`].
@@ -89,10 +81,7 @@ pub async fn get(
 ) -> Result<Report, Error> {
     let fetched = fetch(client, query).await?;
     let notes = print(&fetched, query, format, out)?;
-    Ok(Report {
-        notes,
-        errors: fetched.errors,
-    })
+    Ok(Report { notes, errors: fetched.errors })
 }
 
 /// Lists each target kind, or gets each named object. Rejections (NotFound, Forbidden) are
@@ -138,17 +127,12 @@ pub fn print(
     format: Option<Format>,
     out: &mut impl Write,
 ) -> Result<Vec<String>, Error> {
-    let objects: Vec<&Value> = fetched
-        .groups
-        .iter()
-        .flat_map(|(_, objects)| objects)
-        .collect();
+    let objects: Vec<&Value> = fetched.groups.iter().flat_map(|(_, objects)| objects).collect();
     let named = query.targets.iter().any(|t| !t.names.is_empty());
     match format {
         Some(format @ (Format::Json | Format::Yaml)) => {
             // One named object prints as itself, anything else as a List (kubectl's rule).
-            let single =
-                query.targets.len() == 1 && query.targets.iter().all(|t| t.names.len() == 1);
+            let single = query.targets.len() == 1 && query.targets.iter().all(|t| t.names.len() == 1);
             let value = match objects.as_slice() {
                 [] if single => return Ok(Vec::new()),
                 [object] if single => (*object).clone(),
@@ -168,9 +152,7 @@ pub fn print(
                 }
             }
         }
-        Some(Format::Wide) | None => {
-            write_tables(fetched, query, format == Some(Format::Wide), out)?
-        }
+        Some(Format::Wide) | None => write_tables(fetched, query, format == Some(Format::Wide), out)?,
     }
     if objects.is_empty() && fetched.errors.is_empty() && !named {
         return Ok(vec![no_resources(query)]);
@@ -188,19 +170,10 @@ fn no_resources(query: &Query) -> String {
 
 /// One table per kind with objects, separated by blank lines. With several kinds requested, names
 /// read `kind/name`; with `-A`, namespaced kinds get a leading NAMESPACE column.
-fn write_tables(
-    fetched: &Fetched,
-    query: &Query,
-    wide: bool,
-    out: &mut impl Write,
-) -> Result<(), Error> {
+fn write_tables(fetched: &Fetched, query: &Query, wide: bool, out: &mut impl Write) -> Result<(), Error> {
     let with_kind = query.targets.len() > 1;
     let mut first = true;
-    for (kind, objects) in fetched
-        .groups
-        .iter()
-        .filter(|(_, objects)| !objects.is_empty())
-    {
+    for (kind, objects) in fetched.groups.iter().filter(|(_, objects)| !objects.is_empty()) {
         if !first {
             writeln!(out)?;
         }
@@ -241,13 +214,7 @@ mod tests {
     }
 
     fn query(targets: Vec<Target>, all_namespaces: bool) -> Query {
-        Query {
-            targets,
-            namespace: "default".into(),
-            all_namespaces,
-            label_selector: None,
-            field_selector: None,
-        }
+        Query { targets, namespace: "default".into(), all_namespaces, label_selector: None, field_selector: None }
     }
 
     fn cm(name: &str, namespace: &str) -> Value {
@@ -262,36 +229,18 @@ mod tests {
 
     #[test]
     fn all_namespaces_tables_lead_with_namespace_and_kinds_prefix_names_when_several() {
-        let targets = vec![
-            Target {
-                kind: kind("cm"),
-                names: vec![],
-            },
-            Target {
-                kind: kind("ns"),
-                names: vec![],
-            },
-        ];
+        let targets = vec![Target { kind: kind("cm"), names: vec![] }, Target { kind: kind("ns"), names: vec![] }];
         let fetched = Fetched {
             groups: vec![
-                (
-                    kind("cm"),
-                    vec![cm("a", "default"), cm("long-name", "kube-system")],
-                ),
-                (
-                    kind("ns"),
-                    vec![json!({"metadata": {"name": "default"}, "status": {"phase": "Active"}})],
-                ),
+                (kind("cm"), vec![cm("a", "default"), cm("long-name", "kube-system")]),
+                (kind("ns"), vec![json!({"metadata": {"name": "default"}, "status": {"phase": "Active"}})]),
             ],
             errors: vec![],
         };
         let (text, notes) = printed(&fetched, &query(targets, true), None);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "NAMESPACE     NAME                  DATA   AGE");
-        assert_eq!(
-            lines[1],
-            "default       configmap/a           1      <unknown>"
-        );
+        assert_eq!(lines[1], "default       configmap/a           1      <unknown>");
         assert_eq!(lines[3], "");
         assert_eq!(lines[4], "NAME                STATUS   AGE");
         assert_eq!(lines[5], "namespace/default   Active   <unknown>");
@@ -300,30 +249,12 @@ mod tests {
 
     #[test]
     fn one_named_object_prints_as_itself_and_several_as_a_list() {
-        let one = query(
-            vec![Target {
-                kind: kind("cm"),
-                names: vec!["a".into()],
-            }],
-            false,
-        );
-        let fetched = Fetched {
-            groups: vec![(kind("cm"), vec![cm("a", "default")])],
-            errors: vec![],
-        };
+        let one = query(vec![Target { kind: kind("cm"), names: vec!["a".into()] }], false);
+        let fetched = Fetched { groups: vec![(kind("cm"), vec![cm("a", "default")])], errors: vec![] };
         let (text, _) = printed(&fetched, &one, Some(Format::Yaml));
-        assert!(
-            text.starts_with("apiVersion: v1\ndata:\n  a: '1'\nkind: ConfigMap\n"),
-            "{text}"
-        );
+        assert!(text.starts_with("apiVersion: v1\ndata:\n  a: '1'\nkind: ConfigMap\n"), "{text}");
 
-        let all = query(
-            vec![Target {
-                kind: kind("cm"),
-                names: vec![],
-            }],
-            false,
-        );
+        let all = query(vec![Target { kind: kind("cm"), names: vec![] }], false);
         let (text, _) = printed(&fetched, &all, Some(Format::Json));
         let value: Value = serde_json::from_str(&text).expect("json");
         assert_eq!(value["kind"], "List");
@@ -334,22 +265,10 @@ mod tests {
 
     #[test]
     fn nothing_found_is_a_note_naming_the_namespace() {
-        let targets = vec![Target {
-            kind: kind("pods"),
-            names: vec![],
-        }];
-        let fetched = Fetched {
-            groups: vec![(kind("pods"), vec![])],
-            errors: vec![],
-        };
+        let targets = vec![Target { kind: kind("pods"), names: vec![] }];
+        let fetched = Fetched { groups: vec![(kind("pods"), vec![])], errors: vec![] };
         let (text, notes) = printed(&fetched, &query(targets.clone(), false), None);
-        assert_eq!(
-            (text.as_str(), notes),
-            (
-                "",
-                vec!["No resources found in default namespace.".to_string()]
-            )
-        );
+        assert_eq!((text.as_str(), notes), ("", vec!["No resources found in default namespace.".to_string()]));
         let (_, notes) = printed(&fetched, &query(targets, true), None);
         assert_eq!(notes, ["No resources found"]);
     }

@@ -46,9 +46,7 @@ pub struct ClientOptions {
 impl ClientOptions {
     /// `--data-dir` if given, else [`config::default_data_dir`].
     pub fn data_dir(&self) -> PathBuf {
-        self.data_dir
-            .clone()
-            .unwrap_or_else(config::default_data_dir)
+        self.data_dir.clone().unwrap_or_else(config::default_data_dir)
     }
 }
 
@@ -106,9 +104,8 @@ mod tests {
 
     #[test]
     fn global_options_are_accepted_after_the_verb() {
-        let cli =
-            Cli::try_parse_from(["wasmkube", "get", "pods", "-n", "kube-system", "-o", "wide"])
-                .expect("valid command line");
+        let cli = Cli::try_parse_from(["wasmkube", "get", "pods", "-n", "kube-system", "-o", "wide"])
+            .expect("valid command line");
         assert_eq!(cli.global.namespace.as_deref(), Some("kube-system"));
         assert!(matches!(cli.command, ClientCommand::Get(_)));
     }

@@ -22,22 +22,13 @@ pub enum ManifestError {
         source: std::io::Error,
     },
     #[error("error parsing {file}: line {line} column {column}: {message}")]
-    Syntax {
-        file: String,
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    Syntax { file: String, line: usize, column: usize, message: String },
     #[error("error parsing {document}: {message}")]
     Decode { document: Source, message: String },
     #[error("{document}: {problem} (line {})", .document.line)]
     Invalid { document: Source, problem: String },
     #[error("{document}: unknown kind \"{kind}\" in apiVersion \"{api_version}\" (line {})", .document.line)]
-    UnknownKind {
-        document: Source,
-        api_version: String,
-        kind: String,
-    },
+    UnknownKind { document: Source, api_version: String, kind: String },
     #[error(
         "error: the namespace from the provided object \"{object}\" does not match the namespace \"{flag}\". \
          You must pass '--namespace={object}' to perform this operation."
@@ -77,11 +68,7 @@ impl Document {
 
     /// The namespace the object goes to: set by [`assign_namespaces`] for namespaced kinds.
     pub fn namespace(&self) -> Option<&str> {
-        if self.kind.namespaced {
-            meta::namespace(&self.object)
-        } else {
-            None
-        }
+        if self.kind.namespaced { meta::namespace(&self.object) } else { None }
     }
 }
 
@@ -100,30 +87,19 @@ pub fn read(paths: &[String]) -> Result<Vec<Document>, ManifestError> {
 
 /// The (display name, contents) of each file named by one `-f` argument.
 fn read_sources(path: &str) -> Result<Vec<(String, String)>, ManifestError> {
-    let read_err = |source| ManifestError::Read {
-        path: path.to_string(),
-        source,
-    };
+    let read_err = |source| ManifestError::Read { path: path.to_string(), source };
     if path == "-" {
         let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .map_err(read_err)?;
+        std::io::stdin().read_to_string(&mut text).map_err(read_err)?;
         return Ok(vec![("STDIN".to_string(), text)]);
     }
     if !Path::new(path).is_dir() {
-        return Ok(vec![(
-            path.to_string(),
-            std::fs::read_to_string(path).map_err(read_err)?,
-        )]);
+        return Ok(vec![(path.to_string(), std::fs::read_to_string(path).map_err(read_err)?)]);
     }
     let mut files = Vec::new();
     for entry in std::fs::read_dir(path).map_err(read_err)? {
         let entry_path = entry.map_err(read_err)?.path();
-        let manifest_ext = matches!(
-            entry_path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml" | "json")
-        );
+        let manifest_ext = matches!(entry_path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"));
         if manifest_ext && entry_path.is_file() {
             files.push(entry_path);
         }
@@ -133,10 +109,8 @@ fn read_sources(path: &str) -> Result<Vec<(String, String)>, ManifestError> {
         .into_iter()
         .map(|file| {
             let name = file.display().to_string();
-            let text = std::fs::read_to_string(&file).map_err(|source| ManifestError::Read {
-                path: name.clone(),
-                source,
-            })?;
+            let text =
+                std::fs::read_to_string(&file).map_err(|source| ManifestError::Read { path: name.clone(), source })?;
             Ok((name, text))
         })
         .collect()
@@ -145,23 +119,14 @@ fn read_sources(path: &str) -> Result<Vec<(String, String)>, ManifestError> {
 /// Parses one file's text (YAML, possibly multi-document, or a stream of JSON values) into
 /// resolved documents; empty documents are skipped and `v1` `List`s are expanded into their items.
 pub fn parse(file: &str, text: &str, json: bool) -> Result<Vec<Document>, ManifestError> {
-    let values = if json {
-        json_values(file, text)?
-    } else {
-        yaml_values(file, text)?
-    };
+    let values = if json { json_values(file, text)? } else { yaml_values(file, text)? };
     let mut documents = Vec::new();
     for (position, (line, value)) in values.into_iter().enumerate() {
-        let source = Source {
-            file: file.to_string(),
-            index: position + 1,
-            line,
-        };
+        let source = Source { file: file.to_string(), index: position + 1, line };
         if value.is_null() {
             continue;
         }
-        if value.get("kind").and_then(Value::as_str) == Some("List") && value.get("items").is_some()
-        {
+        if value.get("kind").and_then(Value::as_str) == Some("List") && value.get("items").is_some() {
             let items = match value.get("items") {
                 Some(Value::Array(items)) => items.clone(),
                 _ => return Err(invalid(&source, "items of a List must be a sequence")),
@@ -177,27 +142,15 @@ pub fn parse(file: &str, text: &str, json: bool) -> Result<Vec<Document>, Manife
 }
 
 fn invalid(source: &Source, problem: &str) -> ManifestError {
-    ManifestError::Invalid {
-        document: source.clone(),
-        problem: problem.to_string(),
-    }
+    ManifestError::Invalid { document: source.clone(), problem: problem.to_string() }
 }
 
 /// Checks a document has an apiVersion, kind and name, and finds its kind in the registry.
 fn resolve(source: Source, object: Value) -> Result<Document, ManifestError> {
     if !object.is_object() {
-        return Err(invalid(
-            &source,
-            "expected a mapping with apiVersion and kind",
-        ));
+        return Err(invalid(&source, "expected a mapping with apiVersion and kind"));
     }
-    let text = |key: &str| {
-        object
-            .get(key)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
-    };
+    let text = |key: &str| object.get(key).and_then(Value::as_str).unwrap_or("").to_string();
     let (api_version, kind_name) = (text("apiVersion"), text("kind"));
     if api_version.is_empty() {
         return Err(invalid(&source, "apiVersion not set"));
@@ -206,11 +159,7 @@ fn resolve(source: Source, object: Value) -> Result<Document, ManifestError> {
         return Err(invalid(&source, "kind not set"));
     }
     let Some(kind) = kinds::by_api_version_kind(&api_version, &kind_name) else {
-        return Err(ManifestError::UnknownKind {
-            document: source,
-            api_version,
-            kind: kind_name,
-        });
+        return Err(ManifestError::UnknownKind { document: source, api_version, kind: kind_name });
     };
     if meta::name(&object).is_empty() {
         return Err(invalid(&source, "metadata.name is required"));
@@ -220,11 +169,7 @@ fn resolve(source: Source, object: Value) -> Result<Document, ManifestError> {
     if let Err(err) = serde_json::from_value::<ObjectMeta>(object["metadata"].clone()) {
         return Err(invalid(&source, &format!("invalid metadata: {err}")));
     }
-    Ok(Document {
-        source,
-        kind,
-        object,
-    })
+    Ok(Document { source, kind, object })
 }
 
 /// Each YAML document as (start line, value).
@@ -238,8 +183,7 @@ fn yaml_values(file: &str, text: &str) -> Result<Vec<(usize, Value)>, ManifestEr
     for (index, part) in split_documents(text).into_iter().enumerate() {
         let padded = format!("{}{}", "\n".repeat(part.first_line - 1), part.text);
         let deserializer = serde_yaml_ng::Deserializer::from_str(&padded);
-        let value = Value::deserialize(deserializer)
-            .map_err(|err| yaml_error(file, index + 1, part.start, &err))?;
+        let value = Value::deserialize(deserializer).map_err(|err| yaml_error(file, index + 1, part.start, &err))?;
         values.push((part.start, value));
     }
     Ok(values)
@@ -252,21 +196,9 @@ fn yaml_error(file: &str, index: usize, line: usize, err: &serde_yaml_ng::Error)
             // The message ends with " at line L column C"; the location moves to the front.
             let suffix = format!(" at line {} column {}", at.line(), at.column());
             let message = message.replacen(&suffix, "", 1);
-            ManifestError::Syntax {
-                file: file.to_string(),
-                line: at.line(),
-                column: at.column(),
-                message,
-            }
+            ManifestError::Syntax { file: file.to_string(), line: at.line(), column: at.column(), message }
         }
-        None => ManifestError::Decode {
-            document: Source {
-                file: file.to_string(),
-                index,
-                line,
-            },
-            message,
-        },
+        None => ManifestError::Decode { document: Source { file: file.to_string(), index, line }, message },
     }
 }
 
@@ -284,11 +216,7 @@ struct Part {
 /// exact. Text before the first marker is a document only if it has content.
 fn split_documents(text: &str) -> Vec<Part> {
     let mut parts: Vec<Part> = Vec::new();
-    let mut current = Part {
-        first_line: 1,
-        start: 0,
-        text: String::new(),
-    };
+    let mut current = Part { first_line: 1, start: 0, text: String::new() };
     let mut explicit = false;
     for (i, line) in text.lines().enumerate() {
         let number = i + 1;
@@ -297,18 +225,10 @@ fn split_documents(text: &str) -> Vec<Part> {
             if explicit || has_content(&current.text) {
                 parts.push(finish(current));
             }
-            current = Part {
-                first_line: number,
-                start: 0,
-                text: String::new(),
-            };
+            current = Part { first_line: number, start: 0, text: String::new() };
             explicit = is_start;
             // Blank the marker but keep inline content (`--- {a: 1}`) in its columns.
-            let rest = if is_start {
-                format!("   {}", &line[3..])
-            } else {
-                String::new()
-            };
+            let rest = if is_start { format!("   {}", &line[3..]) } else { String::new() };
             current.text.push_str(&rest);
             current.text.push('\n');
             continue;
@@ -361,10 +281,7 @@ fn json_values(file: &str, text: &str) -> Result<Vec<(usize, Value)>, ManifestEr
 fn json_message(err: &serde_json::Error) -> String {
     let message = err.to_string();
     let suffix = format!(" at line {} column {}", err.line(), err.column());
-    message
-        .strip_suffix(&suffix)
-        .unwrap_or(&message)
-        .to_string()
+    message.strip_suffix(&suffix).unwrap_or(&message).to_string()
 }
 
 /// Gives every namespaced document its target namespace, as kubectl does before sending: the
@@ -376,24 +293,15 @@ pub fn assign_namespaces(
     explicit: Option<&str>,
 ) -> Result<(), ManifestError> {
     for document in documents.iter_mut().filter(|d| d.kind.namespaced) {
-        let own = meta::namespace(&document.object)
-            .filter(|ns| !ns.is_empty())
-            .map(str::to_string);
+        let own = meta::namespace(&document.object).filter(|ns| !ns.is_empty()).map(str::to_string);
         let namespace = match (own, explicit) {
             (Some(own), Some(flag)) if own != flag => {
-                return Err(ManifestError::NamespaceMismatch {
-                    object: own,
-                    flag: flag.to_string(),
-                });
+                return Err(ManifestError::NamespaceMismatch { object: own, flag: flag.to_string() });
             }
             (Some(own), _) => own,
             (None, flag) => flag.unwrap_or(default).to_string(),
         };
-        if let Some(metadata) = document
-            .object
-            .get_mut("metadata")
-            .and_then(Value::as_object_mut)
-        {
+        if let Some(metadata) = document.object.get_mut("metadata").and_then(Value::as_object_mut) {
             metadata.insert("namespace".to_string(), Value::String(namespace));
         }
     }

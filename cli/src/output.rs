@@ -48,8 +48,7 @@ pub fn list(items: Vec<Value>) -> Value {
 pub fn write_json(out: &mut impl Write, value: &Value) -> Result<(), Error> {
     let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
     let mut serializer = serde_json::Serializer::with_formatter(Vec::new(), formatter);
-    serde::Serialize::serialize(value, &mut serializer)
-        .map_err(|e| Error::Encode(e.to_string()))?;
+    serde::Serialize::serialize(value, &mut serializer).map_err(|e| Error::Encode(e.to_string()))?;
     let mut bytes = serializer.into_inner();
     bytes.push(b'\n');
     out.write_all(&bytes)?;
@@ -107,9 +106,6 @@ mod tests {
     fn json_is_indented_four_spaces() {
         let mut out = Vec::new();
         write_json(&mut out, &json!({"a": [1]})).expect("encodes");
-        assert_eq!(
-            String::from_utf8(out).expect("utf-8"),
-            "{\n    \"a\": [\n        1\n    ]\n}\n"
-        );
+        assert_eq!(String::from_utf8(out).expect("utf-8"), "{\n    \"a\": [\n        1\n    ]\n}\n");
     }
 }

@@ -25,30 +25,18 @@ struct Column {
 }
 
 const fn col(header: &'static str, cell: Cell) -> Column {
-    Column {
-        header,
-        wide: false,
-        cell,
-    }
+    Column { header, wide: false, cell }
 }
 
 const fn wide(header: &'static str, cell: Cell) -> Column {
-    Column {
-        header,
-        wide: true,
-        cell,
-    }
+    Column { header, wide: true, cell }
 }
 
 const NAME: Column = col("NAME", |o, _| meta::name(o).to_string());
-const AGE: Column = col("AGE", |o, now| {
-    age_at(str_at(o, "/metadata/creationTimestamp"), now)
-});
+const AGE: Column = col("AGE", |o, now| age_at(str_at(o, "/metadata/creationTimestamp"), now));
 const CONTAINERS: Column = wide("CONTAINERS", |o, _| template_containers(o, "name"));
 const IMAGES: Column = wide("IMAGES", |o, _| template_containers(o, "image"));
-const SELECTOR: Column = wide("SELECTOR", |o, _| {
-    label_selector(o.pointer("/spec/selector"))
-});
+const SELECTOR: Column = wide("SELECTOR", |o, _| label_selector(o.pointer("/spec/selector")));
 
 static POD: &[Column] = &[
     NAME,
@@ -58,23 +46,15 @@ static POD: &[Column] = &[
     AGE,
     wide("IP", |o, _| or_none(str_at(o, "/status/podIP"))),
     wide("NODE", |o, _| or_none(str_at(o, "/spec/nodeName"))),
-    wide("NOMINATED NODE", |o, _| {
-        or_none(str_at(o, "/status/nominatedNodeName"))
-    }),
+    wide("NOMINATED NODE", |o, _| or_none(str_at(o, "/status/nominatedNodeName"))),
     wide("READINESS GATES", pod_readiness_gates),
 ];
 
 static DEPLOYMENT: &[Column] = &[
     NAME,
-    col("READY", |o, _| {
-        format!("{}/{}", int_at(o, "/status/readyReplicas"), replicas(o))
-    }),
-    col("UP-TO-DATE", |o, _| {
-        int_at(o, "/status/updatedReplicas").to_string()
-    }),
-    col("AVAILABLE", |o, _| {
-        int_at(o, "/status/availableReplicas").to_string()
-    }),
+    col("READY", |o, _| format!("{}/{}", int_at(o, "/status/readyReplicas"), replicas(o))),
+    col("UP-TO-DATE", |o, _| int_at(o, "/status/updatedReplicas").to_string()),
+    col("AVAILABLE", |o, _| int_at(o, "/status/availableReplicas").to_string()),
     AGE,
     CONTAINERS,
     IMAGES,
@@ -85,9 +65,7 @@ static REPLICA_SET: &[Column] = &[
     NAME,
     col("DESIRED", |o, _| replicas(o).to_string()),
     col("CURRENT", |o, _| int_at(o, "/status/replicas").to_string()),
-    col("READY", |o, _| {
-        int_at(o, "/status/readyReplicas").to_string()
-    }),
+    col("READY", |o, _| int_at(o, "/status/readyReplicas").to_string()),
     AGE,
     CONTAINERS,
     IMAGES,
@@ -96,9 +74,7 @@ static REPLICA_SET: &[Column] = &[
 
 static STATEFUL_SET: &[Column] = &[
     NAME,
-    col("READY", |o, _| {
-        format!("{}/{}", int_at(o, "/status/readyReplicas"), replicas(o))
-    }),
+    col("READY", |o, _| format!("{}/{}", int_at(o, "/status/readyReplicas"), replicas(o))),
     AGE,
     CONTAINERS,
     IMAGES,
@@ -106,22 +82,12 @@ static STATEFUL_SET: &[Column] = &[
 
 static DAEMON_SET: &[Column] = &[
     NAME,
-    col("DESIRED", |o, _| {
-        int_at(o, "/status/desiredNumberScheduled").to_string()
-    }),
-    col("CURRENT", |o, _| {
-        int_at(o, "/status/currentNumberScheduled").to_string()
-    }),
+    col("DESIRED", |o, _| int_at(o, "/status/desiredNumberScheduled").to_string()),
+    col("CURRENT", |o, _| int_at(o, "/status/currentNumberScheduled").to_string()),
     col("READY", |o, _| int_at(o, "/status/numberReady").to_string()),
-    col("UP-TO-DATE", |o, _| {
-        int_at(o, "/status/updatedNumberScheduled").to_string()
-    }),
-    col("AVAILABLE", |o, _| {
-        int_at(o, "/status/numberAvailable").to_string()
-    }),
-    col("NODE SELECTOR", |o, _| {
-        pairs(o.pointer("/spec/template/spec/nodeSelector"))
-    }),
+    col("UP-TO-DATE", |o, _| int_at(o, "/status/updatedNumberScheduled").to_string()),
+    col("AVAILABLE", |o, _| int_at(o, "/status/numberAvailable").to_string()),
+    col("NODE SELECTOR", |o, _| pairs(o.pointer("/spec/template/spec/nodeSelector"))),
     AGE,
     CONTAINERS,
     IMAGES,
@@ -130,9 +96,7 @@ static DAEMON_SET: &[Column] = &[
 
 static SERVICE: &[Column] = &[
     NAME,
-    col("TYPE", |o, _| {
-        str_at(o, "/spec/type").unwrap_or("ClusterIP").to_string()
-    }),
+    col("TYPE", |o, _| str_at(o, "/spec/type").unwrap_or("ClusterIP").to_string()),
     col("CLUSTER-IP", |o, _| or_none(str_at(o, "/spec/clusterIP"))),
     col("EXTERNAL-IP", service_external_ip),
     col("PORT(S)", service_ports),
@@ -147,42 +111,21 @@ static NODE: &[Column] = &[
     col("STATUS", node_status),
     col("ROLES", node_roles),
     AGE,
-    col("VERSION", |o, _| {
-        text_at(o, "/status/nodeInfo/kubeletVersion")
-    }),
+    col("VERSION", |o, _| text_at(o, "/status/nodeInfo/kubeletVersion")),
     wide("INTERNAL-IP", |o, _| node_address(o, "InternalIP")),
     wide("EXTERNAL-IP", |o, _| node_address(o, "ExternalIP")),
-    wide("OS-IMAGE", |o, _| {
-        unknown_if_empty(str_at(o, "/status/nodeInfo/osImage"))
-    }),
-    wide("KERNEL-VERSION", |o, _| {
-        unknown_if_empty(str_at(o, "/status/nodeInfo/kernelVersion"))
-    }),
-    wide("CONTAINER-RUNTIME", |o, _| {
-        unknown_if_empty(str_at(o, "/status/nodeInfo/containerRuntimeVersion"))
-    }),
+    wide("OS-IMAGE", |o, _| unknown_if_empty(str_at(o, "/status/nodeInfo/osImage"))),
+    wide("KERNEL-VERSION", |o, _| unknown_if_empty(str_at(o, "/status/nodeInfo/kernelVersion"))),
+    wide("CONTAINER-RUNTIME", |o, _| unknown_if_empty(str_at(o, "/status/nodeInfo/containerRuntimeVersion"))),
 ];
 
-static CONFIG_MAP: &[Column] = &[
-    NAME,
-    col("DATA", |o, _| {
-        (len_at(o, "/data") + len_at(o, "/binaryData")).to_string()
-    }),
-    AGE,
-];
+static CONFIG_MAP: &[Column] =
+    &[NAME, col("DATA", |o, _| (len_at(o, "/data") + len_at(o, "/binaryData")).to_string()), AGE];
 
-static SECRET: &[Column] = &[
-    NAME,
-    col("TYPE", |o, _| text_at(o, "/type")),
-    col("DATA", |o, _| len_at(o, "/data").to_string()),
-    AGE,
-];
+static SECRET: &[Column] =
+    &[NAME, col("TYPE", |o, _| text_at(o, "/type")), col("DATA", |o, _| len_at(o, "/data").to_string()), AGE];
 
-static SERVICE_ACCOUNT: &[Column] = &[
-    NAME,
-    col("SECRETS", |o, _| len_at(o, "/secrets").to_string()),
-    AGE,
-];
+static SERVICE_ACCOUNT: &[Column] = &[NAME, col("SECRETS", |o, _| len_at(o, "/secrets").to_string()), AGE];
 
 static ENDPOINTS: &[Column] = &[NAME, col("ENDPOINTS", endpoints), AGE];
 
@@ -208,41 +151,19 @@ static JOB: &[Column] = &[
 static CRON_JOB: &[Column] = &[
     NAME,
     col("SCHEDULE", |o, _| text_at(o, "/spec/schedule")),
-    col("SUSPEND", |o, _| {
-        bool_word(
-            o.pointer("/spec/suspend")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-        )
-    }),
+    col("SUSPEND", |o, _| bool_word(o.pointer("/spec/suspend").and_then(Value::as_bool).unwrap_or(false))),
     col("ACTIVE", |o, _| len_at(o, "/status/active").to_string()),
-    col("LAST SCHEDULE", |o, now| {
-        match str_at(o, "/status/lastScheduleTime") {
-            Some(ts) => age_at(Some(ts), now),
-            None => "<none>".to_string(),
-        }
+    col("LAST SCHEDULE", |o, now| match str_at(o, "/status/lastScheduleTime") {
+        Some(ts) => age_at(Some(ts), now),
+        None => "<none>".to_string(),
     }),
     AGE,
-    wide("CONTAINERS", |o, _| {
-        containers_at(o, "/spec/jobTemplate/spec/template/spec/containers", "name")
-    }),
-    wide("IMAGES", |o, _| {
-        containers_at(
-            o,
-            "/spec/jobTemplate/spec/template/spec/containers",
-            "image",
-        )
-    }),
-    wide("SELECTOR", |o, _| {
-        label_selector(o.pointer("/spec/jobTemplate/spec/selector"))
-    }),
+    wide("CONTAINERS", |o, _| containers_at(o, "/spec/jobTemplate/spec/template/spec/containers", "name")),
+    wide("IMAGES", |o, _| containers_at(o, "/spec/jobTemplate/spec/template/spec/containers", "image")),
+    wide("SELECTOR", |o, _| label_selector(o.pointer("/spec/jobTemplate/spec/selector"))),
 ];
 
-static LEASE: &[Column] = &[
-    NAME,
-    col("HOLDER", |o, _| text_at(o, "/spec/holderIdentity")),
-    AGE,
-];
+static LEASE: &[Column] = &[NAME, col("HOLDER", |o, _| text_at(o, "/spec/holderIdentity")), AGE];
 
 static DEFAULT: &[Column] = &[NAME, AGE];
 
@@ -270,11 +191,7 @@ fn columns_of(kind: &Kind) -> &'static [Column] {
 
 /// The column headers `get` prints for `kind` (without the NAMESPACE column `-A` adds).
 pub fn columns(kind: &Kind, wide: bool) -> Vec<&'static str> {
-    columns_of(kind)
-        .iter()
-        .filter(|c| wide || !c.wide)
-        .map(|c| c.header)
-        .collect()
+    columns_of(kind).iter().filter(|c| wide || !c.wide).map(|c| c.header).collect()
 }
 
 /// The cells of one object's row, matching [`columns`].
@@ -284,11 +201,7 @@ pub fn row(kind: &Kind, object: &Value, wide: bool) -> Vec<String> {
 
 /// [`row`] with ages computed against `now`.
 pub fn row_at(kind: &Kind, object: &Value, wide: bool, now: Timestamp) -> Vec<String> {
-    columns_of(kind)
-        .iter()
-        .filter(|c| wide || !c.wide)
-        .map(|c| (c.cell)(object, now))
-        .collect()
+    columns_of(kind).iter().filter(|c| wide || !c.wide).map(|c| (c.cell)(object, now)).collect()
 }
 
 /// A `LabelSelector` in label-query syntax (`app=web,tier in (a,b)`), or `<none>`.

@@ -19,22 +19,14 @@ pub fn client_line() -> String {
 
 /// Prints the client line first, so it shows even when the server cannot be reached (the error
 /// then follows on stderr).
-pub async fn run(
-    args: &VersionArgs,
-    options: &ClientOptions,
-    out: &mut impl Write,
-) -> Result<(), Error> {
+pub async fn run(args: &VersionArgs, options: &ClientOptions, out: &mut impl Write) -> Result<(), Error> {
     writeln!(out, "{}", client_line())?;
     out.flush()?;
     if args.client {
         return Ok(());
     }
     let cluster = config::connect(options).await?;
-    let info = cluster
-        .client
-        .apiserver_version()
-        .await
-        .map_err(|e| Error::request(&e))?;
+    let info = cluster.client.apiserver_version().await.map_err(|e| Error::request(&e))?;
     writeln!(out, "Server Version: {}", info.git_version)?;
     Ok(())
 }

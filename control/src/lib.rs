@@ -59,7 +59,11 @@ impl ControlPlaneConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("creating the data directory {path}")]
-    DataDir { path: PathBuf, #[source] source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("opening the store")]
     Store(#[from] store::StoreError),
     #[error("preparing TLS certificates and the admin token")]
@@ -67,7 +71,11 @@ pub enum StartError {
     #[error("configuring TLS")]
     Tls(#[source] std::io::Error),
     #[error("binding the API address {addr}")]
-    Bind { addr: SocketAddr, #[source] source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("creating the built-in namespaces: {0}")]
     Bootstrap(status::ApiError),
 }

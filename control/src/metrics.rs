@@ -94,11 +94,7 @@ impl Metrics {
             "Duration of one durable store commit (one batch of writes)",
             store.commit_seconds.clone(),
         );
-        registry.register(
-            "store_commit_batch_size",
-            "Writes that shared one durable commit",
-            store.batch_size.clone(),
-        );
+        registry.register("store_commit_batch_size", "Writes that shared one durable commit", store.batch_size.clone());
         registry.register("apiserver_storage_objects", "Stored objects by resource", store.objects.clone());
         Self { registry: Arc::new(registry), api, store }
     }

@@ -55,10 +55,7 @@ async fn failed_preconditions_write_nothing_and_report_the_current_state() {
     let stale = store.write(put("/a", "2", Some(Precondition::ModRevision(rev + 5)))).await.expect("write");
     assert!(matches!(stale, WriteOutcome::PreconditionFailed { .. }));
     assert_eq!(store.revision(), rev, "no revision is spent on a failed write");
-    let del = store
-        .write(Write::Delete { key: "/missing".into(), precondition: None })
-        .await
-        .expect("write");
+    let del = store.write(Write::Delete { key: "/missing".into(), precondition: None }).await.expect("write");
     assert_eq!(del, WriteOutcome::NotFound);
     let rev2 = committed(&store, put("/a", "2", Some(Precondition::ModRevision(rev)))).await;
     assert_eq!(store.get("/a").await.expect("get").expect("present").mod_revision, rev2);
@@ -85,10 +82,8 @@ async fn a_page_at_an_old_revision_sees_the_state_of_that_revision() {
     for k in ["a", "b", "c", "d"] {
         committed(&store, put(&format!("/p/{k}"), "old", None)).await;
     }
-    let first = store
-        .range(RangeRequest { prefix: "/p/".into(), limit: Some(2), ..Default::default() })
-        .await
-        .expect("range");
+    let first =
+        store.range(RangeRequest { prefix: "/p/".into(), limit: Some(2), ..Default::default() }).await.expect("range");
     assert_eq!(first.items.len(), 2);
     assert_eq!(first.remaining, 2);
     // Writes after the first page: change c, delete d, add bb and e.

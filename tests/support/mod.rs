@@ -60,9 +60,8 @@ pub async fn client_for(url: &str, ca_pem: &str, token: Option<&str>) -> kube::C
         "current-context": "c",
     }))
     .expect("kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("kube config");
+    let config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("kube config");
     kube::Client::try_from(config).expect("kube client")
 }
 

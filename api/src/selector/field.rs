@@ -44,23 +44,13 @@ struct SelectableField {
     default: &'static str,
 }
 
-const fn selectable(
-    name: &'static str,
-    pointer: &'static str,
-    default: &'static str,
-) -> SelectableField {
-    SelectableField {
-        name,
-        pointer,
-        default,
-    }
+const fn selectable(name: &'static str, pointer: &'static str, default: &'static str) -> SelectableField {
+    SelectableField { name, pointer, default }
 }
 
 /// Every kind has `metadata.name`; namespaced kinds also `metadata.namespace`.
-static METADATA: &[SelectableField] = &[
-    selectable("metadata.name", "/metadata/name", ""),
-    selectable("metadata.namespace", "/metadata/namespace", ""),
-];
+static METADATA: &[SelectableField] =
+    &[selectable("metadata.name", "/metadata/name", ""), selectable("metadata.namespace", "/metadata/namespace", "")];
 
 static POD: &[SelectableField] = &[
     selectable("spec.nodeName", "/spec/nodeName", ""),
@@ -78,16 +68,8 @@ static EVENT: &[SelectableField] = &[
     selectable("involvedObject.namespace", "/involvedObject/namespace", ""),
     selectable("involvedObject.name", "/involvedObject/name", ""),
     selectable("involvedObject.uid", "/involvedObject/uid", ""),
-    selectable(
-        "involvedObject.apiVersion",
-        "/involvedObject/apiVersion",
-        "",
-    ),
-    selectable(
-        "involvedObject.resourceVersion",
-        "/involvedObject/resourceVersion",
-        "",
-    ),
+    selectable("involvedObject.apiVersion", "/involvedObject/apiVersion", ""),
+    selectable("involvedObject.resourceVersion", "/involvedObject/resourceVersion", ""),
     selectable("involvedObject.fieldPath", "/involvedObject/fieldPath", ""),
     selectable("reason", "/reason", ""),
     selectable("reportingComponent", "/reportingComponent", ""),
@@ -96,16 +78,10 @@ static EVENT: &[SelectableField] = &[
 ];
 
 static SECRET: &[SelectableField] = &[selectable("type", "/type", "")];
-static NODE: &[SelectableField] = &[selectable(
-    "spec.unschedulable",
-    "/spec/unschedulable",
-    "false",
-)];
+static NODE: &[SelectableField] = &[selectable("spec.unschedulable", "/spec/unschedulable", "false")];
 static NAMESPACE: &[SelectableField] = &[selectable("status.phase", "/status/phase", "")];
-static SERVICE: &[SelectableField] = &[
-    selectable("spec.clusterIP", "/spec/clusterIP", ""),
-    selectable("spec.type", "/spec/type", ""),
-];
+static SERVICE: &[SelectableField] =
+    &[selectable("spec.clusterIP", "/spec/clusterIP", ""), selectable("spec.type", "/spec/type", "")];
 /// Kubernetes names the field `status.successful` but reads `status.succeeded`.
 static JOB: &[SelectableField] = &[selectable("status.successful", "/status/succeeded", "0")];
 
@@ -121,11 +97,7 @@ fn lookup(kind: &Kind, name: &str) -> Option<&'static SelectableField> {
         ("batch", "Job") => JOB,
         _ => &[],
     };
-    let metadata = if kind.namespaced {
-        METADATA
-    } else {
-        &METADATA[..1]
-    };
+    let metadata = if kind.namespaced { METADATA } else { &METADATA[..1] };
     metadata.iter().chain(specific).find(|f| f.name == name)
 }
 
@@ -134,26 +106,14 @@ impl FieldSelector {
     /// terms (whitespace around terms and field names ignored); "" matches everything.
     pub fn parse(input: &str, kind: &Kind) -> Result<FieldSelector, SelectorError> {
         let mut requirements = Vec::new();
-        for term in split_unescaped_commas(input)
-            .into_iter()
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-        {
+        for term in split_unescaped_commas(input).into_iter().map(str::trim).filter(|t| !t.is_empty()) {
             let Some((field, operator, value)) = split_term(term) else {
-                return Err(SelectorError::InvalidFieldTerm {
-                    selector: input.to_string(),
-                    term: term.to_string(),
-                });
+                return Err(SelectorError::InvalidFieldTerm { selector: input.to_string(), term: term.to_string() });
             };
-            let source = lookup(kind, field.trim())
-                .ok_or_else(|| SelectorError::UnsupportedField(field.trim().to_string()))?;
+            let source =
+                lookup(kind, field.trim()).ok_or_else(|| SelectorError::UnsupportedField(field.trim().to_string()))?;
             let value = unescape(value.trim())?;
-            requirements.push(FieldRequirement {
-                field: source.name,
-                operator,
-                value,
-                source,
-            });
+            requirements.push(FieldRequirement { field: source.name, operator, value, source });
         }
         Ok(FieldSelector { requirements })
     }
@@ -193,17 +153,8 @@ impl fmt::Display for FieldSelector {
                 FieldOperator::Equals => "=",
                 FieldOperator::NotEquals => "!=",
             };
-            let value = r
-                .value
-                .replace('\\', r"\\")
-                .replace(',', r"\,")
-                .replace('=', r"\=");
-            write!(
-                f,
-                "{}{}{operator}{value}",
-                if i > 0 { "," } else { "" },
-                r.field
-            )?;
+            let value = r.value.replace('\\', r"\\").replace(',', r"\,").replace('=', r"\=");
+            write!(f, "{}{}{operator}{value}", if i > 0 { "," } else { "" }, r.field)?;
         }
         Ok(())
     }
@@ -232,22 +183,15 @@ fn split_unescaped_commas(input: &str) -> Vec<&str> {
 fn split_term(term: &str) -> Option<(&str, FieldOperator, &str)> {
     term.char_indices().find_map(|(i, _)| {
         let rest = &term[i..];
-        [
-            ("!=", FieldOperator::NotEquals),
-            ("==", FieldOperator::Equals),
-            ("=", FieldOperator::Equals),
-        ]
-        .into_iter()
-        .find(|(op, _)| rest.starts_with(op))
-        .map(|(op, operator)| (&term[..i], operator, &rest[op.len()..]))
+        [("!=", FieldOperator::NotEquals), ("==", FieldOperator::Equals), ("=", FieldOperator::Equals)]
+            .into_iter()
+            .find(|(op, _)| rest.starts_with(op))
+            .map(|(op, operator)| (&term[..i], operator, &rest[op.len()..]))
     })
 }
 
 fn unescape(raw: &str) -> Result<String, SelectorError> {
-    let error = |reason| SelectorError::InvalidFieldValue {
-        value: raw.to_string(),
-        reason,
-    };
+    let error = |reason| SelectorError::InvalidFieldValue { value: raw.to_string(), reason };
     let mut value = String::with_capacity(raw.len());
     let mut chars = raw.chars();
     while let Some(c) = chars.next() {
@@ -255,9 +199,7 @@ fn unescape(raw: &str) -> Result<String, SelectorError> {
             '\\' => match chars.next() {
                 Some(c @ ('\\' | ',' | '=')) => value.push(c),
                 _ => {
-                    return Err(error(
-                        "invalid escape sequence (only \\\\, \\, and \\= are allowed)",
-                    ));
+                    return Err(error("invalid escape sequence (only \\\\, \\, and \\= are allowed)"));
                 }
             },
             '=' | ',' => return Err(error("'=' and ',' must be escaped with '\\'")),
@@ -283,81 +225,38 @@ mod tests {
         // (kind, selector, error message if unsupported)
         for (kind_name, selector, error) in [
             ("pod", "metadata.name=a,metadata.namespace=b", None),
-            (
-                "pod",
-                "spec.nodeName=n1,status.phase!=Failed,spec.hostNetwork==false",
-                None,
-            ),
-            (
-                "pod",
-                "spec.restartPolicy=Always,spec.schedulerName=s,spec.serviceAccountName=sa",
-                None,
-            ),
-            (
-                "pod",
-                "status.podIP=10.0.0.1,status.nominatedNodeName=n",
-                None,
-            ),
-            (
-                "pod",
-                "spec.containers=x",
-                Some("field label not supported: spec.containers"),
-            ),
+            ("pod", "spec.nodeName=n1,status.phase!=Failed,spec.hostNetwork==false", None),
+            ("pod", "spec.restartPolicy=Always,spec.schedulerName=s,spec.serviceAccountName=sa", None),
+            ("pod", "status.podIP=10.0.0.1,status.nominatedNodeName=n", None),
+            ("pod", "spec.containers=x", Some("field label not supported: spec.containers")),
             (
                 "event",
                 "involvedObject.kind=Pod,involvedObject.name=a,involvedObject.namespace=b,involvedObject.uid=u",
                 None,
             ),
-            (
-                "event",
-                "involvedObject.apiVersion=v1,involvedObject.resourceVersion=1,involvedObject.fieldPath=f",
-                None,
-            ),
-            (
-                "event",
-                "reason=Started,reportingComponent=kubelet,source=kubelet,type=Normal",
-                None,
-            ),
+            ("event", "involvedObject.apiVersion=v1,involvedObject.resourceVersion=1,involvedObject.fieldPath=f", None),
+            ("event", "reason=Started,reportingComponent=kubelet,source=kubelet,type=Normal", None),
             ("secret", "type=Opaque", None),
             ("cm", "type=Opaque", Some("field label not supported: type")),
             ("node", "metadata.name=n1,spec.unschedulable=true", None),
-            (
-                "node",
-                "metadata.namespace=x",
-                Some("field label not supported: metadata.namespace"),
-            ),
+            ("node", "metadata.namespace=x", Some("field label not supported: metadata.namespace")),
             ("ns", "status.phase=Active", None),
             ("svc", "spec.clusterIP=None,spec.type!=ExternalName", None),
             ("job", "status.successful=1", None),
             ("deploy", "metadata.name=web", None),
-            (
-                "deploy",
-                "status.replicas=1",
-                Some("field label not supported: status.replicas"),
-            ),
+            ("deploy", "status.replicas=1", Some("field label not supported: status.replicas")),
             ("clusterrole", "metadata.name=admin", None),
         ] {
             let parsed = FieldSelector::parse(selector, kind(kind_name));
-            assert_eq!(
-                parsed.as_ref().err().map(ToString::to_string).as_deref(),
-                error,
-                "{kind_name} {selector}"
-            );
+            assert_eq!(parsed.as_ref().err().map(ToString::to_string).as_deref(), error, "{kind_name} {selector}");
         }
     }
 
     #[test]
     fn parse_accepts_all_operators_and_tolerates_whitespace() {
-        let selector = FieldSelector::parse(
-            " spec.nodeName == n1 , status.phase!=Failed,,metadata.name=",
-            kind("pod"),
-        )
-        .expect("valid selector");
-        let terms: Vec<_> = selector
-            .requirements()
-            .iter()
-            .map(|r| (r.field, r.operator, r.value.as_str()))
-            .collect();
+        let selector = FieldSelector::parse(" spec.nodeName == n1 , status.phase!=Failed,,metadata.name=", kind("pod"))
+            .expect("valid selector");
+        let terms: Vec<_> = selector.requirements().iter().map(|r| (r.field, r.operator, r.value.as_str())).collect();
         assert_eq!(
             terms,
             [
@@ -366,28 +265,18 @@ mod tests {
                 ("metadata.name", FieldOperator::Equals, ""),
             ]
         );
-        assert!(
-            FieldSelector::parse("", kind("pod"))
-                .expect("empty selector")
-                .is_empty()
-        );
+        assert!(FieldSelector::parse("", kind("pod")).expect("empty selector").is_empty());
     }
 
     #[test]
     fn malformed_terms_and_values_are_explained() {
         for (selector, message) in [
-            (
-                "metadata.name",
-                "invalid selector: 'metadata.name'; can't understand 'metadata.name'",
-            ),
+            ("metadata.name", "invalid selector: 'metadata.name'; can't understand 'metadata.name'"),
             (
                 "metadata.name=a,status.phase",
                 "invalid selector: 'metadata.name=a,status.phase'; can't understand 'status.phase'",
             ),
-            (
-                "metadata.name=a=b",
-                "invalid field selector value \"a=b\": '=' and ',' must be escaped with '\\'",
-            ),
+            ("metadata.name=a=b", "invalid field selector value \"a=b\": '=' and ',' must be escaped with '\\'"),
             (
                 r"metadata.name=a\x",
                 "invalid field selector value \"a\\\\x\": invalid escape sequence (only \\\\, \\, and \\= are allowed)",
@@ -417,27 +306,16 @@ mod tests {
             ("status.podIP=10.0.0.5", false, true),
             ("metadata.name=web,spec.nodeName=n2", false, false),
         ] {
-            let selector =
-                FieldSelector::parse(selector, kind("pod")).expect("test selectors parse");
-            assert_eq!(
-                selector.matches(&pending),
-                on_pending,
-                "{selector} on pending"
-            );
-            assert_eq!(
-                selector.matches(&running),
-                on_running,
-                "{selector} on running"
-            );
+            let selector = FieldSelector::parse(selector, kind("pod")).expect("test selectors parse");
+            assert_eq!(selector.matches(&pending), on_pending, "{selector} on pending");
+            assert_eq!(selector.matches(&running), on_running, "{selector} on running");
         }
     }
 
     #[test]
     fn event_source_means_the_reporting_component_and_job_success_counts_from_zero() {
         let event = json!({"involvedObject": {"kind": "Pod", "name": "web"}, "source": {"component": "scheduler"}});
-        let selector =
-            FieldSelector::parse("source=scheduler,involvedObject.name=web", kind("event"))
-                .expect("parses");
+        let selector = FieldSelector::parse("source=scheduler,involvedObject.name=web", kind("event")).expect("parses");
         assert!(selector.matches(&event));
         let job = FieldSelector::parse("status.successful=0", kind("job")).expect("parses");
         assert!(job.matches(&json!({"status": {}})));
@@ -446,13 +324,9 @@ mod tests {
 
     #[test]
     fn escaped_values_match_and_print_back() {
-        let selector =
-            FieldSelector::parse(r"metadata.name=a\,b\=c\\d", kind("cm")).expect("parses");
+        let selector = FieldSelector::parse(r"metadata.name=a\,b\=c\\d", kind("cm")).expect("parses");
         assert_eq!(selector.requirements()[0].value, r"a,b=c\d");
         assert!(selector.matches(&json!({"metadata": {"name": r"a,b=c\d"}})));
-        assert_eq!(
-            FieldSelector::parse(&selector.to_string(), kind("cm")),
-            Ok(selector)
-        );
+        assert_eq!(FieldSelector::parse(&selector.to_string(), kind("cm")), Ok(selector));
     }
 }

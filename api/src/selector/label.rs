@@ -57,28 +57,15 @@ impl Operator {
 impl Requirement {
     /// Checks the key and values with Kubernetes' label rules and the value count with the
     /// operator's arity.
-    pub fn new(
-        key: &str,
-        operator: Operator,
-        mut values: Vec<String>,
-    ) -> Result<Requirement, SelectorError> {
-        validate_label_key(key).map_err(|reason| SelectorError::InvalidKey {
-            key: key.to_string(),
-            reason,
-        })?;
+    pub fn new(key: &str, operator: Operator, mut values: Vec<String>) -> Result<Requirement, SelectorError> {
+        validate_label_key(key).map_err(|reason| SelectorError::InvalidKey { key: key.to_string(), reason })?;
         let error_key = || key.to_string();
         match operator {
             Operator::In | Operator::NotIn if values.is_empty() => {
-                return Err(SelectorError::EmptyValues {
-                    key: error_key(),
-                    operator: operator.as_str(),
-                });
+                return Err(SelectorError::EmptyValues { key: error_key(), operator: operator.as_str() });
             }
             Operator::Exists | Operator::DoesNotExist if !values.is_empty() => {
-                return Err(SelectorError::UnexpectedValues {
-                    key: error_key(),
-                    operator: operator.as_str(),
-                });
+                return Err(SelectorError::UnexpectedValues { key: error_key(), operator: operator.as_str() });
             }
             _ => {}
         }
@@ -91,21 +78,13 @@ impl Requirement {
         }
         values.sort();
         values.dedup();
-        Ok(Requirement {
-            key: key.to_string(),
-            operator,
-            values,
-        })
+        Ok(Requirement { key: key.to_string(), operator, values })
     }
 
     /// Whether `labels` (an object's `metadata.labels`, absent when it has none) satisfy this.
     pub fn matches(&self, labels: Option<&Map<String, Value>>) -> bool {
         let label = labels.and_then(|l| l.get(&self.key));
-        let listed = || {
-            label
-                .and_then(Value::as_str)
-                .is_some_and(|v| self.values.iter().any(|x| x == v))
-        };
+        let listed = || label.and_then(Value::as_str).is_some_and(|v| self.values.iter().any(|x| x == v));
         match self.operator {
             Operator::Equals | Operator::In => listed(),
             Operator::NotEquals | Operator::NotIn => !listed(),
@@ -134,9 +113,7 @@ impl LabelSelector {
     /// Parses the `labelSelector` query syntax: comma-separated requirements, whitespace between
     /// tokens ignored; the empty string matches everything.
     pub fn parse(input: &str) -> Result<LabelSelector, SelectorError> {
-        Ok(LabelSelector {
-            requirements: query::parse(input)?,
-        })
+        Ok(LabelSelector { requirements: query::parse(input)? })
     }
 
     /// Converts a structured `metav1.LabelSelector` (`matchLabels` and `matchExpressions` with
@@ -151,24 +128,18 @@ impl LabelSelector {
             None | Some(Value::Null) => LabelSelector::default(),
             Some(Value::Object(labels)) => LabelSelector::from_labels(labels)?,
             Some(other) => {
-                return Err(malformed(format!(
-                    "matchLabels must be a map of strings, found {other}"
-                )));
+                return Err(malformed(format!("matchLabels must be a map of strings, found {other}")));
             }
         };
         match spec.get("matchExpressions") {
             None | Some(Value::Null) => {}
             Some(Value::Array(expressions)) => {
                 for expression in expressions {
-                    selector
-                        .requirements
-                        .push(expression_requirement(expression)?);
+                    selector.requirements.push(expression_requirement(expression)?);
                 }
             }
             Some(other) => {
-                return Err(malformed(format!(
-                    "matchExpressions must be a list, found {other}"
-                )));
+                return Err(malformed(format!("matchExpressions must be a list, found {other}")));
             }
         }
         Ok(selector)
@@ -180,9 +151,7 @@ impl LabelSelector {
             .iter()
             .map(|(key, value)| match value.as_str() {
                 Some(value) => Requirement::new(key, Operator::Equals, vec![value.to_string()]),
-                None => Err(malformed(format!(
-                    "the value of label {key:?} must be a string, found {value}"
-                ))),
+                None => Err(malformed(format!("the value of label {key:?} must be a string, found {value}"))),
             })
             .collect::<Result<_, _>>()?;
         Ok(LabelSelector { requirements })
@@ -204,11 +173,7 @@ impl LabelSelector {
 
     /// [`LabelSelector::matches`] on the object's `metadata.labels`.
     pub fn matches_object(&self, object: &Value) -> bool {
-        self.matches(
-            object
-                .pointer("/metadata/labels")
-                .and_then(Value::as_object),
-        )
+        self.matches(object.pointer("/metadata/labels").and_then(Value::as_object))
     }
 }
 
@@ -237,25 +202,17 @@ fn expression_requirement(expression: &Value) -> Result<Requirement, SelectorErr
     let key = expression
         .get("key")
         .and_then(Value::as_str)
-        .ok_or_else(|| {
-            malformed(format!(
-                "a match expression needs a string key, found {expression}"
-            ))
-        })?;
+        .ok_or_else(|| malformed(format!("a match expression needs a string key, found {expression}")))?;
     let operator = match expression.get("operator").and_then(Value::as_str) {
         Some("In") => Operator::In,
         Some("NotIn") => Operator::NotIn,
         Some("Exists") => Operator::Exists,
         Some("DoesNotExist") => Operator::DoesNotExist,
         Some(other) => {
-            return Err(SelectorError::UnknownOperator {
-                operator: other.to_string(),
-            });
+            return Err(SelectorError::UnknownOperator { operator: other.to_string() });
         }
         None => {
-            return Err(malformed(format!(
-                "the match expression on key {key:?} needs an operator"
-            )));
+            return Err(malformed(format!("the match expression on key {key:?} needs an operator")));
         }
     };
     let values = match expression.get("values") {
@@ -266,9 +223,7 @@ fn expression_requirement(expression: &Value) -> Result<Requirement, SelectorErr
             .collect::<Option<_>>()
             .ok_or_else(|| malformed(format!("the values of key {key:?} must be strings")))?,
         Some(other) => {
-            return Err(malformed(format!(
-                "the values of key {key:?} must be a list, found {other}"
-            )));
+            return Err(malformed(format!("the values of key {key:?} must be a list, found {other}")));
         }
     };
     Requirement::new(key, operator, values)
@@ -285,10 +240,7 @@ mod tests {
     use super::*;
 
     fn labels(value: Value) -> Map<String, Value> {
-        value
-            .as_object()
-            .cloned()
-            .expect("test labels are an object")
+        value.as_object().cloned().expect("test labels are an object")
     }
 
     #[test]
@@ -306,19 +258,12 @@ mod tests {
             ("env notin (dev)", "env notin (dev)"),
             ("app.kubernetes.io/name", "app.kubernetes.io/name"),
             ("!canary", "!canary"),
-            (
-                "a,!b,c in (x),d notin (y),e=f,g!=h",
-                "a,!b,c in (x),d notin (y),e=f,g!=h",
-            ),
+            ("a,!b,c in (x),d notin (y),e=f,g!=h", "a,!b,c in (x),d notin (y),e=f,g!=h"),
             ("in=x", "in=x"),
         ] {
             let selector = LabelSelector::parse(input).unwrap_or_else(|e| panic!("{input:?}: {e}"));
             assert_eq!(selector.to_string(), canonical, "{input:?}");
-            assert_eq!(
-                LabelSelector::parse(canonical),
-                Ok(selector),
-                "{canonical:?} parses back"
-            );
+            assert_eq!(LabelSelector::parse(canonical), Ok(selector), "{canonical:?} parses back");
         }
     }
 
@@ -344,31 +289,17 @@ mod tests {
         ] {
             let selector = LabelSelector::parse(selector).expect("test selectors parse");
             assert_eq!(selector.matches(Some(&web)), on_web, "{selector} on web");
-            assert_eq!(
-                selector.matches(Some(&bare)),
-                on_bare,
-                "{selector} on no labels"
-            );
-            assert_eq!(
-                selector.matches(None),
-                on_bare,
-                "{selector} on absent labels"
-            );
+            assert_eq!(selector.matches(Some(&bare)), on_bare, "{selector} on no labels");
+            assert_eq!(selector.matches(None), on_bare, "{selector} on absent labels");
         }
     }
 
     #[test]
     fn matches_object_reads_metadata_labels() {
         let selector = LabelSelector::parse("app=web").expect("parses");
-        assert!(
-            selector.matches_object(&json!({"metadata": {"name": "a", "labels": {"app": "web"}}}))
-        );
+        assert!(selector.matches_object(&json!({"metadata": {"name": "a", "labels": {"app": "web"}}})));
         assert!(!selector.matches_object(&json!({"metadata": {"name": "a"}})));
-        assert!(
-            LabelSelector::parse("!app")
-                .expect("parses")
-                .matches_object(&json!({}))
-        );
+        assert!(LabelSelector::parse("!app").expect("parses").matches_object(&json!({})));
     }
 
     #[test]
@@ -388,13 +319,8 @@ mod tests {
                 "app=web,env in (prod,qa),tier notin (db),canary,!legacy",
             ),
         ] {
-            let selector =
-                LabelSelector::from_spec(&spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
-            assert_eq!(
-                selector,
-                LabelSelector::parse(query).expect("query parses"),
-                "{spec}"
-            );
+            let selector = LabelSelector::from_spec(&spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
+            assert_eq!(selector, LabelSelector::parse(query).expect("query parses"), "{spec}");
         }
     }
 
@@ -421,14 +347,8 @@ mod tests {
                 json!({"matchLabels": {"a": 1}}),
                 "invalid label selector: the value of label \"a\" must be a string, found 1",
             ),
-            (
-                json!({"matchExpressions": {}}),
-                "invalid label selector: matchExpressions must be a list, found {}",
-            ),
-            (
-                json!("app=web"),
-                "invalid label selector: expected an object, found \"app=web\"",
-            ),
+            (json!({"matchExpressions": {}}), "invalid label selector: matchExpressions must be a list, found {}"),
+            (json!("app=web"), "invalid label selector: expected an object, found \"app=web\""),
         ] {
             let error = LabelSelector::from_spec(&spec).expect_err("invalid selector");
             assert_eq!(error.to_string(), message, "{spec}");

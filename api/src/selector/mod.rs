@@ -20,20 +20,11 @@ pub enum SelectorError {
     #[error("unable to parse requirement: invalid label key {key:?}: {reason}")]
     InvalidKey { key: String, reason: String },
     #[error("unable to parse requirement: invalid label value {value:?} for key {key:?}: {reason}")]
-    InvalidValue {
-        key: String,
-        value: String,
-        reason: String,
-    },
+    InvalidValue { key: String, value: String, reason: String },
     /// The query syntax broke off: `found` is the token (quoted) or `end of input`.
     #[error("unable to parse requirement: found {found}, expected {expected}")]
-    Syntax {
-        found: String,
-        expected: &'static str,
-    },
-    #[error(
-        "unable to parse requirement: values for '{operator}' on key {key:?} must not be empty"
-    )]
+    Syntax { found: String, expected: &'static str },
+    #[error("unable to parse requirement: values for '{operator}' on key {key:?} must not be empty")]
     EmptyValues { key: String, operator: &'static str },
     #[error("unable to parse requirement: operator '{operator}' on key {key:?} takes no values")]
     UnexpectedValues { key: String, operator: &'static str },

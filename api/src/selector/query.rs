@@ -9,10 +9,7 @@ use super::label::{Operator, Requirement};
 
 /// Every requirement of `input`; none for an empty or blank string.
 pub(super) fn parse(input: &str) -> Result<Vec<Requirement>, SelectorError> {
-    let mut parser = Parser {
-        tokens: lex(input),
-        position: 0,
-    };
+    let mut parser = Parser { tokens: lex(input), position: 0 };
     let mut requirements = Vec::new();
     if parser.peek().is_none() {
         return Ok(requirements);
@@ -120,9 +117,7 @@ impl<'a> Parser<'a> {
         let key = match self.next() {
             Some(Token::Not) => {
                 return match self.next() {
-                    Some(Token::Identifier(key)) => {
-                        Requirement::new(key, Operator::DoesNotExist, Vec::new())
-                    }
+                    Some(Token::Identifier(key)) => Requirement::new(key, Operator::DoesNotExist, Vec::new()),
                     found => Err(syntax(found, "a label key")),
                 };
             }
@@ -138,10 +133,7 @@ impl<'a> Parser<'a> {
             Some(Token::Identifier("in")) => Operator::In,
             Some(Token::Identifier("notin")) => Operator::NotIn,
             found => {
-                return Err(syntax(
-                    found,
-                    "'=', '==', '!=', 'in', 'notin', ',' or end of input",
-                ));
+                return Err(syntax(found, "'=', '==', '!=', 'in', 'notin', ',' or end of input"));
             }
         };
         self.position += 1;
@@ -195,46 +187,19 @@ mod tests {
     fn parse_errors_name_the_offending_part() {
         let long_value = format!("app={}", "v".repeat(64));
         for (input, message) in [
-            (
-                "app=web,",
-                "unable to parse requirement: found end of input, expected a label key or '!'",
-            ),
-            (
-                "app=my value",
-                "unable to parse requirement: found 'value', expected ',' or end of input",
-            ),
+            ("app=web,", "unable to parse requirement: found end of input, expected a label key or '!'"),
+            ("app=my value", "unable to parse requirement: found 'value', expected ',' or end of input"),
             (
                 "app web",
                 "unable to parse requirement: found 'web', expected '=', '==', '!=', 'in', 'notin', ',' or end of input",
             ),
-            (
-                "=web",
-                "unable to parse requirement: found '=', expected a label key or '!'",
-            ),
-            (
-                "!",
-                "unable to parse requirement: found end of input, expected a label key",
-            ),
-            (
-                "env in prod",
-                "unable to parse requirement: found 'prod', expected '('",
-            ),
-            (
-                "env in (a b)",
-                "unable to parse requirement: found 'b', expected ',' or ')'",
-            ),
-            (
-                "env in (a",
-                "unable to parse requirement: found end of input, expected ',' or ')'",
-            ),
-            (
-                "env in ()",
-                "unable to parse requirement: values for 'in' on key \"env\" must not be empty",
-            ),
-            (
-                "app=(",
-                "unable to parse requirement: found '(', expected a label value",
-            ),
+            ("=web", "unable to parse requirement: found '=', expected a label key or '!'"),
+            ("!", "unable to parse requirement: found end of input, expected a label key"),
+            ("env in prod", "unable to parse requirement: found 'prod', expected '('"),
+            ("env in (a b)", "unable to parse requirement: found 'b', expected ',' or ')'"),
+            ("env in (a", "unable to parse requirement: found end of input, expected ',' or ')'"),
+            ("env in ()", "unable to parse requirement: values for 'in' on key \"env\" must not be empty"),
+            ("app=(", "unable to parse requirement: found '(', expected a label value"),
             (
                 "replicas>2",
                 "unable to parse requirement: found '>', expected '=', '==', '!=', 'in', 'notin', ',' or end of input",

@@ -24,11 +24,7 @@ pub(super) fn validate_config_map(object: &Value, causes: &mut Vec<Cause>) {
     if let (Some(data), Some(binary)) = (data, binary) {
         for key in data.keys().filter(|k| binary.contains_key(*k)) {
             let message = "duplicate of key present in binaryData";
-            causes.push(Cause::invalid(
-                format!("data[{key}]"),
-                &Value::from(key.as_str()),
-                message,
-            ));
+            causes.push(Cause::invalid(format!("data[{key}]"), &Value::from(key.as_str()), message));
         }
     }
     if total > DATA_MAX_BYTES {
@@ -50,21 +46,12 @@ pub(super) fn validate_secret(object: &Value, causes: &mut Vec<Cause>) {
 }
 
 /// Checks every key of the map called `name` and returns its payload size in decoded bytes.
-fn check_keys(
-    map: Option<&Map<String, Value>>,
-    name: &str,
-    encoding: Encoding,
-    causes: &mut Vec<Cause>,
-) -> usize {
+fn check_keys(map: Option<&Map<String, Value>>, name: &str, encoding: Encoding, causes: &mut Vec<Cause>) -> usize {
     let mut total = 0;
     for (key, value) in map.into_iter().flatten() {
         let path = format!("{name}[{key}]");
         let key_value = Value::from(key.as_str());
-        causes.extend(
-            config_key_errors(key)
-                .iter()
-                .map(|m| Cause::invalid(&path, &key_value, m)),
-        );
+        causes.extend(config_key_errors(key).iter().map(|m| Cause::invalid(&path, &key_value, m)));
         let len = value.as_str().map_or(0, str::len);
         total += match encoding {
             Encoding::Text => len,
@@ -94,20 +81,14 @@ mod tests {
     fn config_map_keys_must_be_file_names_and_unique_across_data_and_binary_data() {
         // (config map, expected causes)
         for (object, want) in [
-            (
-                json!({"data": {"app.properties": "a=1", "KEY_1": ""}, "binaryData": {"logo.png": "AAAA"}}),
-                vec![],
-            ),
+            (json!({"data": {"app.properties": "a=1", "KEY_1": ""}, "binaryData": {"logo.png": "AAAA"}}), vec![]),
             (
                 json!({"data": {"a/b": "x"}}),
                 vec![
                     r#"data[a/b]: Invalid value: "a/b": a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"#,
                 ],
             ),
-            (
-                json!({"binaryData": {"..": "AAAA"}}),
-                vec![r#"binaryData[..]: Invalid value: "..": must not be '..'"#],
-            ),
+            (json!({"binaryData": {"..": "AAAA"}}), vec![r#"binaryData[..]: Invalid value: "..": must not be '..'"#]),
             (
                 json!({"data": {"k": "x"}, "binaryData": {"k": "AAAA"}}),
                 vec![r#"data[k]: Invalid value: "k": duplicate of key present in binaryData"#],
@@ -129,18 +110,12 @@ mod tests {
     #[test]
     fn secret_keys_are_checked_in_data_and_string_data() {
         assert_eq!(
-            check(
-                json!({"data": {"tls.crt": "AAAA"}, "stringData": {"password": "p"}}),
-                true
-            ),
+            check(json!({"data": {"tls.crt": "AAAA"}, "stringData": {"password": "p"}}), true),
             Vec::<String>::new()
         );
         let causes = check(json!({"stringData": {"a b": "p"}}), true);
         assert_eq!(causes.len(), 1);
-        assert!(
-            causes[0].starts_with("stringData[a b]: Invalid value: \"a b\""),
-            "{causes:?}"
-        );
+        assert!(causes[0].starts_with("stringData[a b]: Invalid value: \"a b\""), "{causes:?}");
         // 1 MiB of base64 decodes to 768 KiB: within the limit.
         assert!(check(json!({"data": {"big": "A".repeat(DATA_MAX_BYTES)}}), true).is_empty());
     }

@@ -21,8 +21,8 @@ use serde_json::Value;
 use crate::kinds::Kind;
 
 pub use names::{
-    LABEL_MAX_LENGTH, SUBDOMAIN_MAX_LENGTH, is_dns1035_label, is_dns1123_label,
-    is_dns1123_subdomain, validate_label_key, validate_label_value, validate_qualified_name,
+    LABEL_MAX_LENGTH, SUBDOMAIN_MAX_LENGTH, is_dns1035_label, is_dns1123_label, is_dns1123_subdomain,
+    validate_label_key, validate_label_value, validate_qualified_name,
 };
 
 /// One invalid field: a `StatusCause` of a 422 Invalid `Status`.
@@ -66,11 +66,7 @@ impl CauseReason {
 impl Cause {
     /// `Required value`, or `Required value: <detail>`.
     pub fn required(field: impl Into<String>, detail: &str) -> Cause {
-        Cause::new(
-            field,
-            CauseReason::Required,
-            with_detail("Required value".to_string(), detail),
-        )
+        Cause::new(field, CauseReason::Required, with_detail("Required value".to_string(), detail))
     }
 
     /// `Invalid value: <value>: <detail>`; strings are quoted, maps and lists print as JSON.
@@ -82,56 +78,32 @@ impl Cause {
     /// `Unsupported value: "x": supported values: "A", "B"`.
     pub fn not_supported(field: impl Into<String>, value: &Value, supported: &[&str]) -> Cause {
         let quoted: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
-        let message = format!(
-            "Unsupported value: {}: supported values: {}",
-            render(value),
-            quoted.join(", ")
-        );
+        let message = format!("Unsupported value: {}: supported values: {}", render(value), quoted.join(", "));
         Cause::new(field, CauseReason::NotSupported, message)
     }
 
     /// `Duplicate value: "x"`.
     pub fn duplicate(field: impl Into<String>, value: &Value) -> Cause {
-        Cause::new(
-            field,
-            CauseReason::Duplicate,
-            format!("Duplicate value: {}", render(value)),
-        )
+        Cause::new(field, CauseReason::Duplicate, format!("Duplicate value: {}", render(value)))
     }
 
     /// `Too long: may not be more than <max> bytes`.
     pub fn too_long(field: impl Into<String>, max: usize) -> Cause {
-        Cause::new(
-            field,
-            CauseReason::TooLong,
-            format!("Too long: may not be more than {max} bytes"),
-        )
+        Cause::new(field, CauseReason::TooLong, format!("Too long: may not be more than {max} bytes"))
     }
 
     /// `Forbidden: <detail>`.
     pub fn forbidden(field: impl Into<String>, detail: &str) -> Cause {
-        Cause::new(
-            field,
-            CauseReason::Forbidden,
-            with_detail("Forbidden".to_string(), detail),
-        )
+        Cause::new(field, CauseReason::Forbidden, with_detail("Forbidden".to_string(), detail))
     }
 
     /// `Not found: "x"`.
     pub fn not_found(field: impl Into<String>, value: &Value) -> Cause {
-        Cause::new(
-            field,
-            CauseReason::NotFound,
-            format!("Not found: {}", render(value)),
-        )
+        Cause::new(field, CauseReason::NotFound, format!("Not found: {}", render(value)))
     }
 
     fn new(field: impl Into<String>, reason: CauseReason, message: String) -> Cause {
-        Cause {
-            field: field.into(),
-            reason,
-            message,
-        }
+        Cause { field: field.into(), reason, message }
     }
 }
 
@@ -188,11 +160,7 @@ fn str_field<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
 
 /// `object[key]` as a list; absent or mistyped reads as empty.
 fn list_field<'a>(object: &'a Value, key: &str) -> &'a [Value] {
-    object
-        .get(key)
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+    object.get(key).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default()
 }
 
 /// `object[key]`, or `null` when absent, so nested reads need no `Option` plumbing.
@@ -220,25 +188,13 @@ mod tests {
     #[test]
     fn causes_render_in_kubernetes_form() {
         let cases = [
+            (Cause::required("metadata.name", ""), "FieldValueRequired", "Required value"),
             (
-                Cause::required("metadata.name", ""),
-                "FieldValueRequired",
-                "Required value",
-            ),
-            (
-                Cause::invalid(
-                    "spec.ports[0].port",
-                    &json!(70000),
-                    "must be between 1 and 65535, inclusive",
-                ),
+                Cause::invalid("spec.ports[0].port", &json!(70000), "must be between 1 and 65535, inclusive"),
                 "FieldValueInvalid",
                 "Invalid value: 70000: must be between 1 and 65535, inclusive",
             ),
-            (
-                Cause::invalid("x", &json!({"app": "x"}), "d"),
-                "FieldValueInvalid",
-                r#"Invalid value: {"app":"x"}: d"#,
-            ),
+            (Cause::invalid("x", &json!({"app": "x"}), "d"), "FieldValueInvalid", r#"Invalid value: {"app":"x"}: d"#),
             (
                 Cause::not_supported("spec.type", &json!("Foo"), &["ClusterIP", "NodePort"]),
                 "FieldValueNotSupported",
@@ -254,25 +210,14 @@ mod tests {
                 "FieldValueTooLong",
                 "Too long: may not be more than 262144 bytes",
             ),
-            (
-                Cause::forbidden("f", "not allowed"),
-                "FieldValueForbidden",
-                "Forbidden: not allowed",
-            ),
-            (
-                Cause::not_found("f", &json!("data")),
-                "FieldValueNotFound",
-                r#"Not found: "data""#,
-            ),
+            (Cause::forbidden("f", "not allowed"), "FieldValueForbidden", "Forbidden: not allowed"),
+            (Cause::not_found("f", &json!("data")), "FieldValueNotFound", r#"Not found: "data""#),
         ];
         for (cause, reason, message) in cases {
             assert_eq!(cause.reason.as_str(), reason);
             assert_eq!(cause.message, message);
         }
-        assert_eq!(
-            Cause::required("metadata.name", "").to_string(),
-            "metadata.name: Required value"
-        );
+        assert_eq!(Cause::required("metadata.name", "").to_string(), "metadata.name: Required value");
     }
 
     #[test]
@@ -280,15 +225,8 @@ mod tests {
         for kind in kinds::ALL {
             let object = json!({"metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"}}});
             let causes = validate(kind, &object);
-            let metadata_causes: Vec<_> = causes
-                .iter()
-                .filter(|c| c.field.starts_with("metadata"))
-                .collect();
-            assert!(
-                metadata_causes.is_empty(),
-                "{}: {metadata_causes:?}",
-                kind.kind
-            );
+            let metadata_causes: Vec<_> = causes.iter().filter(|c| c.field.starts_with("metadata")).collect();
+            assert!(metadata_causes.is_empty(), "{}: {metadata_causes:?}", kind.kind);
         }
     }
 
@@ -296,55 +234,21 @@ mod tests {
     fn validate_routes_each_kind_to_its_own_checks() {
         // (kind, object, the first field reported)
         for (name, object, field) in [
-            (
-                "pod",
-                json!({"metadata": {"name": "a"}, "spec": {}}),
-                "spec.containers",
-            ),
-            (
-                "svc",
-                json!({"metadata": {"name": "a"}, "spec": {"type": "Foo"}}),
-                "spec.type",
-            ),
-            (
-                "cm",
-                json!({"metadata": {"name": "a"}, "data": {"a/b": ""}}),
-                "data[a/b]",
-            ),
-            (
-                "secret",
-                json!({"metadata": {"name": "a"}, "data": {"": ""}}),
-                "data[]",
-            ),
-            (
-                "deploy",
-                json!({"metadata": {"name": "a"}, "spec": {}}),
-                "spec.selector",
-            ),
+            ("pod", json!({"metadata": {"name": "a"}, "spec": {}}), "spec.containers"),
+            ("svc", json!({"metadata": {"name": "a"}, "spec": {"type": "Foo"}}), "spec.type"),
+            ("cm", json!({"metadata": {"name": "a"}, "data": {"a/b": ""}}), "data[a/b]"),
+            ("secret", json!({"metadata": {"name": "a"}, "data": {"": ""}}), "data[]"),
+            ("deploy", json!({"metadata": {"name": "a"}, "spec": {}}), "spec.selector"),
             (
                 "job",
                 json!({"metadata": {"name": "a"}, "spec": {"template": {"spec": {"containers": [{"name": "a", "image": "i"}]}}}}),
                 "spec.template.spec.restartPolicy",
             ),
-            (
-                "cronjob",
-                json!({"metadata": {"name": "a"}, "spec": {}}),
-                "spec.schedule",
-            ),
+            ("cronjob", json!({"metadata": {"name": "a"}, "spec": {}}), "spec.schedule"),
         ] {
             let causes = validate(kind(name), &object);
-            assert_eq!(
-                causes.first().map(|c| c.field.as_str()),
-                Some(field),
-                "{name}: {causes:?}"
-            );
+            assert_eq!(causes.first().map(|c| c.field.as_str()), Some(field), "{name}: {causes:?}");
         }
-        assert!(
-            validate(
-                kind("lease"),
-                &json!({"metadata": {"name": "a"}, "spec": {"bogus": 1}})
-            )
-            .is_empty()
-        );
+        assert!(validate(kind("lease"), &json!({"metadata": {"name": "a"}, "spec": {"bogus": 1}})).is_empty());
     }
 }

@@ -8,20 +8,19 @@
 
 const DNS1123_LABEL_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
 const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character";
-const DNS1123_SUBDOMAIN_FMT: &str =
-    r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
+const DNS1123_SUBDOMAIN_FMT: &str = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
 const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
 const DNS1035_LABEL_FMT: &str = "[a-z]([-a-z0-9]*[a-z0-9])?";
 const DNS1035_LABEL_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character";
 const QUALIFIED_NAME_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
-const QUALIFIED_NAME_MSG: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
+const QUALIFIED_NAME_MSG: &str =
+    "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
 const LABEL_VALUE_FMT: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
 const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
 const ENV_VAR_NAME_FMT: &str = "[-._a-zA-Z][-._a-zA-Z0-9]*";
 const ENV_VAR_NAME_MSG: &str = "a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit";
 const CONFIG_KEY_FMT: &str = "[-._a-zA-Z0-9]+";
-const CONFIG_KEY_MSG: &str =
-    "a valid config key must consist of alphanumeric characters, '-', '_' or '.'";
+const CONFIG_KEY_MSG: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.'";
 
 /// Longest DNS-1123 label (and DNS-1035 label, label value and qualified-name part).
 pub const LABEL_MAX_LENGTH: usize = 63;
@@ -61,11 +60,7 @@ pub fn validate_label_value(value: &str) -> Result<(), String> {
 }
 
 fn joined(errors: Vec<String>) -> Result<(), String> {
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("; "))
-    }
+    if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
 }
 
 pub(crate) fn dns1123_label_errors(value: &str) -> Vec<String> {
@@ -74,11 +69,7 @@ pub(crate) fn dns1123_label_errors(value: &str) -> Vec<String> {
         if value.split('.').all(is_label_shaped) {
             errors.push("must not contain dots".to_string());
         } else {
-            errors.push(regex_error(
-                DNS1123_LABEL_MSG,
-                DNS1123_LABEL_FMT,
-                &["my-name", "123-abc"],
-            ));
+            errors.push(regex_error(DNS1123_LABEL_MSG, DNS1123_LABEL_FMT, &["my-name", "123-abc"]));
         }
     }
     errors
@@ -87,11 +78,7 @@ pub(crate) fn dns1123_label_errors(value: &str) -> Vec<String> {
 pub(crate) fn dns1123_subdomain_errors(value: &str) -> Vec<String> {
     let mut errors = max_len(value, SUBDOMAIN_MAX_LENGTH);
     if !value.split('.').all(is_label_shaped) {
-        errors.push(regex_error(
-            DNS1123_SUBDOMAIN_MSG,
-            DNS1123_SUBDOMAIN_FMT,
-            &["example.com"],
-        ));
+        errors.push(regex_error(DNS1123_SUBDOMAIN_MSG, DNS1123_SUBDOMAIN_FMT, &["example.com"]));
     }
     errors
 }
@@ -100,23 +87,13 @@ pub(crate) fn dns1035_label_errors(value: &str) -> Vec<String> {
     let mut errors = max_len(value, LABEL_MAX_LENGTH);
     let starts_with_letter = value.bytes().next().is_some_and(|c| c.is_ascii_lowercase());
     if !(is_label_shaped(value) && starts_with_letter) {
-        errors.push(regex_error(
-            DNS1035_LABEL_MSG,
-            DNS1035_LABEL_FMT,
-            &["my-name", "abc-123"],
-        ));
+        errors.push(regex_error(DNS1035_LABEL_MSG, DNS1035_LABEL_FMT, &["my-name", "abc-123"]));
     }
     errors
 }
 
 pub(crate) fn qualified_name_errors(value: &str) -> Vec<String> {
-    let name_format = || {
-        regex_error(
-            QUALIFIED_NAME_MSG,
-            QUALIFIED_NAME_FMT,
-            &["MyName", "my.name", "123-abc"],
-        )
-    };
+    let name_format = || regex_error(QUALIFIED_NAME_MSG, QUALIFIED_NAME_FMT, &["MyName", "my.name", "123-abc"]);
     let mut errors = Vec::new();
     let name = match value.split('/').collect::<Vec<_>>()[..] {
         [name] => name,
@@ -124,11 +101,7 @@ pub(crate) fn qualified_name_errors(value: &str) -> Vec<String> {
             if prefix.is_empty() {
                 errors.push("prefix part must be non-empty".to_string());
             } else {
-                errors.extend(
-                    dns1123_subdomain_errors(prefix)
-                        .into_iter()
-                        .map(|m| format!("prefix part {m}")),
-                );
+                errors.extend(dns1123_subdomain_errors(prefix).into_iter().map(|m| format!("prefix part {m}")));
             }
             name
         }
@@ -142,9 +115,7 @@ pub(crate) fn qualified_name_errors(value: &str) -> Vec<String> {
     if name.is_empty() {
         errors.push("name part must be non-empty".to_string());
     } else if name.len() > LABEL_MAX_LENGTH {
-        errors.push(format!(
-            "name part must be no more than {LABEL_MAX_LENGTH} characters"
-        ));
+        errors.push(format!("name part must be no more than {LABEL_MAX_LENGTH} characters"));
     }
     if !is_qualified_name_part(name) {
         errors.push(format!("name part {}", name_format()));
@@ -155,11 +126,7 @@ pub(crate) fn qualified_name_errors(value: &str) -> Vec<String> {
 pub(crate) fn label_value_errors(value: &str) -> Vec<String> {
     let mut errors = max_len(value, LABEL_MAX_LENGTH);
     if !(value.is_empty() || is_qualified_name_part(value)) {
-        errors.push(regex_error(
-            LABEL_VALUE_MSG,
-            LABEL_VALUE_FMT,
-            &["MyValue", "my_value", "12345"],
-        ));
+        errors.push(regex_error(LABEL_VALUE_MSG, LABEL_VALUE_FMT, &["MyValue", "my_value", "12345"]));
     }
     errors
 }
@@ -167,13 +134,8 @@ pub(crate) fn label_value_errors(value: &str) -> Vec<String> {
 /// An IANA service name, as container and Service target ports are named (`http`, `dns-tcp`).
 pub(crate) fn port_name_errors(value: &str) -> Vec<String> {
     let mut errors = max_len(value, 15);
-    if !value
-        .bytes()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
-    {
-        errors.push(
-            "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".to_string(),
-        );
+    if !value.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-') {
+        errors.push("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".to_string());
     }
     if !value.bytes().any(|c| c.is_ascii_lowercase()) {
         errors.push("must contain at least one letter (a-z)".to_string());
@@ -193,20 +155,9 @@ pub(crate) fn port_number_error(port: i64) -> Option<String> {
 
 pub(crate) fn env_var_name_errors(value: &str) -> Vec<String> {
     let mut errors = Vec::new();
-    let first_ok = value
-        .bytes()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || b"-._".contains(&c));
-    if !(first_ok
-        && value
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"-._".contains(&c)))
-    {
-        errors.push(regex_error(
-            ENV_VAR_NAME_MSG,
-            ENV_VAR_NAME_FMT,
-            &["my.env-name", "MY_ENV.NAME", "MyEnvName1"],
-        ));
+    let first_ok = value.bytes().next().is_some_and(|c| c.is_ascii_alphabetic() || b"-._".contains(&c));
+    if !(first_ok && value.bytes().all(|c| c.is_ascii_alphanumeric() || b"-._".contains(&c))) {
+        errors.push(regex_error(ENV_VAR_NAME_MSG, ENV_VAR_NAME_FMT, &["my.env-name", "MY_ENV.NAME", "MyEnvName1"]));
     }
     errors.extend(chdir_prefix_error(value));
     errors
@@ -215,16 +166,8 @@ pub(crate) fn env_var_name_errors(value: &str) -> Vec<String> {
 /// A key of a ConfigMap's or Secret's data: it becomes a file name when mounted.
 pub(crate) fn config_key_errors(value: &str) -> Vec<String> {
     let mut errors = max_len(value, SUBDOMAIN_MAX_LENGTH);
-    if value.is_empty()
-        || !value
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"-._".contains(&c))
-    {
-        errors.push(regex_error(
-            CONFIG_KEY_MSG,
-            CONFIG_KEY_FMT,
-            &["key.name", "KEY_NAME", "key-name"],
-        ));
+    if value.is_empty() || !value.bytes().all(|c| c.is_ascii_alphanumeric() || b"-._".contains(&c)) {
+        errors.push(regex_error(CONFIG_KEY_MSG, CONFIG_KEY_FMT, &["key.name", "KEY_NAME", "key-name"]));
     }
     errors.extend(chdir_prefix_error(value));
     errors
@@ -235,11 +178,7 @@ pub(crate) fn path_segment_errors(value: &str, prefix: bool) -> Vec<String> {
     if !prefix && (value == "." || value == "..") {
         return vec![format!("may not be '{value}'")];
     }
-    ["/", "%"]
-        .into_iter()
-        .filter(|bad| value.contains(bad))
-        .map(|bad| format!("may not contain '{bad}'"))
-        .collect()
+    ["/", "%"].into_iter().filter(|bad| value.contains(bad)).map(|bad| format!("may not contain '{bad}'")).collect()
 }
 
 fn chdir_prefix_error(value: &str) -> Option<String> {
@@ -252,11 +191,7 @@ fn chdir_prefix_error(value: &str) -> Option<String> {
 }
 
 fn max_len(value: &str, max: usize) -> Vec<String> {
-    if value.len() > max {
-        vec![format!("must be no more than {max} characters")]
-    } else {
-        Vec::new()
-    }
+    if value.len() > max { vec![format!("must be no more than {max} characters")] } else { Vec::new() }
 }
 
 /// `[a-z0-9]([-a-z0-9]*[a-z0-9])?` without the length limit.
@@ -271,8 +206,7 @@ fn is_label_shaped(value: &str) -> bool {
 fn is_qualified_name_part(value: &str) -> bool {
     let b = value.as_bytes();
     matches!((b.first(), b.last()), (Some(f), Some(l)) if f.is_ascii_alphanumeric() && l.is_ascii_alphanumeric())
-        && b.iter()
-            .all(|&c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
+        && b.iter().all(|&c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
 }
 
 /// Kubernetes' `RegexError`: the rule, examples, then the regular expression it stands for. The
@@ -280,10 +214,7 @@ fn is_qualified_name_part(value: &str) -> bool {
 /// compare equal.
 fn regex_error(message: &str, format: &str, examples: &[&str]) -> String {
     let examples: Vec<String> = examples.iter().map(|e| format!("'{e}', ")).collect();
-    format!(
-        "{message} (e.g. {}regex used for validation is '{format}')",
-        examples.join(" or ")
-    )
+    format!("{message} (e.g. {}regex used for validation is '{format}')", examples.join(" or "))
 }
 
 #[cfg(test)]
@@ -293,13 +224,7 @@ mod tests {
     #[test]
     fn dns_names_follow_rfc_1123_and_1035() {
         let long_label = "a".repeat(64);
-        let long_subdomain = format!(
-            "{}.{}.{}.{}",
-            "a".repeat(63),
-            "b".repeat(63),
-            "c".repeat(63),
-            "d".repeat(62)
-        );
+        let long_subdomain = format!("{}.{}.{}.{}", "a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(62));
         // (value, subdomain, label, 1035 label)
         for (value, subdomain, label, dns1035) in [
             ("web", true, true, true),
@@ -315,11 +240,7 @@ mod tests {
             (long_label.as_str(), true, false, false),
             (long_subdomain.as_str(), false, false, false),
         ] {
-            assert_eq!(
-                is_dns1123_subdomain(value),
-                subdomain,
-                "subdomain {value:?}"
-            );
+            assert_eq!(is_dns1123_subdomain(value), subdomain, "subdomain {value:?}");
             assert_eq!(is_dns1123_label(value), label, "label {value:?}");
             assert_eq!(is_dns1035_label(value), dns1035, "1035 {value:?}");
         }
@@ -334,11 +255,7 @@ mod tests {
             ]
         );
         assert_eq!(dns1123_label_errors("a.b"), ["must not contain dots"]);
-        assert!(
-            dns1123_label_errors("A")
-                .first()
-                .is_some_and(|m| m.contains("(e.g. 'my-name',  or '123-abc', regex"))
-        );
+        assert!(dns1123_label_errors("A").first().is_some_and(|m| m.contains("(e.g. 'my-name',  or '123-abc', regex")));
     }
 
     #[test]
@@ -358,25 +275,15 @@ mod tests {
         ] {
             assert_eq!(validate_label_key(key).is_ok(), valid, "{key:?}");
         }
-        assert_eq!(
-            validate_label_key(&"a".repeat(64)),
-            Err("name part must be no more than 63 characters".into())
-        );
-        assert_eq!(
-            validate_label_key("/app"),
-            Err("prefix part must be non-empty".into())
-        );
+        assert_eq!(validate_label_key(&"a".repeat(64)), Err("name part must be no more than 63 characters".into()));
+        assert_eq!(validate_label_key("/app"), Err("prefix part must be non-empty".into()));
     }
 
     #[test]
     fn label_values_may_be_empty_but_not_malformed() {
-        for (value, valid) in [
-            ("", true),
-            ("v1.2_3-x", true),
-            ("-v", false),
-            ("a b", false),
-            ("a".repeat(64).as_str(), false),
-        ] {
+        for (value, valid) in
+            [("", true), ("v1.2_3-x", true), ("-v", false), ("a b", false), ("a".repeat(64).as_str(), false)]
+        {
             assert_eq!(validate_label_value(value).is_ok(), valid, "{value:?}");
         }
     }
@@ -393,25 +300,15 @@ mod tests {
             ("abcdefghijklmnop", 1),
             ("-", 2),
         ] {
-            assert_eq!(
-                port_name_errors(name).len(),
-                errors,
-                "{name:?}: {:?}",
-                port_name_errors(name)
-            );
+            assert_eq!(port_name_errors(name).len(), errors, "{name:?}: {:?}", port_name_errors(name));
         }
     }
 
     #[test]
     fn env_names_and_config_keys_reject_directory_tricks() {
-        for (name, valid) in [
-            ("HOME", true),
-            ("my.env-name", true),
-            ("_x", true),
-            ("1X", false),
-            ("A=B", false),
-            ("..x", false),
-        ] {
+        for (name, valid) in
+            [("HOME", true), ("my.env-name", true), ("_x", true), ("1X", false), ("A=B", false), ("..x", false)]
+        {
             assert_eq!(env_var_name_errors(name).is_empty(), valid, "env {name:?}");
         }
         for (key, valid) in [
@@ -431,10 +328,7 @@ mod tests {
     fn path_segment_names_forbid_slashes_percent_and_dots() {
         assert!(path_segment_errors("system:controller:x", false).is_empty());
         assert_eq!(path_segment_errors("..", false), ["may not be '..'"]);
-        assert_eq!(
-            path_segment_errors("a/b%", false),
-            ["may not contain '/'", "may not contain '%'"]
-        );
+        assert_eq!(path_segment_errors("a/b%", false), ["may not contain '/'", "may not contain '%'"]);
         assert!(path_segment_errors(".", true).is_empty());
     }
 }

@@ -4,8 +4,8 @@
 use serde_json::Value;
 
 use super::names::{
-    dns1035_label_errors, dns1123_label_errors, dns1123_subdomain_errors, label_value_errors,
-    path_segment_errors, qualified_name_errors,
+    dns1035_label_errors, dns1123_label_errors, dns1123_subdomain_errors, label_value_errors, path_segment_errors,
+    qualified_name_errors,
 };
 use super::{Cause, field, push_invalid, str_field};
 use crate::kinds::Kind;
@@ -69,19 +69,11 @@ fn validate_name(kind: &Kind, metadata: &Value, causes: &mut Vec<Cause>) {
     let rule = NameRule::of(kind);
     let generate_name = str_field(metadata, "generateName").unwrap_or("");
     if !generate_name.is_empty() {
-        push_invalid(
-            causes,
-            "metadata.generateName",
-            generate_name,
-            rule.errors(generate_name, true),
-        );
+        push_invalid(causes, "metadata.generateName", generate_name, rule.errors(generate_name, true));
     }
     match str_field(metadata, "name").unwrap_or("") {
         "" if generate_name.is_empty() => {
-            causes.push(Cause::required(
-                "metadata.name",
-                "name or generateName is required",
-            ));
+            causes.push(Cause::required("metadata.name", "name or generateName is required"));
         }
         "" => {}
         name => push_invalid(causes, "metadata.name", name, rule.errors(name, false)),
@@ -93,12 +85,7 @@ fn validate_name(kind: &Kind, metadata: &Value, causes: &mut Vec<Cause>) {
 fn validate_namespace(kind: &Kind, metadata: &Value, causes: &mut Vec<Cause>) {
     match str_field(metadata, "namespace") {
         Some(namespace) if kind.namespaced && !namespace.is_empty() => {
-            push_invalid(
-                causes,
-                "metadata.namespace",
-                namespace,
-                dns1123_label_errors(namespace),
-            );
+            push_invalid(causes, "metadata.namespace", namespace, dns1123_label_errors(namespace));
         }
         _ => {}
     }
@@ -121,22 +108,13 @@ pub(super) fn validate_labels(labels: Option<&Value>, path: &str, causes: &mut V
 
 /// Annotation keys are qualified names (compared lower-cased, as Kubernetes does); the values
 /// are free-form but all keys and values together fit in [`ANNOTATIONS_MAX_BYTES`].
-pub(super) fn validate_annotations(
-    annotations: Option<&Value>,
-    path: &str,
-    causes: &mut Vec<Cause>,
-) {
+pub(super) fn validate_annotations(annotations: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
     let Some(annotations) = annotations.and_then(Value::as_object) else {
         return;
     };
     let mut total = 0;
     for (key, value) in annotations {
-        push_invalid(
-            causes,
-            path,
-            key,
-            qualified_name_errors(&key.to_ascii_lowercase()),
-        );
+        push_invalid(causes, path, key, qualified_name_errors(&key.to_ascii_lowercase()));
         total += key.len() + value.as_str().map_or(0, str::len);
     }
     if total > ANNOTATIONS_MAX_BYTES {
@@ -158,11 +136,7 @@ mod tests {
 
     fn check(kind_name: &str, metadata: Value) -> Vec<Cause> {
         let mut causes = Vec::new();
-        validate_object_meta(
-            kind(kind_name),
-            &json!({ "metadata": metadata }),
-            &mut causes,
-        );
+        validate_object_meta(kind(kind_name), &json!({ "metadata": metadata }), &mut causes);
         causes
     }
 
@@ -185,10 +159,7 @@ mod tests {
         ] {
             let causes = check(kind_name, json!({"name": name, "namespace": "default"}));
             assert_eq!(causes.is_empty(), valid, "{kind_name} {name:?}: {causes:?}");
-            assert!(
-                causes.iter().all(|c| c.field == "metadata.name"),
-                "{causes:?}"
-            );
+            assert!(causes.iter().all(|c| c.field == "metadata.name"), "{causes:?}");
         }
     }
 
@@ -206,28 +177,16 @@ mod tests {
     #[test]
     fn a_missing_name_is_required_unless_generate_name_is_set() {
         let causes = check("pod", json!({}));
-        assert_eq!(
-            causes,
-            [Cause::required(
-                "metadata.name",
-                "name or generateName is required"
-            )]
-        );
+        assert_eq!(causes, [Cause::required("metadata.name", "name or generateName is required")]);
         assert!(check("pod", json!({"generateName": "web-"})).is_empty());
         assert!(check("svc", json!({"generateName": "web-"})).is_empty());
         let causes = check("pod", json!({"generateName": "Web-"}));
-        assert_eq!(
-            causes.iter().map(|c| c.field.as_str()).collect::<Vec<_>>(),
-            ["metadata.generateName"]
-        );
+        assert_eq!(causes.iter().map(|c| c.field.as_str()).collect::<Vec<_>>(), ["metadata.generateName"]);
     }
 
     #[test]
     fn namespaces_must_be_dns_labels_on_namespaced_kinds_only() {
-        assert_eq!(
-            check("pod", json!({"name": "a", "namespace": "Team_A"}))[0].field,
-            "metadata.namespace"
-        );
+        assert_eq!(check("pod", json!({"name": "a", "namespace": "Team_A"}))[0].field, "metadata.namespace");
         assert!(check("pod", json!({"name": "a", "namespace": "team-a"})).is_empty());
         assert!(check("node", json!({"name": "a", "namespace": "Team_A"})).is_empty());
     }
@@ -236,10 +195,7 @@ mod tests {
     fn label_keys_and_values_are_checked() {
         // (labels, number of causes)
         for (labels, count) in [
-            (
-                json!({"app": "web", "app.kubernetes.io/name": "web", "empty": ""}),
-                0,
-            ),
+            (json!({"app": "web", "app.kubernetes.io/name": "web", "empty": ""}), 0),
             (json!({"bad key": "web"}), 1),
             (json!({"app": "bad value"}), 1),
             (json!({"app": "a".repeat(64)}), 1),
@@ -254,25 +210,10 @@ mod tests {
 
     #[test]
     fn annotations_need_qualified_keys_and_fit_in_256_kib() {
-        assert!(
-            check(
-                "pod",
-                json!({"name": "a", "annotations": {"Example.com/Note": "any text at all"}})
-            )
-            .is_empty()
-        );
+        assert!(check("pod", json!({"name": "a", "annotations": {"Example.com/Note": "any text at all"}})).is_empty());
         let causes = check("pod", json!({"name": "a", "annotations": {"a b": ""}}));
         assert_eq!(causes[0].field, "metadata.annotations");
-        let causes = check(
-            "pod",
-            json!({"name": "a", "annotations": {"big": "x".repeat(ANNOTATIONS_MAX_BYTES)}}),
-        );
-        assert_eq!(
-            causes,
-            [Cause::too_long(
-                "metadata.annotations",
-                ANNOTATIONS_MAX_BYTES
-            )]
-        );
+        let causes = check("pod", json!({"name": "a", "annotations": {"big": "x".repeat(ANNOTATIONS_MAX_BYTES)}}));
+        assert_eq!(causes, [Cause::too_long("metadata.annotations", ANNOTATIONS_MAX_BYTES)]);
     }
 }

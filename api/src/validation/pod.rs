@@ -7,9 +7,7 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
-use super::names::{
-    dns1123_label_errors, env_var_name_errors, port_name_errors, port_number_error,
-};
+use super::names::{dns1123_label_errors, env_var_name_errors, port_name_errors, port_number_error};
 use super::object_meta::{validate_annotations, validate_labels};
 use super::{Cause, field, list_field, push_invalid, str_field};
 
@@ -42,29 +40,11 @@ pub(super) fn validate_pod(object: &Value, causes: &mut Vec<Cause>) {
 }
 
 /// A `PodTemplateSpec` at `path` (`spec.template`): its labels, annotations and pod spec.
-pub(super) fn validate_pod_template(
-    template: &Value,
-    path: &str,
-    restart: RestartRule,
-    causes: &mut Vec<Cause>,
-) {
+pub(super) fn validate_pod_template(template: &Value, path: &str, restart: RestartRule, causes: &mut Vec<Cause>) {
     let metadata = field(template, "metadata");
-    validate_labels(
-        metadata.get("labels"),
-        &format!("{path}.metadata.labels"),
-        causes,
-    );
-    validate_annotations(
-        metadata.get("annotations"),
-        &format!("{path}.metadata.annotations"),
-        causes,
-    );
-    validate_pod_spec(
-        field(template, "spec"),
-        &format!("{path}.spec"),
-        restart,
-        causes,
-    );
+    validate_labels(metadata.get("labels"), &format!("{path}.metadata.labels"), causes);
+    validate_annotations(metadata.get("annotations"), &format!("{path}.metadata.annotations"), causes);
+    validate_pod_spec(field(template, "spec"), &format!("{path}.spec"), restart, causes);
 }
 
 fn validate_pod_spec(spec: &Value, path: &str, restart: RestartRule, causes: &mut Vec<Cause>) {
@@ -75,18 +55,9 @@ fn validate_pod_spec(spec: &Value, path: &str, restart: RestartRule, causes: &mu
     }
     // Init containers come second so a clash is reported on the init container, as Kubernetes does.
     let mut names = HashSet::new();
-    for (key, list) in [
-        ("containers", containers),
-        ("initContainers", list_field(spec, "initContainers")),
-    ] {
+    for (key, list) in [("containers", containers), ("initContainers", list_field(spec, "initContainers"))] {
         for (i, container) in list.iter().enumerate() {
-            validate_container(
-                container,
-                &format!("{path}.{key}[{i}]"),
-                &volumes,
-                &mut names,
-                causes,
-            );
+            validate_container(container, &format!("{path}.{key}[{i}]"), &volumes, &mut names, causes);
         }
     }
     validate_restart_policy(spec, path, restart, causes);
@@ -151,17 +122,10 @@ fn validate_container_ports(container: &Value, path: &str, causes: &mut Vec<Caus
             if !errors.is_empty() {
                 push_invalid(causes, &format!("{port_path}.name"), name, errors);
             } else if !names.insert(name) {
-                causes.push(Cause::duplicate(
-                    format!("{port_path}.name"),
-                    &Value::from(name),
-                ));
+                causes.push(Cause::duplicate(format!("{port_path}.name"), &Value::from(name)));
             }
         }
-        match port
-            .get("containerPort")
-            .and_then(Value::as_i64)
-            .unwrap_or(0)
-        {
+        match port.get("containerPort").and_then(Value::as_i64).unwrap_or(0) {
             0 => causes.push(Cause::required(format!("{port_path}.containerPort"), "")),
             number => check_port_number(number, &format!("{port_path}.containerPort"), causes),
         }
@@ -175,14 +139,8 @@ fn validate_container_ports(container: &Value, path: &str, causes: &mut Vec<Caus
 
 /// `protocol` defaults to TCP; anything else must be one of [`PROTOCOLS`].
 pub(super) fn validate_protocol(port: &Value, port_path: &str, causes: &mut Vec<Cause>) {
-    if let Some(protocol) =
-        str_field(port, "protocol").filter(|p| !p.is_empty() && !PROTOCOLS.contains(p))
-    {
-        causes.push(Cause::not_supported(
-            format!("{port_path}.protocol"),
-            &Value::from(protocol),
-            PROTOCOLS,
-        ));
+    if let Some(protocol) = str_field(port, "protocol").filter(|p| !p.is_empty() && !PROTOCOLS.contains(p)) {
+        causes.push(Cause::not_supported(format!("{port_path}.protocol"), &Value::from(protocol), PROTOCOLS));
     }
 }
 
@@ -202,21 +160,13 @@ fn validate_env(container: &Value, path: &str, causes: &mut Vec<Cause>) {
     }
 }
 
-fn validate_volume_mounts(
-    container: &Value,
-    path: &str,
-    volumes: &HashSet<&str>,
-    causes: &mut Vec<Cause>,
-) {
+fn validate_volume_mounts(container: &Value, path: &str, volumes: &HashSet<&str>, causes: &mut Vec<Cause>) {
     for (i, mount) in list_field(container, "volumeMounts").iter().enumerate() {
         let mount_path = format!("{path}.volumeMounts[{i}]");
         match str_field(mount, "name").unwrap_or("") {
             "" => causes.push(Cause::required(format!("{mount_path}.name"), "")),
             name if !volumes.contains(name) => {
-                causes.push(Cause::not_found(
-                    format!("{mount_path}.name"),
-                    &Value::from(name),
-                ));
+                causes.push(Cause::not_found(format!("{mount_path}.name"), &Value::from(name)));
             }
             _ => {}
         }
@@ -231,18 +181,11 @@ fn validate_restart_policy(spec: &Value, path: &str, rule: RestartRule, causes: 
     let policy_path = format!("{path}.restartPolicy");
     match str_field(spec, "restartPolicy").unwrap_or("") {
         "" if rule == RestartRule::RunToCompletion => {
-            causes.push(Cause::required(
-                policy_path,
-                r#"valid values: "OnFailure", "Never""#,
-            ));
+            causes.push(Cause::required(policy_path, r#"valid values: "OnFailure", "Never""#));
         }
         "" => {}
         policy if rule.allowed().contains(&policy) => {}
-        policy => causes.push(Cause::not_supported(
-            policy_path,
-            &Value::from(policy),
-            rule.allowed(),
-        )),
+        policy => causes.push(Cause::not_supported(policy_path, &Value::from(policy), rule.allowed())),
     }
 }
 
@@ -266,10 +209,7 @@ mod tests {
     }
 
     fn push(spec: &mut Value, pointer: &str, item: Value) {
-        spec.pointer_mut(pointer)
-            .and_then(Value::as_array_mut)
-            .expect("pointer names a list")
-            .push(item);
+        spec.pointer_mut(pointer).and_then(Value::as_array_mut).expect("pointer names a list").push(item);
     }
 
     fn check(spec: &Value, rule: RestartRule) -> Vec<String> {
@@ -288,21 +228,13 @@ mod tests {
         // (JSON pointer into the spec, new value, the one expected cause)
         for (pointer, value, want) in [
             ("/containers", json!([]), "spec.containers: Required value"),
-            (
-                "/containers/0/name",
-                json!(""),
-                "spec.containers[0].name: Required value",
-            ),
+            ("/containers/0/name", json!(""), "spec.containers[0].name: Required value"),
             (
                 "/containers/0/name",
                 json!("Web"),
                 "spec.containers[0].name: Invalid value: \"Web\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
             ),
-            (
-                "/containers/0/image",
-                json!(""),
-                "spec.containers[0].image: Required value",
-            ),
+            ("/containers/0/image", json!(""), "spec.containers[0].image: Required value"),
             (
                 "/containers/0/image",
                 json!(" web"),
@@ -333,11 +265,7 @@ mod tests {
                 json!("8080"),
                 "spec.containers[0].ports[0].name: Invalid value: \"8080\": must contain at least one letter (a-z)",
             ),
-            (
-                "/containers/0/env/0/name",
-                json!(""),
-                "spec.containers[0].env[0].name: Required value",
-            ),
+            ("/containers/0/env/0/name", json!(""), "spec.containers[0].env[0].name: Required value"),
             (
                 "/containers/0/volumeMounts/0/name",
                 json!("logs"),
@@ -361,20 +289,13 @@ mod tests {
         ] {
             let mut spec = pod_spec();
             let (parent, key) = pointer.rsplit_once('/').expect("pointers start with /");
-            match spec
-                .pointer_mut(parent)
-                .expect("the parent exists in the base spec")
-            {
+            match spec.pointer_mut(parent).expect("the parent exists in the base spec") {
                 Value::Array(items) => items[key.parse::<usize>().expect("an index")] = value,
                 parent => parent[key] = value,
             }
             let causes = check(&spec, RestartRule::Any);
             // A renamed volume also orphans its mount; only the first cause is the one under test.
-            assert_eq!(
-                causes.first().map(String::as_str),
-                Some(want),
-                "{pointer}: {causes:?}"
-            );
+            assert_eq!(causes.first().map(String::as_str), Some(want), "{pointer}: {causes:?}");
         }
     }
 
@@ -382,35 +303,17 @@ mod tests {
     fn container_names_are_unique_across_init_and_regular_containers() {
         let mut spec = pod_spec();
         spec["initContainers"] = json!([{"name": "web", "image": "init"}]);
-        assert_eq!(
-            check(&spec, RestartRule::Any),
-            ["spec.initContainers[0].name: Duplicate value: \"web\""]
-        );
-        push(
-            &mut spec,
-            "/containers",
-            json!({"name": "web", "image": "x"}),
-        );
+        assert_eq!(check(&spec, RestartRule::Any), ["spec.initContainers[0].name: Duplicate value: \"web\""]);
+        push(&mut spec, "/containers", json!({"name": "web", "image": "x"}));
         let causes = check(&spec, RestartRule::Any);
-        assert_eq!(
-            causes[0],
-            "spec.containers[1].name: Duplicate value: \"web\""
-        );
+        assert_eq!(causes[0], "spec.containers[1].name: Duplicate value: \"web\"");
     }
 
     #[test]
     fn port_and_volume_names_are_unique() {
         let mut spec = pod_spec();
-        push(
-            &mut spec,
-            "/containers/0/ports",
-            json!({"name": "http", "containerPort": 9090}),
-        );
-        push(
-            &mut spec,
-            "/volumes",
-            json!({"name": "data", "emptyDir": {}}),
-        );
+        push(&mut spec, "/containers/0/ports", json!({"name": "http", "containerPort": 9090}));
+        push(&mut spec, "/volumes", json!({"name": "data", "emptyDir": {}}));
         assert_eq!(
             check(&spec, RestartRule::Any),
             [
@@ -430,9 +333,7 @@ mod tests {
             (
                 Some("Never"),
                 RestartRule::AlwaysOnly,
-                vec![
-                    "spec.restartPolicy: Unsupported value: \"Never\": supported values: \"Always\"",
-                ],
+                vec!["spec.restartPolicy: Unsupported value: \"Never\": supported values: \"Always\""],
             ),
             (
                 None,
@@ -443,9 +344,7 @@ mod tests {
             (
                 Some("Always"),
                 RestartRule::RunToCompletion,
-                vec![
-                    "spec.restartPolicy: Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\"",
-                ],
+                vec!["spec.restartPolicy: Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\""],
             ),
         ] {
             let mut spec = pod_spec();
@@ -460,12 +359,7 @@ mod tests {
     fn template_labels_are_checked_at_the_template_path() {
         let template = json!({"metadata": {"labels": {"app": "bad value"}}, "spec": pod_spec()});
         let mut causes = Vec::new();
-        validate_pod_template(
-            &template,
-            "spec.template",
-            RestartRule::AlwaysOnly,
-            &mut causes,
-        );
+        validate_pod_template(&template, "spec.template", RestartRule::AlwaysOnly, &mut causes);
         assert_eq!(causes.len(), 1);
         assert_eq!(causes[0].field, "spec.template.metadata.labels");
     }

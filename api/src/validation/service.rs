@@ -32,19 +32,8 @@ pub(super) fn validate_service(object: &Value, causes: &mut Vec<Cause>) {
     }
     let mut names = HashSet::new();
     for (i, port) in ports.iter().enumerate() {
-        validate_port(
-            port,
-            &format!("spec.ports[{i}]"),
-            ports.len() > 1,
-            &mut names,
-            causes,
-        );
-        validate_node_port(
-            port,
-            &format!("spec.ports[{i}].nodePort"),
-            service_type,
-            causes,
-        );
+        validate_port(port, &format!("spec.ports[{i}]"), ports.len() > 1, &mut names, causes);
+        validate_node_port(port, &format!("spec.ports[{i}].nodePort"), service_type, causes);
     }
     if service_type == "ExternalName" {
         validate_external_name(spec, causes);
@@ -72,11 +61,7 @@ fn validate_port<'a>(
             }
         }
     }
-    check_port_number(
-        port.get("port").and_then(Value::as_i64).unwrap_or(0),
-        &format!("{path}.port"),
-        causes,
-    );
+    check_port_number(port.get("port").and_then(Value::as_i64).unwrap_or(0), &format!("{path}.port"), causes);
     validate_protocol(port, path, causes);
     // 0 and "" are how an absent target port reads: Kubernetes defaults it to `port`.
     let target_path = format!("{path}.targetPort");
@@ -84,11 +69,7 @@ fn validate_port<'a>(
         Some(Value::Number(n)) => match n.as_i64() {
             Some(0) => {}
             Some(number) => check_port_number(number, &target_path, causes),
-            None => causes.push(Cause::invalid(
-                target_path,
-                &Value::Number(n.clone()),
-                "must be an integer",
-            )),
+            None => causes.push(Cause::invalid(target_path, &Value::Number(n.clone()), "must be an integer")),
         },
         Some(Value::String(name)) if !name.is_empty() => {
             push_invalid(causes, &target_path, name, port_name_errors(name));
@@ -104,10 +85,7 @@ fn validate_node_port(port: &Value, path: &str, service_type: &str, causes: &mut
         return;
     }
     if !matches!(service_type, "NodePort" | "LoadBalancer") {
-        causes.push(Cause::forbidden(
-            path,
-            &format!("may not be used when `type` is '{service_type}'"),
-        ));
+        causes.push(Cause::forbidden(path, &format!("may not be used when `type` is '{service_type}'")));
     } else if !NODE_PORTS.contains(&node_port) {
         let message = format!(
             "provided port is not in the valid range. The range of valid ports is {}-{}",
@@ -125,12 +103,7 @@ fn validate_external_name(spec: &Value, causes: &mut Vec<Cause>) {
         "" => causes.push(Cause::required("spec.externalName", "")),
         name => {
             let bare = name.strip_suffix('.').unwrap_or(name);
-            push_invalid(
-                causes,
-                "spec.externalName",
-                name,
-                dns1123_subdomain_errors(bare),
-            );
+            push_invalid(causes, "spec.externalName", name, dns1123_subdomain_errors(bare));
         }
     }
 }
@@ -174,21 +147,15 @@ mod tests {
             (json!({}), vec!["spec.ports: Required value"]),
             (
                 json!({"ports": [{"port": 70000}]}),
-                vec![
-                    "spec.ports[0].port: Invalid value: 70000: must be between 1 and 65535, inclusive",
-                ],
+                vec!["spec.ports[0].port: Invalid value: 70000: must be between 1 and 65535, inclusive"],
             ),
             (
                 json!({"ports": [{}]}),
-                vec![
-                    "spec.ports[0].port: Invalid value: 0: must be between 1 and 65535, inclusive",
-                ],
+                vec!["spec.ports[0].port: Invalid value: 0: must be between 1 and 65535, inclusive"],
             ),
             (
                 json!({"ports": [{"port": 80, "targetPort": 65536}]}),
-                vec![
-                    "spec.ports[0].targetPort: Invalid value: 65536: must be between 1 and 65535, inclusive",
-                ],
+                vec!["spec.ports[0].targetPort: Invalid value: 65536: must be between 1 and 65535, inclusive"],
             ),
             (
                 json!({"ports": [{"port": 80, "targetPort": "HTTP"}]}),
@@ -199,14 +166,9 @@ mod tests {
             ),
             (
                 json!({"ports": [{"port": 80, "protocol": "HTTP"}]}),
-                vec![
-                    r#"spec.ports[0].protocol: Unsupported value: "HTTP": supported values: "SCTP", "TCP", "UDP""#,
-                ],
+                vec![r#"spec.ports[0].protocol: Unsupported value: "HTTP": supported values: "SCTP", "TCP", "UDP""#],
             ),
-            (
-                json!({"ports": [{"name": "web", "port": 80}, {"port": 81}]}),
-                vec!["spec.ports[1].name: Required value"],
-            ),
+            (json!({"ports": [{"name": "web", "port": 80}, {"port": 81}]}), vec!["spec.ports[1].name: Required value"]),
             (
                 json!({"ports": [{"name": "web", "port": 80}, {"name": "web", "port": 81}]}),
                 vec![r#"spec.ports[1].name: Duplicate value: "web""#],
@@ -219,9 +181,7 @@ mod tests {
             ),
             (
                 json!({"ports": [{"port": 80, "nodePort": 30080}]}),
-                vec![
-                    "spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'",
-                ],
+                vec!["spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'"],
             ),
             (
                 json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 80}]}),
@@ -229,10 +189,7 @@ mod tests {
                     "spec.ports[0].nodePort: Invalid value: 80: provided port is not in the valid range. The range of valid ports is 30000-32767",
                 ],
             ),
-            (
-                json!({"type": "ExternalName"}),
-                vec!["spec.externalName: Required value"],
-            ),
+            (json!({"type": "ExternalName"}), vec!["spec.externalName: Required value"]),
             (
                 json!({"ports": [{"port": 80}], "selector": {"app": "a b"}}),
                 vec![

@@ -59,85 +59,41 @@ pub(super) fn validate_job(object: &Value, causes: &mut Vec<Cause>) {
 /// A Job spec at `path` (`spec`, or `spec.jobTemplate.spec` in a CronJob). The selector is left
 /// alone: the server generates it from the Job's uid.
 fn validate_job_spec(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
-    for key in [
-        "parallelism",
-        "completions",
-        "backoffLimit",
-        "activeDeadlineSeconds",
-        "ttlSecondsAfterFinished",
-    ] {
+    for key in ["parallelism", "completions", "backoffLimit", "activeDeadlineSeconds", "ttlSecondsAfterFinished"] {
         check_nonnegative(spec, path, key, causes);
     }
-    validate_pod_template(
-        field(spec, "template"),
-        &format!("{path}.template"),
-        RestartRule::RunToCompletion,
-        causes,
-    );
+    validate_pod_template(field(spec, "template"), &format!("{path}.template"), RestartRule::RunToCompletion, causes);
 }
 
 pub(super) fn validate_cron_job(object: &Value, causes: &mut Vec<Cause>) {
-    let name = object
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
     if name.len() > CRON_JOB_NAME_MAX_LENGTH {
         let message = format!("must be no more than {CRON_JOB_NAME_MAX_LENGTH} characters");
-        causes.push(Cause::invalid(
-            "metadata.name",
-            &Value::from(name),
-            &message,
-        ));
+        causes.push(Cause::invalid("metadata.name", &Value::from(name), &message));
     }
     let spec = field(object, "spec");
     match str_field(spec, "schedule").unwrap_or("") {
         "" => causes.push(Cause::required("spec.schedule", "")),
         schedule => {
             if let Err(message) = check_schedule(schedule) {
-                causes.push(Cause::invalid(
-                    "spec.schedule",
-                    &Value::from(schedule),
-                    &message,
-                ));
+                causes.push(Cause::invalid("spec.schedule", &Value::from(schedule), &message));
             }
         }
     }
     const POLICIES: &[&str] = &["Allow", "Forbid", "Replace"];
-    if let Some(policy) =
-        str_field(spec, "concurrencyPolicy").filter(|p| !p.is_empty() && !POLICIES.contains(p))
-    {
-        causes.push(Cause::not_supported(
-            "spec.concurrencyPolicy",
-            &Value::from(policy),
-            POLICIES,
-        ));
+    if let Some(policy) = str_field(spec, "concurrencyPolicy").filter(|p| !p.is_empty() && !POLICIES.contains(p)) {
+        causes.push(Cause::not_supported("spec.concurrencyPolicy", &Value::from(policy), POLICIES));
     }
-    for key in [
-        "startingDeadlineSeconds",
-        "successfulJobsHistoryLimit",
-        "failedJobsHistoryLimit",
-    ] {
+    for key in ["startingDeadlineSeconds", "successfulJobsHistoryLimit", "failedJobsHistoryLimit"] {
         check_nonnegative(spec, "spec", key, causes);
     }
-    validate_job_spec(
-        field(field(spec, "jobTemplate"), "spec"),
-        "spec.jobTemplate.spec",
-        causes,
-    );
+    validate_job_spec(field(field(spec, "jobTemplate"), "spec"), "spec.jobTemplate.spec", causes);
 }
 
 /// The shape of a standard cron schedule: five fields or a descriptor, with the messages of the
 /// parser Kubernetes uses. Field ranges are left to the CronJob controller.
 fn check_schedule(schedule: &str) -> Result<(), String> {
-    const DESCRIPTORS: &[&str] = &[
-        "@yearly",
-        "@annually",
-        "@monthly",
-        "@weekly",
-        "@daily",
-        "@midnight",
-        "@hourly",
-    ];
+    const DESCRIPTORS: &[&str] = &["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"];
     if schedule.starts_with("TZ=") || schedule.starts_with("CRON_TZ=") {
         return Err("cannot use TZ or CRON_TZ in schedule, use timeZone field instead".to_string());
     }
@@ -150,22 +106,14 @@ fn check_schedule(schedule: &str) -> Result<(), String> {
     }
     let fields: Vec<&str> = schedule.split_whitespace().collect();
     if fields.len() != 5 {
-        return Err(format!(
-            "expected exactly 5 fields, found {}: [{}]",
-            fields.len(),
-            fields.join(" ")
-        ));
+        return Err(format!("expected exactly 5 fields, found {}: [{}]", fields.len(), fields.join(" ")));
     }
     Ok(())
 }
 
 fn check_nonnegative(spec: &Value, path: &str, key: &str, causes: &mut Vec<Cause>) {
     if let Some(value) = spec.get(key).and_then(Value::as_i64).filter(|v| *v < 0) {
-        causes.push(Cause::invalid(
-            format!("{path}.{key}"),
-            &Value::from(value),
-            "must be greater than or equal to 0",
-        ));
+        causes.push(Cause::invalid(format!("{path}.{key}"), &Value::from(value), "must be greater than or equal to 0"));
     }
 }
 
@@ -203,11 +151,7 @@ mod tests {
     fn the_selector_must_select_the_template_labels() {
         // (selector, template labels, expected causes)
         for (selector, labels, want) in [
-            (
-                json!({"matchLabels": {"app": "web"}}),
-                json!({"app": "web", "tier": "a"}),
-                vec![],
-            ),
+            (json!({"matchLabels": {"app": "web"}}), json!({"app": "web", "tier": "a"}), vec![]),
             (
                 json!({"matchExpressions": [{"key": "app", "operator": "In", "values": ["web", "api"]}]}),
                 json!({"app": "api"}),
@@ -220,11 +164,7 @@ mod tests {
                     r#"spec.template.metadata.labels: Invalid value: {"app":"x"}: `selector` does not match template `labels`"#,
                 ],
             ),
-            (
-                Value::Null,
-                json!({"app": "x"}),
-                vec!["spec.selector: Required value"],
-            ),
+            (Value::Null, json!({"app": "x"}), vec!["spec.selector: Required value"]),
             (
                 json!({}),
                 json!({"app": "x"}),
@@ -238,26 +178,15 @@ mod tests {
                 ],
             ),
         ] {
-            assert_eq!(
-                check("deploy", &deployment(selector.clone(), labels)),
-                want,
-                "{selector}"
-            );
+            assert_eq!(check("deploy", &deployment(selector.clone(), labels)), want, "{selector}");
         }
     }
 
     #[test]
     fn every_replicated_kind_requires_a_selector_and_an_always_restart_policy() {
         for kind_name in ["deploy", "rs", "ds", "sts"] {
-            let mut object = deployment(
-                json!({"matchLabels": {"app": "web"}}),
-                json!({"app": "web"}),
-            );
-            assert_eq!(
-                check(kind_name, &object),
-                Vec::<String>::new(),
-                "{kind_name}"
-            );
+            let mut object = deployment(json!({"matchLabels": {"app": "web"}}), json!({"app": "web"}));
+            assert_eq!(check(kind_name, &object), Vec::<String>::new(), "{kind_name}");
             object["spec"]["template"]["spec"]["restartPolicy"] = json!("Never");
             object["spec"]["replicas"] = json!(-1);
             assert_eq!(
@@ -277,9 +206,7 @@ mod tests {
         assert_eq!(check("job", &job(json!("Never"))), Vec::<String>::new());
         assert_eq!(
             check("job", &job(Value::Null)),
-            [
-                r#"spec.template.spec.restartPolicy: Required value: valid values: "OnFailure", "Never""#
-            ]
+            [r#"spec.template.spec.restartPolicy: Required value: valid values: "OnFailure", "Never""#]
         );
         assert_eq!(
             check("job", &job(json!("Always"))),
@@ -298,23 +225,15 @@ mod tests {
             ("@hourly", vec![]),
             ("@every 1h", vec![]),
             ("", vec!["spec.schedule: Required value"]),
-            (
-                "5 * *",
-                vec![
-                    r#"spec.schedule: Invalid value: "5 * *": expected exactly 5 fields, found 3: [5 * *]"#,
-                ],
-            ),
-            (
-                "@sometimes",
-                vec![
-                    r#"spec.schedule: Invalid value: "@sometimes": unrecognized descriptor: @sometimes"#,
-                ],
-            ),
+            ("5 * *", vec![r#"spec.schedule: Invalid value: "5 * *": expected exactly 5 fields, found 3: [5 * *]"#]),
+            ("@sometimes", vec![r#"spec.schedule: Invalid value: "@sometimes": unrecognized descriptor: @sometimes"#]),
         ] {
-            let object = json!({"metadata": {"name": "nightly"}, "spec": {"schedule": schedule, "jobTemplate": template}});
+            let object =
+                json!({"metadata": {"name": "nightly"}, "spec": {"schedule": schedule, "jobTemplate": template}});
             assert_eq!(check("cronjob", &object), want, "{schedule:?}");
         }
-        let object = json!({"metadata": {"name": "nightly"}, "spec": {"schedule": "@daily", "jobTemplate": {"spec": {}}}});
+        let object =
+            json!({"metadata": {"name": "nightly"}, "spec": {"schedule": "@daily", "jobTemplate": {"spec": {}}}});
         assert_eq!(
             check("cronjob", &object),
             [

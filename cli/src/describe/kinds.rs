@@ -7,9 +7,7 @@ use super::page::Page;
 use super::{labels, time};
 
 fn text<'a>(o: &'a Value, pointer: &str) -> Option<&'a str> {
-    o.pointer(pointer)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
+    o.pointer(pointer).and_then(Value::as_str).filter(|s| !s.is_empty())
 }
 
 fn int(o: &Value, pointer: &str) -> i64 {
@@ -17,18 +15,11 @@ fn int(o: &Value, pointer: &str) -> i64 {
 }
 
 fn list<'a>(o: &'a Value, pointer: &str) -> &'a [Value] {
-    o.pointer(pointer)
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+    o.pointer(pointer).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default()
 }
 
 pub(super) fn pod(page: &mut Page, pod: &Value) {
-    page.field(
-        0,
-        "Service Account",
-        text(pod, "/spec/serviceAccountName").unwrap_or("default"),
-    );
+    page.field(0, "Service Account", text(pod, "/spec/serviceAccountName").unwrap_or("default"));
     let node = match (text(pod, "/spec/nodeName"), text(pod, "/status/hostIP")) {
         (Some(node), Some(ip)) => format!("{node}/{ip}"),
         (Some(node), None) => node.to_string(),
@@ -38,9 +29,7 @@ pub(super) fn pod(page: &mut Page, pod: &Value) {
     if pod.pointer("/status/startTime").is_some() {
         page.field(0, "Start Time", &time(pod.pointer("/status/startTime")));
     }
-    let deleting = pod
-        .pointer("/metadata/deletionTimestamp")
-        .is_some_and(|t| !t.is_null());
+    let deleting = pod.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null());
     let phase = text(pod, "/status/phase").unwrap_or("Pending");
     page.field(0, "Status", if deleting { "Terminating" } else { phase });
     for (key, pointer) in [("Reason", "/status/reason"), ("Message", "/status/message")] {
@@ -49,22 +38,15 @@ pub(super) fn pod(page: &mut Page, pod: &Value) {
         }
     }
     page.field(0, "IP", text(pod, "/status/podIP").unwrap_or_default());
-    if let Some(owner) = list(pod, "/metadata/ownerReferences")
-        .iter()
-        .find(|o| o.get("controller") == Some(&Value::Bool(true)))
+    if let Some(owner) =
+        list(pod, "/metadata/ownerReferences").iter().find(|o| o.get("controller") == Some(&Value::Bool(true)))
     {
-        let owner = format!(
-            "{}/{}",
-            text(owner, "/kind").unwrap_or_default(),
-            text(owner, "/name").unwrap_or_default()
-        );
+        let owner =
+            format!("{}/{}", text(owner, "/kind").unwrap_or_default(), text(owner, "/name").unwrap_or_default());
         page.field(0, "Controlled By", &owner);
     }
     pod_containers(page, pod);
-    if let Some(volumes) = pod
-        .pointer("/spec/volumes")
-        .filter(|v| v.as_array().is_some_and(|a| !a.is_empty()))
-    {
+    if let Some(volumes) = pod.pointer("/spec/volumes").filter(|v| v.as_array().is_some_and(|a| !a.is_empty())) {
         page.tree(0, "volumes", volumes);
     }
 }
@@ -72,16 +54,8 @@ pub(super) fn pod(page: &mut Page, pod: &Value) {
 /// `Init Containers:` (when there are any) and `Containers:`, each with its status.
 fn pod_containers(page: &mut Page, pod: &Value) {
     for (title, spec, statuses) in [
-        (
-            "Init Containers",
-            "/spec/initContainers",
-            "/status/initContainerStatuses",
-        ),
-        (
-            "Containers",
-            "/spec/containers",
-            "/status/containerStatuses",
-        ),
+        ("Init Containers", "/spec/initContainers", "/status/initContainerStatuses"),
+        ("Containers", "/spec/containers", "/status/containerStatuses"),
     ] {
         let containers = list(pod, spec);
         if containers.is_empty() && title == "Init Containers" {
@@ -90,9 +64,7 @@ fn pod_containers(page: &mut Page, pod: &Value) {
         page.header(0, title);
         for container in containers {
             let name = text(container, "/name").unwrap_or_default();
-            let status = list(pod, statuses)
-                .iter()
-                .find(|s| text(s, "/name") == Some(name));
+            let status = list(pod, statuses).iter().find(|s| text(s, "/name") == Some(name));
             self::container(page, 1, container, status);
         }
     }
@@ -102,30 +74,12 @@ fn pod_containers(page: &mut Page, pod: &Value) {
 fn container(page: &mut Page, indent: usize, container: &Value, status: Option<&Value>) {
     page.header(indent, text(container, "/name").unwrap_or_default());
     let inner = indent + 1;
-    page.field(
-        inner,
-        "Image",
-        text(container, "/image").unwrap_or_default(),
-    );
+    page.field(inner, "Image", text(container, "/image").unwrap_or_default());
     let ports: Vec<String> = list(container, "/ports")
         .iter()
-        .map(|p| {
-            format!(
-                "{}/{}",
-                int(p, "/containerPort"),
-                text(p, "/protocol").unwrap_or("TCP")
-            )
-        })
+        .map(|p| format!("{}/{}", int(p, "/containerPort"), text(p, "/protocol").unwrap_or("TCP")))
         .collect();
-    page.field(
-        inner,
-        "Port",
-        &if ports.is_empty() {
-            "<none>".to_string()
-        } else {
-            ports.join(", ")
-        },
-    );
+    page.field(inner, "Port", &if ports.is_empty() { "<none>".to_string() } else { ports.join(", ") });
     if let Some(args) = container.get("command").filter(|v| v.is_array()) {
         page.tree(inner, "command", args);
     }
@@ -159,23 +113,14 @@ fn container_status(page: &mut Page, inner: usize, status: &Value) {
 
 /// `Limits:` and `Requests:` sections, when set.
 fn resources(page: &mut Page, inner: usize, container: &Value) {
-    for (key, pointer) in [
-        ("Limits", "/resources/limits"),
-        ("Requests", "/resources/requests"),
-    ] {
-        if let Some(map) = container
-            .pointer(pointer)
-            .and_then(Value::as_object)
-            .filter(|m| !m.is_empty())
-        {
+    for (key, pointer) in [("Limits", "/resources/limits"), ("Requests", "/resources/requests")] {
+        if let Some(map) = container.pointer(pointer).and_then(Value::as_object).filter(|m| !m.is_empty()) {
             page.header(inner, key);
             for (resource, quantity) in map {
                 page.field(
                     inner + 1,
                     resource,
-                    &quantity
-                        .as_str()
-                        .map_or_else(|| quantity.to_string(), str::to_string),
+                    &quantity.as_str().map_or_else(|| quantity.to_string(), str::to_string),
                 );
             }
         }
@@ -200,10 +145,7 @@ fn env_line(var: &Value) -> String {
             text(from, "/secretKeyRef/name").unwrap_or_default()
         ),
         Some(from) if from.get("fieldRef").is_some() => {
-            format!(
-                "({})",
-                text(from, "/fieldRef/fieldPath").unwrap_or_default()
-            )
+            format!("({})", text(from, "/fieldRef/fieldPath").unwrap_or_default())
         }
         _ => String::new(),
     };
@@ -229,11 +171,7 @@ fn state(page: &mut Page, indent: usize, key: &str, state: Option<&Value>) {
         if let Some(message) = text(terminated, "/message") {
             page.field(indent + 1, "Message", message);
         }
-        page.field(
-            indent + 1,
-            "Exit Code",
-            &int(terminated, "/exitCode").to_string(),
-        );
+        page.field(indent + 1, "Exit Code", &int(terminated, "/exitCode").to_string());
         page.field(indent + 1, "Started", &time(terminated.get("startedAt")));
         page.field(indent + 1, "Finished", &time(terminated.get("finishedAt")));
     } else {
@@ -242,15 +180,8 @@ fn state(page: &mut Page, indent: usize, key: &str, state: Option<&Value>) {
 }
 
 pub(super) fn deployment(page: &mut Page, deploy: &Value) {
-    page.field(
-        0,
-        "Selector",
-        &crate::printers::selector_text(deploy.pointer("/spec/selector")),
-    );
-    let replicas = deploy
-        .pointer("/spec/replicas")
-        .and_then(Value::as_i64)
-        .unwrap_or(1);
+    page.field(0, "Selector", &crate::printers::selector_text(deploy.pointer("/spec/selector")));
+    let replicas = deploy.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
     page.field(
         0,
         "Replicas",
@@ -264,11 +195,7 @@ pub(super) fn deployment(page: &mut Page, deploy: &Value) {
     );
     let strategy = text(deploy, "/spec/strategy/type").unwrap_or("RollingUpdate");
     page.field(0, "StrategyType", strategy);
-    page.field(
-        0,
-        "MinReadySeconds",
-        &int(deploy, "/spec/minReadySeconds").to_string(),
-    );
+    page.field(0, "MinReadySeconds", &int(deploy, "/spec/minReadySeconds").to_string());
     if strategy == "RollingUpdate" {
         let bound = |p: &str| match deploy.pointer(p) {
             Some(Value::String(s)) => s.clone(),
@@ -283,11 +210,7 @@ pub(super) fn deployment(page: &mut Page, deploy: &Value) {
         page.field(0, "RollingUpdateStrategy", &line);
     }
     page.header(0, "Pod Template");
-    page.field(
-        1,
-        "Labels",
-        &labels(deploy.pointer("/spec/template/metadata/labels")),
-    );
+    page.field(1, "Labels", &labels(deploy.pointer("/spec/template/metadata/labels")));
     page.header(1, "Containers");
     for container in list(deploy, "/spec/template/spec/containers") {
         self::container(page, 2, container, None);
@@ -299,12 +222,7 @@ pub(super) fn config_map(page: &mut Page, cm: &Value) {
     page.raw(0, "");
     page.raw(0, "Data");
     page.raw(0, "====");
-    for (key, value) in cm
-        .get("data")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-    {
+    for (key, value) in cm.get("data").and_then(Value::as_object).into_iter().flatten() {
         page.raw(0, &format!("{key}:"));
         page.raw(0, "----");
         for line in value.as_str().unwrap_or_default().lines() {
@@ -315,12 +233,7 @@ pub(super) fn config_map(page: &mut Page, cm: &Value) {
     page.raw(0, "");
     page.raw(0, "BinaryData");
     page.raw(0, "====");
-    for (key, value) in cm
-        .get("binaryData")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-    {
+    for (key, value) in cm.get("binaryData").and_then(Value::as_object).into_iter().flatten() {
         page.raw(0, &format!("{key}: {} bytes", decoded_len(value)));
     }
     page.raw(0, "");
@@ -333,20 +246,12 @@ pub(super) fn secret(page: &mut Page, secret: &Value) {
     page.raw(0, "");
     page.raw(0, "Data");
     page.raw(0, "====");
-    for (key, value) in secret
-        .get("data")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-    {
+    for (key, value) in secret.get("data").and_then(Value::as_object).into_iter().flatten() {
         page.field(0, key, &format!("{} bytes", decoded_len(value)));
     }
 }
 
 fn decoded_len(value: &Value) -> usize {
     let encoded = value.as_str().unwrap_or_default();
-    base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .map(|b| b.len())
-        .unwrap_or(encoded.len())
+    base64::engine::general_purpose::STANDARD.decode(encoded).map(|b| b.len()).unwrap_or(encoded.len())
 }

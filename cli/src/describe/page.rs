@@ -13,19 +13,9 @@ const INDENT: usize = 2;
 const GAP: usize = 2;
 
 enum Line {
-    Field {
-        indent: usize,
-        key: String,
-        value: String,
-    },
-    Header {
-        indent: usize,
-        key: String,
-    },
-    Raw {
-        indent: usize,
-        text: String,
-    },
+    Field { indent: usize, key: String, value: String },
+    Header { indent: usize, key: String },
+    Raw { indent: usize, text: String },
 }
 
 #[derive(Default)]
@@ -36,35 +26,22 @@ pub(crate) struct Page {
 impl Page {
     /// `Key:  value`; a multi-line value continues aligned under its first line.
     pub(crate) fn field(&mut self, indent: usize, key: &str, value: &str) {
-        self.lines.push(Line::Field {
-            indent,
-            key: key.to_string(),
-            value: value.to_string(),
-        });
+        self.lines.push(Line::Field { indent, key: key.to_string(), value: value.to_string() });
     }
 
     /// `Key:` opening a nested section.
     pub(crate) fn header(&mut self, indent: usize, key: &str) {
-        self.lines.push(Line::Header {
-            indent,
-            key: key.to_string(),
-        });
+        self.lines.push(Line::Header { indent, key: key.to_string() });
     }
 
     pub(crate) fn raw(&mut self, indent: usize, text: &str) {
-        self.lines.push(Line::Raw {
-            indent,
-            text: text.to_string(),
-        });
+        self.lines.push(Line::Raw { indent, text: text.to_string() });
     }
 
     /// A table with a dashed rule under the headers, as in `Conditions:` and `Events:`.
     pub(crate) fn table(&mut self, indent: usize, headers: &[String], rows: Vec<Vec<String>>) {
         // kubectl's rules are at least four dashes (`Age` gets `----`).
-        let rule: Vec<String> = headers
-            .iter()
-            .map(|h| "-".repeat(h.chars().count().max(4)))
-            .collect();
+        let rule: Vec<String> = headers.iter().map(|h| "-".repeat(h.chars().count().max(4))).collect();
         let all: Vec<Vec<String>> = std::iter::once(rule).chain(rows).collect();
         let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
         for line in output::table(&headers, &all, GAP).lines() {
@@ -88,9 +65,7 @@ impl Page {
                 self.header(indent, &label);
                 for item in items {
                     match item {
-                        Value::Object(map) => {
-                            map.iter().for_each(|(k, v)| self.tree(indent + 1, k, v))
-                        }
+                        Value::Object(map) => map.iter().for_each(|(k, v)| self.tree(indent + 1, k, v)),
                         other => self.raw(indent + 1, &scalar(other)),
                     }
                 }
@@ -105,20 +80,13 @@ impl Page {
         while i < self.lines.len() {
             match &self.lines[i] {
                 Line::Field { .. } => {
-                    let run = self.lines[i..]
-                        .iter()
-                        .take_while(|l| matches!(l, Line::Field { .. }))
-                        .count();
+                    let run = self.lines[i..].iter().take_while(|l| matches!(l, Line::Field { .. })).count();
                     render_fields(&mut text, &self.lines[i..i + run]);
                     i += run;
                     continue;
                 }
-                Line::Header { indent, key } => {
-                    push_line(&mut text, &format!("{}{key}:", pad(*indent)))
-                }
-                Line::Raw { indent, text: raw } => {
-                    push_line(&mut text, &format!("{}{raw}", pad(*indent)))
-                }
+                Line::Header { indent, key } => push_line(&mut text, &format!("{}{key}:", pad(*indent))),
+                Line::Raw { indent, text: raw } => push_line(&mut text, &format!("{}{raw}", pad(*indent))),
             }
             i += 1;
         }
@@ -200,10 +168,7 @@ pub(crate) fn smart_label(field: &str) -> String {
                 upper
             } else {
                 let mut chars = w.chars();
-                chars
-                    .next()
-                    .map(|c| c.to_uppercase().chain(chars).collect())
-                    .unwrap_or_default()
+                chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
             }
         })
         .collect();

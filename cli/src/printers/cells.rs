@@ -30,24 +30,15 @@ pub(super) fn len_at(o: &Value, pointer: &str) -> usize {
 
 /// The elements of the list at a JSON pointer (none if absent).
 pub(super) fn items<'a>(o: &'a Value, pointer: &str) -> impl DoubleEndedIterator<Item = &'a Value> {
-    o.pointer(pointer)
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    o.pointer(pointer).and_then(Value::as_array).into_iter().flatten()
 }
 
 pub(super) fn or_none(value: Option<&str>) -> String {
-    value
-        .filter(|v| !v.is_empty())
-        .unwrap_or("<none>")
-        .to_string()
+    value.filter(|v| !v.is_empty()).unwrap_or("<none>").to_string()
 }
 
 pub(super) fn unknown_if_empty(value: Option<&str>) -> String {
-    value
-        .filter(|v| !v.is_empty())
-        .unwrap_or("<unknown>")
-        .to_string()
+    value.filter(|v| !v.is_empty()).unwrap_or("<unknown>").to_string()
 }
 
 pub(super) fn bool_word(value: bool) -> String {
@@ -68,16 +59,12 @@ pub(super) fn age_at(value: Option<&str>, now: Timestamp) -> String {
 
 /// `spec.replicas`, which the server defaults to 1.
 pub(super) fn replicas(o: &Value) -> i64 {
-    o.pointer("/spec/replicas")
-        .and_then(Value::as_i64)
-        .unwrap_or(1)
+    o.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)
 }
 
 /// One field of every container at `pointer`, comma-joined (CONTAINERS and IMAGES columns).
 pub(super) fn containers_at(o: &Value, pointer: &str, field: &str) -> String {
-    let values: Vec<&str> = items(o, pointer)
-        .filter_map(|c| c.get(field).and_then(Value::as_str))
-        .collect();
+    let values: Vec<&str> = items(o, pointer).filter_map(|c| c.get(field).and_then(Value::as_str)).collect();
     values.join(",")
 }
 
@@ -93,11 +80,7 @@ pub(super) fn pairs(map: Option<&Value>) -> String {
         .flatten()
         .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
         .collect();
-    if pairs.is_empty() {
-        "<none>".to_string()
-    } else {
-        pairs.join(",")
-    }
+    if pairs.is_empty() { "<none>".to_string() } else { pairs.join(",") }
 }
 
 /// A `LabelSelector` in label-query syntax (`app=web,tier in (a,b),!legacy`), or `<none>`.
@@ -112,19 +95,10 @@ pub(super) fn label_selector(selector: Option<&Value>) -> String {
         .flatten()
         .map(|(k, v)| (k.clone(), format!("{k}={}", v.as_str().unwrap_or_default())))
         .collect();
-    for expr in selector
-        .get("matchExpressions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for expr in selector.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
         let key = expr.get("key").and_then(Value::as_str).unwrap_or_default();
         let values: Vec<&str> = items(expr, "/values").filter_map(Value::as_str).collect();
-        let term = match expr
-            .get("operator")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-        {
+        let term = match expr.get("operator").and_then(Value::as_str).unwrap_or_default() {
             "In" => format!("{key} in ({})", values.join(",")),
             "NotIn" => format!("{key} notin ({})", values.join(",")),
             "Exists" => key.to_string(),
@@ -138,46 +112,30 @@ pub(super) fn label_selector(selector: Option<&Value>) -> String {
     if terms.is_empty() {
         return "<none>".to_string();
     }
-    terms
-        .into_iter()
-        .map(|(_, t)| t)
-        .collect::<Vec<_>>()
-        .join(",")
+    terms.into_iter().map(|(_, t)| t).collect::<Vec<_>>().join(",")
 }
 
 /// Whether `status.conditions` has `kind` with status `True`.
 pub(super) fn condition_true(o: &Value, kind: &str) -> bool {
     items(o, "/status/conditions").any(|c| {
-        c.get("type").and_then(Value::as_str) == Some(kind)
-            && c.get("status").and_then(Value::as_str) == Some("True")
+        c.get("type").and_then(Value::as_str) == Some(kind) && c.get("status").and_then(Value::as_str) == Some("True")
     })
 }
 
 pub(super) fn pod_ready(o: &Value, _: Timestamp) -> String {
     let total = len_at(o, "/spec/containers");
     let ready = items(o, "/status/containerStatuses")
-        .filter(|c| {
-            c.get("ready").and_then(Value::as_bool) == Some(true)
-                && c.pointer("/state/running").is_some()
-        })
+        .filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true) && c.pointer("/state/running").is_some())
         .count();
     format!("{ready}/{total}")
 }
 
 /// A terminated container's reason, else `Signal:N` / `ExitCode:N`, with an optional prefix.
 fn terminated_reason(terminated: &Value, prefix: &str) -> String {
-    if let Some(reason) = terminated
-        .get("reason")
-        .and_then(Value::as_str)
-        .filter(|r| !r.is_empty())
-    {
+    if let Some(reason) = terminated.get("reason").and_then(Value::as_str).filter(|r| !r.is_empty()) {
         return format!("{prefix}{reason}");
     }
-    match terminated
-        .get("signal")
-        .and_then(Value::as_i64)
-        .filter(|s| *s != 0)
-    {
+    match terminated.get("signal").and_then(Value::as_i64).filter(|s| *s != 0) {
         Some(signal) => format!("{prefix}Signal:{signal}"),
         None => format!("{prefix}ExitCode:{}", int_at(terminated, "/exitCode")),
     }
@@ -216,23 +174,11 @@ pub(super) fn pod_status(o: &Value, _: Timestamp) -> String {
             }
         }
         if reason == "Completed" && has_running {
-            reason = if condition_true(o, "Ready") {
-                "Running"
-            } else {
-                "NotReady"
-            }
-            .to_string();
+            reason = if condition_true(o, "Ready") { "Running" } else { "NotReady" }.to_string();
         }
     }
-    if o.pointer("/metadata/deletionTimestamp")
-        .is_some_and(|t| !t.is_null())
-    {
-        reason = if str_at(o, "/status/reason") == Some("NodeLost") {
-            "Unknown"
-        } else {
-            "Terminating"
-        }
-        .to_string();
+    if o.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null()) {
+        reason = if str_at(o, "/status/reason") == Some("NodeLost") { "Unknown" } else { "Terminating" }.to_string();
     }
     reason
 }
@@ -247,10 +193,8 @@ fn init_reason(o: &Value) -> Option<String> {
         }
         // A started sidecar (restartPolicy: Always) init container does not hold up the pod.
         let name = status.get("name").and_then(Value::as_str);
-        let sidecar = items(o, "/spec/initContainers").any(|c| {
-            c.get("name").and_then(Value::as_str) == name
-                && str_at(c, "/restartPolicy") == Some("Always")
-        });
+        let sidecar = items(o, "/spec/initContainers")
+            .any(|c| c.get("name").and_then(Value::as_str) == name && str_at(c, "/restartPolicy") == Some("Always"));
         if sidecar && status.get("started").and_then(Value::as_bool) == Some(true) {
             continue;
         }
@@ -265,8 +209,7 @@ fn init_reason(o: &Value) -> Option<String> {
 
 /// Total restarts, with how long ago the last one ended: `3 (5m ago)`.
 pub(super) fn pod_restarts(o: &Value, now: Timestamp) -> String {
-    let statuses =
-        items(o, "/status/initContainerStatuses").chain(items(o, "/status/containerStatuses"));
+    let statuses = items(o, "/status/initContainerStatuses").chain(items(o, "/status/containerStatuses"));
     let mut restarts = 0;
     let mut last: Option<Timestamp> = None;
     for status in statuses {
@@ -276,19 +219,14 @@ pub(super) fn pod_restarts(o: &Value, now: Timestamp) -> String {
     }
     match last {
         Some(ts) if restarts != 0 => {
-            format!(
-                "{restarts} ({} ago)",
-                meta::human_duration(now.as_second() - ts.as_second())
-            )
+            format!("{restarts} ({} ago)", meta::human_duration(now.as_second() - ts.as_second()))
         }
         _ => restarts.to_string(),
     }
 }
 
 pub(super) fn pod_readiness_gates(o: &Value, _: Timestamp) -> String {
-    let gates: Vec<&str> = items(o, "/spec/readinessGates")
-        .filter_map(|g| str_at(g, "/conditionType"))
-        .collect();
+    let gates: Vec<&str> = items(o, "/spec/readinessGates").filter_map(|g| str_at(g, "/conditionType")).collect();
     if gates.is_empty() {
         return "<none>".to_string();
     }
@@ -297,9 +235,7 @@ pub(super) fn pod_readiness_gates(o: &Value, _: Timestamp) -> String {
 }
 
 pub(super) fn service_external_ip(o: &Value, _: Timestamp) -> String {
-    let external: Vec<&str> = items(o, "/spec/externalIPs")
-        .filter_map(Value::as_str)
-        .collect();
+    let external: Vec<&str> = items(o, "/spec/externalIPs").filter_map(Value::as_str).collect();
     match str_at(o, "/spec/type").unwrap_or("ClusterIP") {
         "ClusterIP" | "NodePort" if external.is_empty() => "<none>".to_string(),
         "ClusterIP" | "NodePort" => external.join(","),
@@ -308,11 +244,7 @@ pub(super) fn service_external_ip(o: &Value, _: Timestamp) -> String {
                 .filter_map(|i| str_at(i, "/ip").or_else(|| str_at(i, "/hostname")))
                 .collect();
             all.extend(external);
-            if all.is_empty() {
-                "<pending>".to_string()
-            } else {
-                all.join(",")
-            }
+            if all.is_empty() { "<pending>".to_string() } else { all.join(",") }
         }
         "ExternalName" => text_at(o, "/spec/externalName"),
         _ => "<unknown>".to_string(),
@@ -330,11 +262,7 @@ pub(super) fn service_ports(o: &Value, _: Timestamp) -> String {
             }
         })
         .collect();
-    if ports.is_empty() {
-        "<none>".to_string()
-    } else {
-        ports.join(",")
-    }
+    if ports.is_empty() { "<none>".to_string() } else { ports.join(",") }
 }
 
 pub(super) fn node_status(o: &Value, _: Timestamp) -> String {
@@ -354,16 +282,8 @@ pub(super) fn node_status(o: &Value, _: Timestamp) -> String {
 /// Roles from `node-role.kubernetes.io/<role>` and `kubernetes.io/role` labels.
 pub(super) fn node_roles(o: &Value, _: Timestamp) -> String {
     let mut roles: Vec<String> = Vec::new();
-    for (key, value) in o
-        .pointer("/metadata/labels")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-    {
-        if let Some(role) = key
-            .strip_prefix("node-role.kubernetes.io/")
-            .filter(|r| !r.is_empty())
-        {
+    for (key, value) in o.pointer("/metadata/labels").and_then(Value::as_object).into_iter().flatten() {
+        if let Some(role) = key.strip_prefix("node-role.kubernetes.io/").filter(|r| !r.is_empty()) {
             roles.push(role.to_string());
         } else if key == "kubernetes.io/role" {
             roles.extend(value.as_str().filter(|v| !v.is_empty()).map(str::to_string));
@@ -371,11 +291,7 @@ pub(super) fn node_roles(o: &Value, _: Timestamp) -> String {
     }
     roles.sort();
     roles.dedup();
-    if roles.is_empty() {
-        "<none>".to_string()
-    } else {
-        roles.join(",")
-    }
+    if roles.is_empty() { "<none>".to_string() } else { roles.join(",") }
 }
 
 pub(super) fn node_address(o: &Value, kind: &str) -> String {
@@ -389,19 +305,12 @@ pub(super) fn endpoints(o: &Value, _: Timestamp) -> String {
     let mut list: Vec<String> = Vec::new();
     let mut count = 0;
     for subset in items(o, "/subsets") {
-        let ips: Vec<&str> = items(subset, "/addresses")
-            .filter_map(|a| str_at(a, "/ip"))
-            .collect();
-        let ports: Vec<i64> = items(subset, "/ports")
-            .map(|p| int_at(p, "/port"))
-            .collect();
+        let ips: Vec<&str> = items(subset, "/addresses").filter_map(|a| str_at(a, "/ip")).collect();
+        let ports: Vec<i64> = items(subset, "/ports").map(|p| int_at(p, "/port")).collect();
         let pairs: Vec<String> = if ports.is_empty() {
             ips.iter().map(|ip| ip.to_string()).collect()
         } else {
-            ports
-                .iter()
-                .flat_map(|port| ips.iter().map(move |ip| join_host_port(ip, *port)))
-                .collect()
+            ports.iter().flat_map(|port| ips.iter().map(move |ip| join_host_port(ip, *port))).collect()
         };
         count += pairs.len();
         list.extend(pairs.into_iter().take(MAX.saturating_sub(list.len())));
@@ -414,18 +323,12 @@ pub(super) fn endpoints(o: &Value, _: Timestamp) -> String {
 }
 
 fn join_host_port(ip: &str, port: i64) -> String {
-    if ip.contains(':') {
-        format!("[{ip}]:{port}")
-    } else {
-        format!("{ip}:{port}")
-    }
+    if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") }
 }
 
 pub(super) fn event_last_seen(o: &Value, now: Timestamp) -> String {
     let first = str_at(o, "/firstTimestamp").or_else(|| str_at(o, "/eventTime"));
-    let last = str_at(o, "/series/lastObservedTime")
-        .or_else(|| str_at(o, "/lastTimestamp"))
-        .or(first);
+    let last = str_at(o, "/series/lastObservedTime").or_else(|| str_at(o, "/lastTimestamp")).or(first);
     age_at(last, now)
 }
 
@@ -439,9 +342,7 @@ pub(super) fn event_object(o: &Value, _: Timestamp) -> String {
 }
 
 pub(super) fn job_status(o: &Value, _: Timestamp) -> String {
-    let deleting = o
-        .pointer("/metadata/deletionTimestamp")
-        .is_some_and(|t| !t.is_null());
+    let deleting = o.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null());
     if condition_true(o, "Complete") {
         "Complete"
     } else if condition_true(o, "Failed") {

@@ -30,32 +30,13 @@ fn running_pod() -> Value {
 #[test]
 fn pod_rows_show_ready_status_restarts_and_age() {
     let pod = kind("pod");
-    assert_eq!(
-        columns(pod, false),
-        ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
-    );
-    assert_eq!(
-        row_at(pod, &running_pod(), false, now()),
-        ["web-1", "1/2", "Running", "2 (2m ago)", "5m"]
-    );
+    assert_eq!(columns(pod, false), ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
+    assert_eq!(row_at(pod, &running_pod(), false, now()), ["web-1", "1/2", "Running", "2 (2m ago)", "5m"]);
     assert_eq!(
         columns(pod, true),
-        [
-            "NAME",
-            "READY",
-            "STATUS",
-            "RESTARTS",
-            "AGE",
-            "IP",
-            "NODE",
-            "NOMINATED NODE",
-            "READINESS GATES"
-        ]
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED NODE", "READINESS GATES"]
     );
-    assert_eq!(
-        row_at(pod, &running_pod(), true, now())[5..],
-        ["127.64.0.5", "node-a", "<none>", "<none>"]
-    );
+    assert_eq!(row_at(pod, &running_pod(), true, now())[5..], ["127.64.0.5", "node-a", "<none>", "<none>"]);
 }
 
 #[test]
@@ -63,24 +44,20 @@ fn pod_status_prefers_container_reasons_and_terminating() {
     let pod = kind("pod");
     let status = |object: &Value| row_at(pod, object, false, now())[2].clone();
     let mut waiting = running_pod();
-    waiting["status"]["containerStatuses"][1]["state"] =
-        json!({"waiting": {"reason": "CrashLoopBackOff"}});
+    waiting["status"]["containerStatuses"][1]["state"] = json!({"waiting": {"reason": "CrashLoopBackOff"}});
     assert_eq!(status(&waiting), "CrashLoopBackOff");
     let mut exited = running_pod();
     exited["status"]["containerStatuses"][1]["state"] = json!({"terminated": {"exitCode": 137}});
     assert_eq!(status(&exited), "ExitCode:137");
     let mut oom = running_pod();
-    oom["status"]["containerStatuses"][0]["state"] =
-        json!({"terminated": {"exitCode": 137, "reason": "OOMKilled"}});
+    oom["status"]["containerStatuses"][0]["state"] = json!({"terminated": {"exitCode": 137, "reason": "OOMKilled"}});
     assert_eq!(status(&oom), "OOMKilled");
     let mut deleting = running_pod();
     deleting["metadata"]["deletionTimestamp"] = json!("2025-01-01T11:59:00Z");
     assert_eq!(status(&deleting), "Terminating");
-    let pending = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}, "status": {"phase": "Pending"}});
-    assert_eq!(
-        row_at(pod, &pending, false, now()),
-        ["p", "0/1", "Pending", "0", "<unknown>"]
-    );
+    let pending =
+        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}, "status": {"phase": "Pending"}});
+    assert_eq!(row_at(pod, &pending, false, now()), ["p", "0/1", "Pending", "0", "<unknown>"]);
 }
 
 #[test]
@@ -108,23 +85,11 @@ fn deployment_rows_count_replicas_and_wide_shows_the_template() {
         },
         "status": {"readyReplicas": 2, "updatedReplicas": 3, "availableReplicas": 2}
     });
-    assert_eq!(
-        columns(deploy, false),
-        ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
-    );
-    assert_eq!(
-        row_at(deploy, &object, false, now()),
-        ["web", "2/3", "3", "2", "2d"]
-    );
-    assert_eq!(
-        row_at(deploy, &object, true, now())[5..],
-        ["web,side", "hello:1,side:2", "app=web,tier in (a,b)"]
-    );
+    assert_eq!(columns(deploy, false), ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
+    assert_eq!(row_at(deploy, &object, false, now()), ["web", "2/3", "3", "2", "2d"]);
+    assert_eq!(row_at(deploy, &object, true, now())[5..], ["web,side", "hello:1,side:2", "app=web,tier in (a,b)"]);
     let fresh = json!({"metadata": {"name": "new"}, "spec": {"replicas": 1}});
-    assert_eq!(
-        row_at(deploy, &fresh, false, now())[1..4],
-        ["0/1", "0", "0"]
-    );
+    assert_eq!(row_at(deploy, &fresh, false, now())[1..4], ["0/1", "0", "0"]);
 }
 
 #[test]
@@ -138,37 +103,16 @@ fn service_rows_show_type_ips_and_ports() {
             {"port": 53, "protocol": "UDP"}
         ]}
     });
-    assert_eq!(
-        columns(svc, false),
-        [
-            "NAME",
-            "TYPE",
-            "CLUSTER-IP",
-            "EXTERNAL-IP",
-            "PORT(S)",
-            "AGE"
-        ]
-    );
+    assert_eq!(columns(svc, false), ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]);
     assert_eq!(
         row_at(svc, &object, true, now()),
-        [
-            "web",
-            "NodePort",
-            "127.32.0.20",
-            "<none>",
-            "80/TCP,443:30443/TCP,53/UDP",
-            "30s",
-            "app=web"
-        ]
+        ["web", "NodePort", "127.32.0.20", "<none>", "80/TCP,443:30443/TCP,53/UDP", "30s", "app=web"]
     );
     let lb = json!({"metadata": {"name": "lb"}, "spec": {"type": "LoadBalancer", "clusterIP": "127.32.0.9"},
         "status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.1"}]}}});
     assert_eq!(row_at(svc, &lb, false, now())[3..5], ["10.0.0.1", "<none>"]);
     let pending = json!({"metadata": {"name": "lb"}, "spec": {"type": "LoadBalancer"}});
-    assert_eq!(
-        row_at(svc, &pending, false, now())[2..4],
-        ["<none>", "<pending>"]
-    );
+    assert_eq!(row_at(svc, &pending, false, now())[2..4], ["<none>", "<pending>"]);
 }
 
 #[test]
@@ -178,44 +122,25 @@ fn other_kinds_print_their_kubectl_columns() {
         "status": {"conditions": [{"type": "Ready", "status": "True"}], "nodeInfo": {"kubeletVersion": "v1.33.0"}}});
     assert_eq!(
         row_at(kind("node"), &node, false, now()),
-        [
-            "n1",
-            "Ready,SchedulingDisabled",
-            "control-plane",
-            "<unknown>",
-            "v1.33.0"
-        ]
+        ["n1", "Ready,SchedulingDisabled", "control-plane", "<unknown>", "v1.33.0"]
     );
 
-    let cm =
-        json!({"metadata": {"name": "c"}, "data": {"a": "1", "b": "2"}, "binaryData": {"c": ""}});
+    let cm = json!({"metadata": {"name": "c"}, "data": {"a": "1", "b": "2"}, "binaryData": {"c": ""}});
     assert_eq!(row_at(kind("cm"), &cm, false, now())[1], "3");
 
     let ep = json!({"metadata": {"name": "web"}, "subsets": [{"addresses": [{"ip": "1.1.1.1"}, {"ip": "1.1.1.2"}],
         "ports": [{"port": 80}, {"port": 81}]}]});
-    assert_eq!(
-        row_at(kind("ep"), &ep, false, now())[1],
-        "1.1.1.1:80,1.1.1.2:80,1.1.1.1:81 + 1 more..."
-    );
+    assert_eq!(row_at(kind("ep"), &ep, false, now())[1], "1.1.1.1:80,1.1.1.2:80,1.1.1.1:81 + 1 more...");
 
     let event = json!({"metadata": {"name": "e"}, "type": "Normal", "reason": "Scheduled", "message": "assigned ",
         "involvedObject": {"kind": "Pod", "name": "web-1"}, "lastTimestamp": "2025-01-01T11:59:50Z"});
-    assert_eq!(
-        columns(kind("ev"), false),
-        ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
-    );
-    assert_eq!(
-        row_at(kind("ev"), &event, false, now()),
-        ["10s", "Normal", "Scheduled", "pod/web-1", "assigned"]
-    );
+    assert_eq!(columns(kind("ev"), false), ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]);
+    assert_eq!(row_at(kind("ev"), &event, false, now()), ["10s", "Normal", "Scheduled", "pod/web-1", "assigned"]);
 
     let job = json!({"metadata": {"name": "j"}, "spec": {"completions": 2},
         "status": {"succeeded": 2, "startTime": "2025-01-01T11:00:00Z", "completionTime": "2025-01-01T11:00:45Z",
                    "conditions": [{"type": "Complete", "status": "True"}]}});
-    assert_eq!(
-        row_at(kind("job"), &job, false, now())[1..4],
-        ["Complete", "2/2", "45s"]
-    );
+    assert_eq!(row_at(kind("job"), &job, false, now())[1..4], ["Complete", "2/2", "45s"]);
 
     assert_eq!(columns(kind("clusterrole"), true), ["NAME", "AGE"]);
 }

@@ -72,10 +72,7 @@ async fn ok() -> &'static str {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        crate::metrics::render(&state.registry),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], crate::metrics::render(&state.registry))
 }
 
 /// Serves `router` over TLS on `listener` until `shutdown` is cancelled.
@@ -93,8 +90,5 @@ pub async fn serve(
         on_shutdown.graceful_shutdown(Some(Duration::from_secs(2)));
     });
     let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls));
-    axum_server::from_tcp_rustls(listener, config)?
-        .handle(handle)
-        .serve(router.into_make_service())
-        .await
+    axum_server::from_tcp_rustls(listener, config)?.handle(handle).serve(router.into_make_service()).await
 }

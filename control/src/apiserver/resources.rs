@@ -13,8 +13,8 @@ use super::AppState;
 use super::path::{self, PathError};
 use super::watch;
 use crate::objects::{
-    DeleteOptions, FieldValidation, ListOptions, PatchKind, Selectors, Subresource, Target, WatchOptions,
-    WriteOptions, Written,
+    DeleteOptions, FieldValidation, ListOptions, PatchKind, Selectors, Subresource, Target, WatchOptions, WriteOptions,
+    Written,
 };
 use crate::status::ApiError;
 
@@ -65,9 +65,9 @@ impl Params {
         match self.dry_run.as_deref() {
             None | Some("") => Ok(false),
             Some("All") => Ok(true),
-            Some(other) => Err(ApiError::BadRequest(format!(
-                "dryRun: Unsupported value: {other:?}: supported values: \"All\""
-            ))),
+            Some(other) => {
+                Err(ApiError::BadRequest(format!("dryRun: Unsupported value: {other:?}: supported values: \"All\"")))
+            }
         }
     }
 
@@ -120,7 +120,11 @@ async fn dispatch(
     match (method.as_str(), is_collection) {
         ("GET", true) if params.is_watch() => {
             let opts = WatchOptions {
-                selectors: Selectors::parse(&target, params.label_selector.as_deref(), params.field_selector.as_deref())?,
+                selectors: Selectors::parse(
+                    &target,
+                    params.label_selector.as_deref(),
+                    params.field_selector.as_deref(),
+                )?,
                 resource_version: params.resource_version.clone(),
             };
             let timeout = parse_number::<u64>("timeoutSeconds", &params.timeout_seconds)?.map(Duration::from_secs);
@@ -140,7 +144,8 @@ async fn dispatch(
         }
         ("PUT", false) => {
             let written = objects.update(&target, json_body(headers, &body)?, sub, &params.write_options()?).await?;
-            let written = if sub == Subresource::Scale { scale_view(objects, &target, written).await? } else { written };
+            let written =
+                if sub == Subresource::Scale { scale_view(objects, &target, written).await? } else { written };
             written_response(StatusCode::OK, written)
         }
         ("PATCH", false) => {
@@ -148,7 +153,8 @@ async fn dispatch(
             let patch: Value = serde_json::from_slice(&body)
                 .map_err(|e| ApiError::BadRequest(format!("the patch body is not valid JSON: {e}")))?;
             let written = objects.patch(&target, patch, kind, sub, &params.write_options()?).await?;
-            let written = if sub == Subresource::Scale { scale_view(objects, &target, written).await? } else { written };
+            let written =
+                if sub == Subresource::Scale { scale_view(objects, &target, written).await? } else { written };
             written_response(StatusCode::OK, written)
         }
         ("DELETE", false) => {

@@ -8,12 +8,14 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use tracing::Instrument;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use wasmkube_api::kinds;
 
-use crate::objects::{DeleteOptions, ListOptions, Objects, PatchKind, Subresource, Target, WriteOptions, namespace_kind};
+use crate::objects::{
+    DeleteOptions, ListOptions, Objects, PatchKind, Subresource, Target, WriteOptions, namespace_kind,
+};
 use crate::status::ApiError;
 
 /// The namespaces every cluster has from the start.
@@ -87,7 +89,11 @@ async fn finish_deletion(objects: &Objects, namespace: &str) -> Result<bool, Api
             if item.pointer("/metadata/deletionTimestamp").is_some() {
                 continue; // already on its way out (finalizers or graceful termination)
             }
-            let one = Target { kind, namespace: Some(namespace.to_string()), name: Some(wasmkube_api::meta::name(item).into()) };
+            let one = Target {
+                kind,
+                namespace: Some(namespace.to_string()),
+                name: Some(wasmkube_api::meta::name(item).into()),
+            };
             match objects.delete(&one, &DeleteOptions::default()).await {
                 Ok(_) | Err(ApiError::NotFound { .. }) => {}
                 Err(e) => return Err(e),

@@ -79,8 +79,7 @@ fn assign_name(object: &mut Value) -> Result<String, ApiError> {
         return Ok(String::new());
     };
     let mut rng = rand::rng();
-    let suffix: String =
-        (0..5).map(|_| NAME_ALPHABET[rng.random_range(0..NAME_ALPHABET.len())] as char).collect();
+    let suffix: String = (0..5).map(|_| NAME_ALPHABET[rng.random_range(0..NAME_ALPHABET.len())] as char).collect();
     let name = format!("{prefix}{suffix}");
     meta.insert("name".into(), json!(name));
     Ok(name)

@@ -82,7 +82,12 @@ impl Objects {
 
     /// `Some(object)` marked for deletion when the object must wait (finalizers, namespace
     /// lifecycle, graceful pod termination); `None` when it can be removed now.
-    async fn mark_for_deletion(&self, target: &Target, current: &Value, opts: &DeleteOptions) -> Result<Option<Value>, ApiError> {
+    async fn mark_for_deletion(
+        &self,
+        target: &Target,
+        current: &Value,
+        opts: &DeleteOptions,
+    ) -> Result<Option<Value>, ApiError> {
         let kind = target.kind;
         let already_marked = current.pointer("/metadata/deletionTimestamp").is_some();
         let is_namespace = kind.group.is_empty() && kind.kind == "Namespace";
@@ -172,9 +177,7 @@ fn check_preconditions(target: &Target, current: &Value, rev: u64, opts: &Delete
     if let Some(want) = pre.uid.as_deref()
         && want != uid
     {
-        return Err(conflict(format!(
-            "Precondition failed: UID in precondition: {want}, UID in object meta: {uid}"
-        )));
+        return Err(conflict(format!("Precondition failed: UID in precondition: {want}, UID in object meta: {uid}")));
     }
     if let Some(want) = pre.resource_version.as_deref()
         && parse_revision(want)? != rev

@@ -34,10 +34,13 @@ impl FieldValidation {
 /// Checks `apiVersion`/`kind` against the endpoint (filling them when absent), converts the body to
 /// the canonical form and applies `validation` to its unknown fields. Returns the canonical object
 /// and the warnings to send.
-pub fn canonicalize(kind: &Kind, mut body: Value, validation: FieldValidation) -> Result<(Value, Vec<String>), ApiError> {
-    let obj = body
-        .as_object_mut()
-        .ok_or_else(|| ApiError::BadRequest("the request body must be a JSON object".into()))?;
+pub fn canonicalize(
+    kind: &Kind,
+    mut body: Value,
+    validation: FieldValidation,
+) -> Result<(Value, Vec<String>), ApiError> {
+    let obj =
+        body.as_object_mut().ok_or_else(|| ApiError::BadRequest("the request body must be a JSON object".into()))?;
     let expected_version = kind.api_version();
     match obj.get("apiVersion").and_then(Value::as_str) {
         Some(v) if v != expected_version => {

@@ -69,11 +69,11 @@ fn encode_continue(rv: Revision, start: &str) -> String {
 }
 
 fn decode_continue(token: &str) -> Result<ContinueToken, ApiError> {
-    URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .ok_or_else(|| ApiError::BadRequest("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)".into()))
+    URL_SAFE_NO_PAD.decode(token).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()).ok_or_else(|| {
+        ApiError::BadRequest(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)".into(),
+        )
+    })
 }
 
 const EXPIRED_CONTINUE: &str = "The provided continue parameter is too old to display a consistent list result. \
@@ -107,7 +107,9 @@ impl Objects {
                 .range(RangeRequest { prefix: prefix.clone(), start_after: start.clone(), limit: want, revision })
                 .await
                 .map_err(|e| match e {
-                    StoreError::Compacted { .. } if opts.continue_token.is_some() => ApiError::Gone(EXPIRED_CONTINUE.into()),
+                    StoreError::Compacted { .. } if opts.continue_token.is_some() => {
+                        ApiError::Gone(EXPIRED_CONTINUE.into())
+                    }
                     other => other.into(),
                 })?;
             revision = Some(page.revision);
@@ -188,7 +190,8 @@ impl Objects {
         let (initial, start) = match opts.resource_version.as_deref().filter(|rv| !rv.is_empty() && *rv != "0") {
             Some(rv) => (Vec::new(), parse_revision(rv)?),
             None => {
-                let list = self.list(target, &ListOptions { selectors: opts.selectors.clone(), ..Default::default() }).await?;
+                let list =
+                    self.list(target, &ListOptions { selectors: opts.selectors.clone(), ..Default::default() }).await?;
                 let rev = list.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("0");
                 let rev = parse_revision(rev)?;
                 let items = list.get("items").and_then(Value::as_array).cloned().unwrap_or_default();

@@ -130,8 +130,8 @@ pub(crate) fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
 }
 
 pub(crate) fn decode_at(bytes: &[u8], revision: Revision) -> Result<Value, ApiError> {
-    let mut object: Value = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::Internal(format!("stored object is not JSON: {e}")))?;
+    let mut object: Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::Internal(format!("stored object is not JSON: {e}")))?;
     set_resource_version(&mut object, revision);
     Ok(object)
 }

@@ -38,7 +38,13 @@ const MAX_RETRIES: usize = 16;
 
 impl Objects {
     /// PUT: replaces the object (or its status/scale) with `body`.
-    pub async fn update(&self, target: &Target, body: Value, sub: Subresource, opts: &WriteOptions) -> Result<Written, ApiError> {
+    pub async fn update(
+        &self,
+        target: &Target,
+        body: Value,
+        sub: Subresource,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
         let client_rv = match body.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
             Some(rv) if !rv.is_empty() => Some(parse_revision(rv)?),
             _ => None,
@@ -153,7 +159,11 @@ impl Objects {
             let write = if finished {
                 Write::Delete { key: key.clone(), precondition: Some(Precondition::ModRevision(rev)) }
             } else {
-                Write::Put { key: key.clone(), value: bytes.clone(), precondition: Some(Precondition::ModRevision(rev)) }
+                Write::Put {
+                    key: key.clone(),
+                    value: bytes.clone(),
+                    precondition: Some(Precondition::ModRevision(rev)),
+                }
             };
             match self.store.write(write).await? {
                 WriteOutcome::Committed(new_rev) => {
@@ -227,7 +237,9 @@ fn merge_server_owned(target: &Target, current: &Value, canonical: Value, sub: S
     let current_meta = current.get("metadata").cloned().unwrap_or_else(|| json!({}));
     let spec_changed = without_meta_and_status(current) != without_meta_and_status(&new);
     if let Some(meta) = super::metadata_mut(&mut new) {
-        for owned in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "name"] {
+        for owned in
+            ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "name"]
+        {
             match current_meta.get(owned) {
                 Some(v) => meta.insert(owned.to_string(), v.clone()),
                 None => meta.remove(owned),

@@ -100,7 +100,11 @@ pub enum StoreError {
     #[error("required revision {requested} has been compacted (oldest available is {compacted})")]
     Compacted { requested: Revision, compacted: Revision },
     #[error("opening the store at {path}")]
-    Open { path: String, #[source] source: Box<dyn std::error::Error + Send + Sync> },
+    Open {
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("reading from the store")]
     Read(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("committing to the store")]

@@ -20,13 +20,16 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{
-    Event, EventStream, KeyValue, Precondition, RangeRequest, RangeResponse, Revision, Store, StoreError,
-    Write, WriteOutcome,
+    Event, EventStream, KeyValue, Precondition, RangeRequest, RangeResponse, Revision, Store, StoreError, Write,
+    WriteOutcome,
 };
 use crate::metrics::StoreMetrics;
 
 const OBJECTS: TableDefinition<&str, (u64, &[u8])> = TableDefinition::new("objects");
-const EVENTS: TableDefinition<u64, (&str, Option<&[u8]>, u64, Option<&[u8]>)> = TableDefinition::new("events");
+/// An event-log row: key, new value (none for a delete), previous mod revision (0 if the key did
+/// not exist) and previous value.
+type EventRow = (&'static str, Option<&'static [u8]>, u64, Option<&'static [u8]>);
+const EVENTS: TableDefinition<u64, EventRow> = TableDefinition::new("events");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// At most this many writes share one commit; more wait for the next one.
@@ -287,9 +290,8 @@ fn read_events(shared: &Shared, after: Revision, limit: usize) -> Result<Vec<Eve
 fn range_at(shared: &Shared, req: &RangeRequest) -> Result<RangeResponse, StoreError> {
     let txn = shared.db.begin_read().map_err(read_err)?;
     let meta = txn.open_table(META).map_err(read_err)?;
-    let meta_get = |k: &str| -> Result<u64, StoreError> {
-        Ok(meta.get(k).map_err(read_err)?.map(|v| v.value()).unwrap_or(0))
-    };
+    let meta_get =
+        |k: &str| -> Result<u64, StoreError> { Ok(meta.get(k).map_err(read_err)?.map(|v| v.value()).unwrap_or(0)) };
     let latest = meta_get("revision")?;
     let compacted = meta_get("compacted")?;
     let at = req.revision.unwrap_or(latest).min(latest);

@@ -1,0 +1,169 @@
+//! Starting the two servers under test as child processes, waiting until they answer, and
+//! stopping them again. Each gets a data dir under the benchmark's one temporary dir, so both
+//! write to the same filesystem, and logs its stderr to a file there.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use http::{Request, StatusCode, header};
+use http_body_util::Full;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+
+use crate::connection::Endpoint;
+
+/// How long a server may take to become ready.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The running servers. [`Servers::stop`] kills and reaps them; if the benchmark panics instead,
+/// `kill_on_drop` still kills them.
+#[derive(Default)]
+pub struct Servers {
+    children: Vec<Child>,
+}
+
+/// A started wasmkube control plane.
+pub struct Wasmkube {
+    pub pid: u32,
+    pub addr: SocketAddr,
+    pub token: String,
+    pub ca_pem: Vec<u8>,
+}
+
+/// A started single-member etcd.
+pub struct Etcd {
+    pub pid: u32,
+    pub addr: SocketAddr,
+}
+
+impl Servers {
+    /// Runs `wasmkube server` on a free loopback port with its data in `dir`, and waits for its
+    /// `ready:` line.
+    pub async fn start_wasmkube(&mut self, binary: &Path, dir: &Path) -> Result<Wasmkube> {
+        let log = dir.with_extension("log");
+        let mut command = Command::new(binary);
+        command.arg("server").arg("--data-dir").arg(dir).args(["--api-addr", "127.0.0.1:0"]);
+        let child = self.spawn(command, &log, Stdio::piped())?;
+        let stdout = child.stdout.take().context("wasmkube stdout is piped")?;
+        let pid = child.id().context("wasmkube exited at once")?;
+        let url = tokio::time::timeout(START_TIMEOUT, ready_line(stdout))
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r)
+            .with_context(|| format!("waiting for wasmkube to be ready; its log ends:\n{}", log_tail(&log)))?;
+        let addr = url
+            .strip_prefix("https://")
+            .and_then(|a| a.parse().ok())
+            .with_context(|| format!("unexpected API URL {url}"))?;
+        let token = std::fs::read_to_string(dir.join("admin-token")).context("reading admin-token")?;
+        let ca_pem = std::fs::read(dir.join("pki/ca.crt")).context("reading pki/ca.crt")?;
+        Ok(Wasmkube { pid, addr, token: token.trim().to_string(), ca_pem })
+    }
+
+    /// Runs etcd with its client and peer URLs on free loopback ports and its data in `dir`, with
+    /// every durability default kept (the WAL is fsynced before a put is answered), and waits until
+    /// `/health` says it is healthy.
+    pub async fn start_etcd(&mut self, binary: &Path, dir: &Path) -> Result<Etcd> {
+        let log = dir.with_extension("log");
+        let [client, peer] = free_ports()?.map(|addr| format!("http://{addr}"));
+        let mut command = Command::new(binary);
+        command
+            .args(["--name", "bench"])
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("bench={peer}")]);
+        let child = self.spawn(command, &log, append_to(&log)?.into())?;
+        let pid = child.id().context("etcd exited at once")?;
+        let addr: SocketAddr = client.trim_start_matches("http://").parse()?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !etcd_healthy(addr).await {
+            if Instant::now() > deadline || child.try_wait()?.is_some() {
+                bail!("etcd did not become healthy; its log ends:\n{}", log_tail(&log));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(Etcd { pid, addr })
+    }
+
+    /// Kills every server and waits for it to exit, so its data dir can be removed.
+    pub async fn stop(&mut self) {
+        for mut child in self.children.drain(..) {
+            // Already exited is fine; the benchmark is over either way.
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts `command` with stderr appended to `log`.
+    fn spawn(&mut self, mut command: Command, log: &Path, stdout: Stdio) -> Result<&mut Child> {
+        let program = PathBuf::from(command.as_std().get_program());
+        command.stdin(Stdio::null()).stdout(stdout).stderr(append_to(log)?).kill_on_drop(true);
+        let child = command.spawn().with_context(|| format!("starting {}", program.display()))?;
+        self.children.push(child);
+        Ok(self.children.last_mut().expect("just pushed"))
+    }
+}
+
+/// Opens `log` for appending, so stdout and stderr can share it without overwriting each other.
+fn append_to(log: &Path) -> Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(log);
+    file.with_context(|| format!("opening {}", log.display()))
+}
+
+/// Reads wasmkube's stdout up to `ready: api=URL ...` and returns URL. The rest of stdout is
+/// drained on a task so the server never blocks on a full pipe.
+async fn ready_line(stdout: ChildStdout) -> Result<String> {
+    let mut lines = BufReader::new(stdout).lines();
+    while let Some(line) = lines.next_line().await? {
+        let Some(rest) = line.strip_prefix("ready: api=") else { continue };
+        let url = rest.split_whitespace().next().unwrap_or_default().to_string();
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        return Ok(url);
+    }
+    bail!("wasmkube closed stdout before printing its ready line")
+}
+
+async fn etcd_healthy(addr: SocketAddr) -> bool {
+    let Ok(mut connection) = Endpoint::plain(addr).connect().await else { return false };
+    let request = Request::get("/health")
+        .header(header::HOST, addr.to_string())
+        .body(Full::default())
+        .expect("static request is valid");
+    match connection.send(request).await {
+        Ok((status, body)) => status == StatusCode::OK && String::from_utf8_lossy(&body).contains("true"),
+        Err(_) => false,
+    }
+}
+
+/// Two loopback addresses whose ports were free a moment ago (both held while choosing, so they
+/// differ). etcd cannot be told to pick its own ports and report them, so this is the usual
+/// bind-and-release; a collision would fail startup loudly, not skew results.
+fn free_ports() -> Result<[SocketAddr; 2]> {
+    let a = TcpListener::bind("127.0.0.1:0")?;
+    let b = TcpListener::bind("127.0.0.1:0")?;
+    Ok([a.local_addr()?, b.local_addr()?])
+}
+
+/// The last lines of a server log, for startup errors.
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// CPU time (user + system) a process has used so far, from `/proc/PID/stat` (`self` for this
+/// process).
+pub fn cpu_time(pid: &str) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name start at field 3 (`state`); utime and stime are
+    // fields 14 and 15.
+    let (_, rest) = stat.rsplit_once(')').context("malformed /proc stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11).context("no utime")?.parse::<u64>()? + fields.get(12).context("no stime")?.parse::<u64>()?;
+    // USER_HZ is 100 on every Linux architecture this runs on; std offers no sysconf.
+    Ok(Duration::from_millis(ticks * 10))
+}

@@ -1,0 +1,202 @@
+//! The `wasmkube` binary end to end: `up` writes a kubeconfig and prints `ready:`, the client verbs
+//! work against it through that kubeconfig, bad manifests write nothing, and a restarted `up` on the
+//! same data dir has all its state.
+
+use std::io::{BufRead, BufReader, Write as _};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_wasmkube");
+
+/// A running `wasmkube up`, stopped with SIGTERM when dropped.
+struct Up(Child);
+
+impl Up {
+    fn start(data_dir: &Path) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["up", "--api-addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn wasmkube up");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read the ready line");
+        assert!(line.starts_with("ready: api=https://127.0.0.1:"), "unexpected first line: {line:?}");
+        assert!(line.contains(&format!("kubeconfig={}", data_dir.join("kubeconfig").display())), "{line}");
+        Up(child)
+    }
+
+    fn stop(mut self) {
+        terminate(&mut self.0);
+    }
+}
+
+fn terminate(child: &mut Child) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    // SIGTERM for a clean shutdown, then wait (bounded) for the process to go.
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        terminate(&mut self.0);
+    }
+}
+
+/// Runs a client verb against the cluster whose data dir is `data_dir`.
+fn cli(data_dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wasmkube");
+    if let Some(input) = stdin {
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().expect("wasmkube finishes")
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+const MANIFESTS: &str = "\
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: app-config
+data:
+  greeting: hello
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+        - name: web
+          image: hello:1
+";
+
+#[test]
+fn up_serves_the_cli_through_its_kubeconfig_and_keeps_state_across_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let up = Up::start(&data);
+    let file = dir.path().join("app.yaml");
+    std::fs::write(&file, MANIFESTS).expect("write manifests");
+    let file = file.to_str().expect("utf-8 path");
+
+    let applied = ok(cli(&data, &["apply", "-f", file], None));
+    assert_eq!(applied, "configmap/app-config created\ndeployment.apps/web created\n");
+    let again = ok(cli(&data, &["apply", "-f", file], None));
+    assert_eq!(again, "configmap/app-config unchanged\ndeployment.apps/web unchanged\n");
+    let changed = MANIFESTS.replace("greeting: hello", "greeting: hi");
+    let piped = ok(cli(&data, &["apply", "-f", "-"], Some(&changed)));
+    assert_eq!(piped, "configmap/app-config configured\ndeployment.apps/web unchanged\n");
+
+    let table = ok(cli(&data, &["get", "deployments"], None));
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().expect("header").split_whitespace().collect();
+    assert_eq!(header, ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
+    assert!(lines.next().expect("row").starts_with("web "), "{table}");
+    let yaml = ok(cli(&data, &["get", "configmap", "app-config", "-o", "yaml"], None));
+    assert!(yaml.contains("greeting: hi"), "{yaml}");
+    assert_eq!(
+        ok(cli(&data, &["get", "cm,deploy", "-o", "name"], None)),
+        "configmap/app-config\ndeployment.apps/web\n"
+    );
+    let namespaces = ok(cli(&data, &["get", "ns"], None));
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        assert!(namespaces.lines().any(|l| l.starts_with(&format!("{ns} ")) && l.contains("Active")), "{namespaces}");
+    }
+    let described = ok(cli(&data, &["describe", "deployment", "web"], None));
+    assert!(described.contains("Name:") && described.contains("web") && described.contains("Replicas:"), "{described}");
+    assert!(ok(cli(&data, &["version"], None)).contains("Server Version: v1.33"));
+
+    up.stop();
+    let _up = Up::start(&data);
+    let after = ok(cli(&data, &["get", "cm", "app-config", "-o", "json"], None));
+    assert!(after.contains("\"greeting\": \"hi\""), "state survives a restart: {after}");
+    let deleted = ok(cli(&data, &["delete", "-f", file], None));
+    assert!(
+        deleted.contains("configmap \"app-config\" deleted") && deleted.contains("deployment.apps \"web\" deleted"),
+        "{deleted}"
+    );
+    let gone = cli(&data, &["get", "deployment", "web"], None);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&gone.stderr)
+            .contains("Error from server (NotFound): deployments.apps \"web\" not found")
+    );
+}
+
+#[test]
+fn bad_manifests_are_named_and_write_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let _up = Up::start(&data);
+
+    let malformed = dir.path().join("broken.yaml");
+    std::fs::write(
+        &malformed,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: first\n---\nkind: ConfigMap\nmetadata: [unclosed\n",
+    )
+    .expect("write");
+    let out = cli(&data, &["apply", "-f", malformed.to_str().expect("utf-8")], None);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("broken.yaml") && stderr.contains("line"), "names the file and line: {stderr}");
+
+    let unknown = dir.path().join("widget.yaml");
+    std::fs::write(&unknown, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: second\n---\napiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\n")
+        .expect("write");
+    let out = cli(&data, &["apply", "-f", unknown.to_str().expect("utf-8")], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Widget"), "names the kind");
+
+    let invalid = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: nopod\nspec:\n  containers:\n    - name: c\n";
+    let out = cli(&data, &["apply", "-f", "-"], Some(invalid));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Error from server (Invalid)") && stderr.contains("spec.containers[0].image: Required value"),
+        "{stderr}"
+    );
+
+    let listed = ok(cli(&data, &["get", "configmaps,pods", "-o", "name"], None));
+    assert_eq!(listed, "", "nothing from the failed files was written");
+}
