@@ -300,6 +300,11 @@ async fn deleting_a_namespace_terminates_it_removes_its_content_then_itself() {
     for builtin in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         assert!(names.contains(&builtin.to_string()), "{builtin} exists from the start");
     }
+    let forbidden = status_of(namespaces.delete("kube-system", &DeleteParams::default()).await);
+    assert_eq!(
+        (forbidden.code, forbidden.message.as_str()),
+        (403, "namespaces \"kube-system\" is forbidden: this namespace may not be deleted")
+    );
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "doomed"}})).expect("ns");
     namespaces.create(&PostParams::default(), &ns).await.expect("create ns");
     let cms: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), "doomed");
@@ -340,4 +345,49 @@ async fn metrics_report_requests_commits_watches_and_objects() {
     ] {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }
+}
+
+#[tokio::test]
+async fn delete_preconditions_dry_run_and_all_namespace_lists_behave_like_kubernetes() {
+    let cluster = TestCluster::start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), "default");
+    let created = cms.create(&PostParams::default(), &configmap("pre", json!({}))).await.expect("create");
+
+    let wrong_uid = DeleteParams {
+        preconditions: Some(kube::api::Preconditions { uid: Some("not-it".into()), resource_version: None }),
+        ..Default::default()
+    };
+    let conflict = status_of(cms.delete("pre", &wrong_uid).await);
+    assert_eq!((conflict.code, conflict.reason.as_str()), (409, "Conflict"));
+    assert!(cms.get("pre").await.is_ok(), "a failed precondition deletes nothing");
+
+    let dry = PostParams { dry_run: true, ..Default::default() };
+    cms.create(&dry, &configmap("dry", json!({}))).await.expect("dry-run create");
+    assert_eq!(status_of(cms.get("dry").await).code, 404, "dryRun=All writes nothing");
+    cms.delete("pre", &DeleteParams { dry_run: true, ..Default::default() }).await.expect("dry-run delete");
+    assert!(cms.get("pre").await.is_ok(), "dry-run delete keeps the object");
+
+    let right = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: created.metadata.uid.clone(),
+            resource_version: created.metadata.resource_version.clone(),
+        }),
+        ..Default::default()
+    };
+    cms.delete("pre", &right).await.expect("delete with matching preconditions");
+
+    let other: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), "kube-system");
+    other.create(&PostParams::default(), &configmap("sys", json!({}))).await.expect("create in kube-system");
+    cms.create(&PostParams::default(), &configmap("dflt", json!({}))).await.expect("create in default");
+    let all: Api<ConfigMap> = Api::all(cluster.client.clone());
+    let mut seen: Vec<(String, String)> = all
+        .list(&ListParams::default())
+        .await
+        .expect("all-namespace list")
+        .items
+        .into_iter()
+        .map(|c| (c.metadata.namespace.unwrap_or_default(), c.metadata.name.unwrap_or_default()))
+        .collect();
+    seen.sort();
+    assert_eq!(seen, vec![("default".into(), "dflt".into()), ("kube-system".into(), "sys".into())]);
 }

@@ -87,7 +87,8 @@ fn disk(dir: &Path) -> Disk {
 /// `queue/rotational` of the block device (or of the disk a partition belongs to).
 fn rotational(device: &str) -> Option<bool> {
     let name = device.strip_prefix("/dev/")?;
-    let candidates = [format!("/sys/class/block/{name}/queue/rotational"), format!("/sys/class/block/{name}/../queue/rotational")];
+    let candidates =
+        [format!("/sys/class/block/{name}/queue/rotational"), format!("/sys/class/block/{name}/../queue/rotational")];
     candidates.iter().find_map(|p| std::fs::read_to_string(p).ok()).map(|v| v.trim() == "1")
 }
 

@@ -163,7 +163,8 @@ pub fn cpu_time(pid: &str) -> Result<Duration> {
     // fields 14 and 15.
     let (_, rest) = stat.rsplit_once(')').context("malformed /proc stat")?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11).context("no utime")?.parse::<u64>()? + fields.get(12).context("no stime")?.parse::<u64>()?;
+    let ticks: u64 =
+        fields.get(11).context("no utime")?.parse::<u64>()? + fields.get(12).context("no stime")?.parse::<u64>()?;
     // USER_HZ is 100 on every Linux architecture this runs on; std offers no sysconf.
     Ok(Duration::from_millis(ticks * 10))
 }

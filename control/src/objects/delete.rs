@@ -13,6 +13,9 @@ use super::{Objects, Target, Written, metadata_mut, now_rfc3339, parse_revision}
 use crate::status::ApiError;
 use crate::store::{Precondition, Write, WriteOutcome};
 
+/// Namespaces Kubernetes refuses to delete.
+const IMMORTAL_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
+
 /// The `DeleteOptions` body (or query parameters) of a DELETE.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -49,6 +52,9 @@ impl Objects {
             return Err(ApiError::BadRequest(format!(
                 "propagationPolicy: Unsupported value: {policy:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
             )));
+        }
+        if kind.group.is_empty() && kind.kind == "Namespace" && IMMORTAL_NAMESPACES.contains(&name.as_str()) {
+            return Err(ApiError::Forbidden { kind, name, message: "this namespace may not be deleted".into() });
         }
         loop {
             let Some((current, rev)) = self.get_kv(&key).await? else {
