@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use http::{Request, StatusCode, header};
 use http_body_util::Full;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -49,11 +49,11 @@ impl Servers {
         let child = self.spawn(command, &log, Stdio::piped())?;
         let stdout = child.stdout.take().context("wasmkube stdout is piped")?;
         let pid = child.id().context("wasmkube exited at once")?;
-        let url = tokio::time::timeout(START_TIMEOUT, ready_line(stdout))
-            .await
-            .map_err(anyhow::Error::from)
-            .and_then(|r| r)
-            .with_context(|| format!("waiting for wasmkube to be ready; its log ends:\n{}", log_tail(&log)))?;
+        let ready = match tokio::time::timeout(START_TIMEOUT, ready_line(stdout)).await {
+            Ok(ready) => ready,
+            Err(_) => Err(anyhow!("no ready line within {START_TIMEOUT:?}")),
+        };
+        let url = ready.with_context(|| format!("starting wasmkube; its log ends:\n{}", log_tail(&log)))?;
         let addr = url
             .strip_prefix("https://")
             .and_then(|a| a.parse().ok())
@@ -82,8 +82,11 @@ impl Servers {
         let addr: SocketAddr = client.trim_start_matches("http://").parse()?;
         let deadline = Instant::now() + START_TIMEOUT;
         while !etcd_healthy(addr).await {
-            if Instant::now() > deadline || child.try_wait()?.is_some() {
-                bail!("etcd did not become healthy; its log ends:\n{}", log_tail(&log));
+            if let Some(status) = child.try_wait()? {
+                bail!("etcd exited ({status}) before becoming healthy; its log ends:\n{}", log_tail(&log));
+            }
+            if Instant::now() > deadline {
+                bail!("etcd did not become healthy in {START_TIMEOUT:?}; its log ends:\n{}", log_tail(&log));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -152,6 +155,9 @@ fn free_ports() -> Result<[SocketAddr; 2]> {
 fn log_tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
+    if lines.is_empty() {
+        return "(nothing logged)".to_string();
+    }
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
