@@ -98,6 +98,7 @@ apiVersion: apps/v1
 kind: Deployment
 metadata:
   name: web
+  labels: {app: web}
 spec:
   replicas: 2
   selector:
@@ -133,6 +134,13 @@ fn up_serves_the_cli_through_its_kubeconfig_and_keeps_state_across_restarts() {
     let header: Vec<&str> = lines.next().expect("header").split_whitespace().collect();
     assert_eq!(header, ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
     assert!(lines.next().expect("row").starts_with("web "), "{table}");
+    let across = ok(cli(&data, &["get", "deploy", "-A", "-l", "app=web", "-o", "wide"], None));
+    let header: Vec<&str> = across.lines().next().expect("header").split_whitespace().collect();
+    assert_eq!(header[..2], ["NAMESPACE", "NAME"], "{across}");
+    assert!(header.contains(&"IMAGES") && header.contains(&"SELECTOR"), "wide columns: {across}");
+    assert!(across.lines().nth(1).expect("row").split_whitespace().take(2).eq(["default", "web"]), "{across}");
+    let none = cli(&data, &["get", "deploy", "-l", "app=other"], None);
+    assert!(none.status.success() && String::from_utf8_lossy(&none.stderr).contains("No resources found"));
     let yaml = ok(cli(&data, &["get", "configmap", "app-config", "-o", "yaml"], None));
     assert!(yaml.contains("greeting: hi"), "{yaml}");
     assert_eq!(
