@@ -41,3 +41,18 @@ pub fn write(path: &Path, server: &str, ca_pem: &str, token: &str) -> anyhow::Re
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
+
+/// A kube client for `server`, trusting `ca_pem` and authenticating with `token`: how `up` and
+/// `agent` reach the API (the same path a remote agent takes).
+pub async fn client(server: &str, ca_pem: &str, token: &str) -> anyhow::Result<kube::Client> {
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let config: Kubeconfig = serde_json::from_value(json!({
+        "clusters": [{"name": CONTEXT, "cluster": {"server": server, "certificate-authority-data": ca}}],
+        "users": [{"name": "agent", "user": {"token": token}}],
+        "contexts": [{"name": CONTEXT, "context": {"cluster": CONTEXT, "user": "agent"}}],
+        "current-context": CONTEXT,
+    }))
+    .context("building the client configuration")?;
+    let config = kube::Config::from_custom_kubeconfig(config, &Default::default()).await?;
+    Ok(kube::Client::try_from(config)?)
+}

@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use wasmkube_cli::{ClientCommand, ClientOptions};
 use wasmkube_control::{ControlPlane, ControlPlaneConfig};
+use wasmkube_runtime::agent::{Agent, AgentConfig};
 
 #[derive(Debug, Parser)]
 #[command(name = "wasmkube", version, about = "A Kubernetes-shaped orchestrator for WebAssembly workloads")]
@@ -23,10 +24,18 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start an all-in-one cluster on this machine; state survives restarts.
-    Up(ServerArgs),
+    /// Start an all-in-one cluster on this machine (control plane and a node agent); state
+    /// survives restarts.
+    Up {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
     /// Start the control plane alone (API server, store, controllers).
     Server(ServerArgs),
+    /// Start a node agent that joins the control plane at `--server`.
+    Agent(AgentArgs),
     #[command(flatten)]
     Client(ClientCommand),
 }
@@ -56,6 +65,39 @@ struct ServerArgs {
     tls_san_ips: Vec<std::net::IpAddr>,
 }
 
+#[derive(Debug, Args)]
+struct NodeArgs {
+    /// The node's name. Default: this machine's hostname.
+    #[arg(long, env = "WASMKUBE_NODE_NAME")]
+    node_name: Option<String>,
+
+    /// The node's IP: NodePorts bind here, other nodes reach its pods through it.
+    #[arg(long, default_value = "127.0.0.1")]
+    node_ip: std::net::IpAddr,
+
+    /// Seconds of the first CrashLoopBackOff delay (doubling to 5 minutes).
+    #[arg(long, default_value_t = 10)]
+    backoff_base: u64,
+}
+
+#[derive(Debug, Args)]
+struct AgentArgs {
+    /// The API server's URL, e.g. https://10.0.0.1:6443.
+    #[arg(long)]
+    server: String,
+
+    /// File holding the bearer token to authenticate with.
+    #[arg(long)]
+    token_file: std::path::PathBuf,
+
+    /// The cluster CA certificate (PEM). Default: DATA_DIR/pki/ca.crt.
+    #[arg(long)]
+    ca_file: Option<std::path::PathBuf>,
+
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -67,10 +109,12 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Up(args) | Command::Server(args) => {
-                // Server errors get the `error:` prefix of DESIGN's exit-code contract.
-                serve(args, &cli.global).await.map_err(|e| anyhow::anyhow!("error: {e:#}"))
+            // Server errors get the `error:` prefix of the exit-code contract.
+            Command::Up { server, node } => {
+                serve(server, Some(node), &cli.global).await.map_err(|e| anyhow::anyhow!("error: {e:#}"))
             }
+            Command::Server(args) => serve(args, None, &cli.global).await.map_err(|e| anyhow::anyhow!("error: {e:#}")),
+            Command::Agent(args) => agent(args, &cli.global).await.map_err(|e| anyhow::anyhow!("error: {e:#}")),
             // Client errors carry their own kubectl-style prefix (`error:`, `Error from server (…)`).
             Command::Client(cmd) => wasmkube_cli::run(cmd, &cli.global).await,
         }
@@ -90,8 +134,8 @@ fn init_logging() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
-/// Runs the control plane until SIGINT or SIGTERM.
-async fn serve(args: ServerArgs, global: &ClientOptions) -> anyhow::Result<()> {
+/// Runs the control plane (and, for `up`, a node agent) until SIGINT or SIGTERM.
+async fn serve(args: ServerArgs, node: Option<NodeArgs>, global: &ClientOptions) -> anyhow::Result<()> {
     init_logging();
     if args.store != "redb" {
         anyhow::bail!("--store {}: only the embedded redb store is supported so far", args.store);
@@ -105,12 +149,58 @@ async fn serve(args: ServerArgs, global: &ClientOptions) -> anyhow::Result<()> {
     let url = client_url(control.addr);
     let kubeconfig_path = data_dir.join("kubeconfig");
     kubeconfig::write(&kubeconfig_path, &url, &control.pki.ca_pem, &control.pki.admin_token)?;
+    let agent = match node {
+        Some(node) => {
+            let client = kubeconfig::client(&url, &control.pki.ca_pem, &control.pki.admin_token).await?;
+            Some(start_agent(client, node, &data_dir).await?)
+        }
+        None => None,
+    };
     println!("ready: api={url} kubeconfig={}", kubeconfig_path.display());
     shutdown_signal().await;
     tracing::info!("shutting down");
+    if let Some(agent) = agent {
+        agent.shutdown();
+        agent.stopped().await;
+    }
     control.shutdown();
     control.stopped().await;
     Ok(())
+}
+
+async fn start_agent(client: kube::Client, node: NodeArgs, data_dir: &std::path::Path) -> anyhow::Result<Agent> {
+    let name = node.node_name.unwrap_or_else(default_node_name);
+    let mut config = AgentConfig::new(name, node.node_ip, data_dir.join("agent"));
+    config.backoff_base = Duration::from_secs(node.backoff_base.max(1));
+    Agent::start(client, config).await
+}
+
+/// Runs a node agent against a remote control plane until SIGINT or SIGTERM.
+async fn agent(args: AgentArgs, global: &ClientOptions) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    init_logging();
+    let data_dir = global.data_dir();
+    let ca_file = args.ca_file.unwrap_or_else(|| data_dir.join("pki/ca.crt"));
+    let ca =
+        std::fs::read_to_string(&ca_file).with_context(|| format!("reading the cluster CA {}", ca_file.display()))?;
+    let token = std::fs::read_to_string(&args.token_file)
+        .with_context(|| format!("reading the token {}", args.token_file.display()))?;
+    let client = kubeconfig::client(&args.server, &ca, token.trim()).await?;
+    let agent = start_agent(client, args.node, &data_dir).await?;
+    println!("ready: node={} podCIDR={}", agent.node_name, agent.pod_cidr);
+    shutdown_signal().await;
+    agent.shutdown();
+    agent.stopped().await;
+    Ok(())
+}
+
+/// This machine's hostname, lower-cased (node names are DNS subdomains).
+fn default_node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_ascii_lowercase())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node-1".to_string())
 }
 
 /// The URL clients should use: a wildcard listen address is reached through loopback.

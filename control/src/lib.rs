@@ -41,6 +41,8 @@ pub struct ControlPlaneConfig {
     pub event_window: u64,
     /// Interval of BOOKMARK events on watches that allow them.
     pub bookmark_interval: Duration,
+    /// Where nodes' pod CIDRs come from.
+    pub cluster_cidr: controller::node_ipam::ClusterCidr,
 }
 
 impl ControlPlaneConfig {
@@ -52,6 +54,7 @@ impl ControlPlaneConfig {
             extra_hostnames: Vec::new(),
             event_window: RedbConfig::default().event_window,
             bookmark_interval: Duration::from_secs(60),
+            cluster_cidr: controller::node_ipam::ClusterCidr::default(),
         }
     }
 }
@@ -136,6 +139,7 @@ impl ControlPlane {
             }
         });
         tasks.spawn(controller::namespace::run(objects.clone(), cancel.clone()));
+        tasks.spawn(controller::node_ipam::run(objects.clone(), config.cluster_cidr.clone(), cancel.clone()));
         tracing::info!(%addr, "control plane serving");
         Ok(Self { addr, pki, objects, cancel, tasks })
     }

@@ -1,7 +1,11 @@
 //! The wasmkube node agent: the kubelet of a cluster whose containers are WebAssembly components.
 //!
-//! It will watch the Pods bound to its Node through the API (never the store directly), run each
-//! container in one shared wasmtime `Engine` (wasi:http handlers get a fresh instance per request,
-//! wasi:cli commands run as processes, WASI p1 modules too), enforce limits and probes, and host the
-//! node's L4 proxy for Services. This crate holds only this map until the node-agent work lands; see
-//! `docs/ARCHITECTURE.md` for how it will meet the control plane.
+//! Start at [`agent::Agent::start`]: it registers the Node, keeps its Lease fresh, watches the
+//! Pods bound to it through the API (never the store directly, so it can run on another machine)
+//! and gives each one a [`agent::sandbox`] that runs its containers. [`host`] is the wasmtime side:
+//! one `Engine` per node, compiled workloads, wasi:http handlers served with a fresh instance per
+//! request and commands run as processes. [`image`] resolves container images to Wasm bytes.
+
+pub mod agent;
+pub mod host;
+pub mod image;

@@ -1,14 +1,17 @@
-//! `hello`: the smallest wasi:http service, answering every request with a greeting. wasmkube runs
-//! it as a handler with a fresh instance per request; `samples/manifests/hello.yaml` deploys it.
+//! `hello`: the smallest wasi:http service. It answers every request with its greeting (env
+//! `GREETING`), the pod it runs in (env `POD_NAME`) and its version. wasmkube runs it as a handler
+//! with a fresh instance per request; `samples/manifests/hello.yaml` deploys it.
 
 use wstd::http::body::Body;
 use wstd::http::{Error, Request, Response};
 
-/// What the service answers; the hot-reload walkthrough edits this line.
-const GREETING: &str = "Hello from wasmkube!";
+/// The version string the service reports; the hot-reload walkthrough edits it.
+const VERSION: &str = "v1";
 
 #[wstd::http_server]
 async fn main(request: Request<Body>) -> Result<Response<Body>, Error> {
+    let greeting = std::env::var("GREETING").unwrap_or_else(|_| "Hello from wasmkube!".to_string());
+    let pod = std::env::var("POD_NAME").unwrap_or_else(|_| "unknown".to_string());
     let path = request.uri().path();
-    Ok(Response::new(format!("{GREETING} ({path})\n").into()))
+    Ok(Response::new(format!("{greeting} pod={pod} version={VERSION} path={path}\n").into()))
 }

@@ -1,0 +1,296 @@
+//! One container's life inside a pod: load its image, start it as the workload it is, watch it
+//! end, and restart it per the pod's restartPolicy with CrashLoopBackOff delays. Its state is kept
+//! as the Kubernetes `ContainerStatus` the pod reports.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use wasmtime_wasi::cli::OutputFile;
+
+use super::sandbox::{PodContext, Shared};
+use crate::host::command::{self, Outcome};
+use crate::host::http::Handler;
+use crate::host::{GuestConfig, Workload};
+
+/// The longest CrashLoopBackOff delay, as in Kubernetes.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// A container that ran this long without failing starts its backoff from the base again.
+const BACKOFF_RESET: Duration = Duration::from_secs(600);
+/// The port a handler serves on when its container declares none.
+const DEFAULT_HTTP_PORT: u16 = 8080;
+
+/// A container's state, as in `ContainerStatus.state`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum State {
+    Waiting { reason: String, message: String },
+    Running { started_at: String },
+    Terminated { exit_code: i32, reason: String, message: String, started_at: String, finished_at: String },
+}
+
+impl State {
+    fn to_json(&self) -> Value {
+        match self {
+            State::Waiting { reason, message } => json!({"waiting": {"reason": reason, "message": message}}),
+            State::Running { started_at } => json!({"running": {"startedAt": started_at}}),
+            State::Terminated { exit_code, reason, message, started_at, finished_at } => json!({"terminated": {
+                "exitCode": exit_code, "reason": reason, "message": message,
+                "startedAt": started_at, "finishedAt": finished_at}}),
+        }
+    }
+}
+
+/// Everything `ContainerStatus` reports about one container.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub name: String,
+    pub image: String,
+    pub image_id: String,
+    pub state: State,
+    pub last_state: Option<State>,
+    pub restart_count: i32,
+    pub ready: bool,
+    /// Terminated and will not be restarted.
+    pub done: bool,
+}
+
+impl Status {
+    pub fn new(name: &str, image: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            image: image.to_string(),
+            image_id: String::new(),
+            state: State::Waiting { reason: "ContainerCreating".into(), message: String::new() },
+            last_state: None,
+            restart_count: 0,
+            ready: false,
+            done: false,
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        let started = matches!(self.state, State::Running { .. });
+        json!({
+            "name": self.name,
+            "image": self.image,
+            "imageID": self.image_id,
+            "state": self.state.to_json(),
+            "lastState": self.last_state.as_ref().map(State::to_json).unwrap_or_else(|| json!({})),
+            "restartCount": self.restart_count,
+            "ready": self.ready,
+            "started": started,
+        })
+    }
+}
+
+pub fn now() -> String {
+    let now = jiff::Timestamp::now();
+    jiff::Timestamp::from_second(now.as_second()).unwrap_or(now).to_string()
+}
+
+/// What a container is configured with (from the pod spec).
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub index: usize,
+    pub name: String,
+    pub image: String,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub port: Option<u16>,
+    pub memory_limit: Option<usize>,
+}
+
+impl Spec {
+    /// Reads container `index` of a pod spec.
+    pub fn from_pod(index: usize, c: &k8s_openapi::api::core::v1::Container) -> Self {
+        let mut argv = vec![c.name.clone()];
+        argv.extend(c.command.clone().unwrap_or_default());
+        argv.extend(c.args.clone().unwrap_or_default());
+        let env = c.env.iter().flatten().map(|e| (e.name.clone(), e.value.clone().unwrap_or_default())).collect();
+        let port = c.ports.iter().flatten().next().and_then(|p| u16::try_from(p.container_port).ok());
+        let memory_limit = c
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .and_then(|l| l.get("memory"))
+            .and_then(|q| parse_quantity(&q.0));
+        Self { index, name: c.name.clone(), image: c.image.clone().unwrap_or_default(), argv, env, port, memory_limit }
+    }
+}
+
+/// Parses a Kubernetes memory quantity (`64Mi`, `1G`, `1048576`) into bytes.
+pub fn parse_quantity(q: &str) -> Option<usize> {
+    let q = q.trim();
+    let split = q.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor: f64 = match suffix {
+        "" => 1.0,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        _ => return None,
+    };
+    Some((number * factor) as usize)
+}
+
+/// Runs a container until `stop` fires or it is done for good.
+pub async fn run(pod: Arc<PodContext>, spec: Spec, shared: Shared, stop: CancellationToken) {
+    let mut failures_in_a_row: u32 = 0;
+    loop {
+        let started = Instant::now();
+        let (exit_code, reason, message, started_at) = match start_and_wait(&pod, &spec, &shared, &stop).await {
+            Ok(Some(ended)) => ended,
+            Ok(None) => return, // stopped from outside
+            Err(message) => (128, "StartError".to_string(), message, now()),
+        };
+        let terminated = State::Terminated {
+            exit_code,
+            reason: reason.clone(),
+            message: message.clone(),
+            started_at,
+            finished_at: now(),
+        };
+        let restart = match pod.restart_policy.as_str() {
+            "Never" => false,
+            "OnFailure" => exit_code != 0,
+            _ => true,
+        };
+        shared.update(spec.index, |s| {
+            s.state = terminated.clone();
+            s.ready = false;
+            s.done = !restart;
+        });
+        if exit_code != 0 {
+            pod.event(
+                "Warning",
+                "Failed",
+                &format!("Container {} ended: {reason} (exit code {exit_code}) {message}", spec.name),
+            )
+            .await;
+        }
+        if !restart || stop.is_cancelled() {
+            return;
+        }
+        if started.elapsed() >= BACKOFF_RESET {
+            failures_in_a_row = 0;
+        }
+        let delay = (pod.backoff_base * 2u32.saturating_pow(failures_in_a_row)).min(MAX_BACKOFF);
+        failures_in_a_row = failures_in_a_row.saturating_add(1);
+        shared.update(spec.index, |s| {
+            s.last_state = Some(terminated.clone());
+            s.restart_count += 1;
+            s.state = State::Waiting {
+                reason: "CrashLoopBackOff".into(),
+                message: format!(
+                    "back-off {}s restarting failed container={} pod={}",
+                    delay.as_secs(),
+                    spec.name,
+                    pod.name
+                ),
+            };
+        });
+        pod.event("Warning", "BackOff", &format!("Back-off restarting failed container {}", spec.name)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+type Ended = (i32, String, String, String);
+
+/// One start: pull, compile, run. `Ok(None)` when stopped; `Err` for a failure to start.
+async fn start_and_wait(
+    pod: &PodContext,
+    spec: &Spec,
+    shared: &Shared,
+    stop: &CancellationToken,
+) -> Result<Option<Ended>, String> {
+    let host = pod.host.clone();
+    let image = spec.image.clone();
+    let prepared = tokio::task::spawn_blocking(move || -> Result<(String, Workload), String> {
+        let bytes = crate::image::pull(&image).map_err(|e| e.to_string())?;
+        host.prepare(&bytes).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let (digest, workload) = prepared;
+    shared.update(spec.index, |s| s.image_id = digest.clone());
+
+    let log = open_log(pod, spec, shared.restart_count(spec.index)).map_err(|e| format!("opening the log: {e}"))?;
+    let config = GuestConfig {
+        args: spec.argv.clone(),
+        env: spec.env.clone(),
+        preopens: Vec::new(),
+        log: Some(log),
+        memory_limit: spec.memory_limit,
+        pod_ip: Some(IpAddr::V4(pod.ip)),
+    };
+    let started_at = now();
+    match workload {
+        Workload::Http(pre) => {
+            let port = spec.port.unwrap_or(DEFAULT_HTTP_PORT);
+            let addr = SocketAddr::new(IpAddr::V4(pod.ip), port);
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("binding {addr}: {e}"))?;
+            shared.update(spec.index, |s| {
+                s.state = State::Running { started_at: started_at.clone() };
+                s.ready = true;
+            });
+            pod.event("Normal", "Started", &format!("Started container {} (wasi:http handler on {addr})", spec.name))
+                .await;
+            let handler = Handler {
+                pre,
+                engine: pod.host.engine().clone(),
+                config: Arc::new(config),
+                deadline: pod.request_deadline,
+                served: Arc::new(AtomicU64::new(0)),
+            };
+            handler.serve(listener, stop.clone(), pod.grace).await;
+            Ok(None)
+        }
+        workload => {
+            shared.update(spec.index, |s| {
+                s.state = State::Running { started_at: started_at.clone() };
+                s.ready = true;
+            });
+            pod.event("Normal", "Started", &format!("Started container {} ({})", spec.name, workload.kind())).await;
+            let engine = pod.host.engine().clone();
+            Ok(match command::run(&workload, &engine, &config, stop).await {
+                Outcome::Stopped => None,
+                Outcome::Exited(0) => Some((0, "Completed".into(), String::new(), started_at)),
+                Outcome::Exited(code) => Some((code, "Error".into(), String::new(), started_at)),
+                Outcome::OutOfMemory => Some((137, "OOMKilled".into(), "memory limit exceeded".into(), started_at)),
+                Outcome::Trapped(trap) => Some((1, "Error".into(), trap, started_at)),
+            })
+        }
+    }
+}
+
+/// `DATA_DIR/pods/<ns>_<name>_<uid>/<container>/<restart>.log`, opened for appending.
+fn open_log(pod: &PodContext, spec: &Spec, restart: i32) -> std::io::Result<OutputFile> {
+    let dir = pod.dir.join(&spec.name);
+    std::fs::create_dir_all(&dir)?;
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{restart}.log")))?;
+    Ok(OutputFile::new(file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_quantities_parse_to_bytes() {
+        for (q, want) in
+            [("64Mi", Some(64 << 20)), ("1Gi", Some(1 << 30)), ("1000", Some(1000)), ("2k", Some(2000)), ("x", None)]
+        {
+            assert_eq!(parse_quantity(q), want, "{q}");
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! A pod's sandbox: its IP, one task per container, and the reporter that turns the containers'
+//! states into the pod's `status` (phase, conditions, IPs, containerStatuses).
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::container::{self, State, Status, now};
+use crate::host::Host;
+
+/// What a pod's containers share.
+pub struct PodContext {
+    pub client: kube::Client,
+    pub host: Arc<Host>,
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub node_name: String,
+    pub node_ip: String,
+    pub ip: Ipv4Addr,
+    pub restart_policy: String,
+    /// Where the pod's logs live.
+    pub dir: PathBuf,
+    pub backoff_base: Duration,
+    pub request_deadline: Duration,
+    /// How long in-flight work may take to finish when the pod is stopped.
+    pub grace: Duration,
+}
+
+impl PodContext {
+    /// Posts a core/v1 Event about this pod (best effort: a failure is only logged).
+    pub async fn event(&self, kind: &str, reason: &str, message: &str) {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
+        let event = serde_json::from_value::<Event>(json!({
+            "metadata": {"generateName": format!("{}.", self.name)},
+            "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": self.namespace,
+                               "name": self.name, "uid": self.uid},
+            "reason": reason, "message": message, "type": kind,
+            "source": {"component": "wasmkube-agent", "host": self.node_name},
+            "reportingComponent": "wasmkube-agent", "reportingInstance": self.node_name,
+            "firstTimestamp": now(), "lastTimestamp": now(), "count": 1,
+        }));
+        match event {
+            Ok(event) => {
+                if let Err(e) = events.create(&PostParams::default(), &event).await {
+                    tracing::debug!(error = %e, reason, "posting an event failed");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "building an event failed"),
+        }
+    }
+}
+
+/// The containers' statuses, shared between their tasks and the reporter.
+#[derive(Clone)]
+pub struct Shared {
+    statuses: Arc<Mutex<Vec<Status>>>,
+    changed: Arc<Notify>,
+}
+
+impl Shared {
+    pub fn update(&self, index: usize, f: impl FnOnce(&mut Status)) {
+        if let Some(status) = self.statuses.lock().expect("status lock").get_mut(index) {
+            f(status);
+        }
+        self.changed.notify_one();
+    }
+
+    pub fn restart_count(&self, index: usize) -> i32 {
+        self.statuses.lock().expect("status lock").get(index).map(|s| s.restart_count).unwrap_or(0)
+    }
+
+    fn snapshot(&self) -> Vec<Status> {
+        self.statuses.lock().expect("status lock").clone()
+    }
+}
+
+/// Kubernetes' pod phase from its containers' states.
+pub fn phase(statuses: &[Status]) -> &'static str {
+    if !statuses.is_empty() && statuses.iter().all(|s| s.done) {
+        let all_ok = statuses.iter().all(|s| matches!(s.state, State::Terminated { exit_code: 0, .. }));
+        return if all_ok { "Succeeded" } else { "Failed" };
+    }
+    let started =
+        statuses.iter().all(|s| !matches!(s.state, State::Waiting { ref reason, .. } if reason == "ContainerCreating"));
+    if started { "Running" } else { "Pending" }
+}
+
+fn status_json(pod: &PodContext, statuses: &[Status], start_time: &str) -> Value {
+    let all_ready = !statuses.is_empty() && statuses.iter().all(|s| s.ready);
+    let condition = |kind: &str, ok: bool| json!({"type": kind, "status": if ok { "True" } else { "False" }, "lastTransitionTime": now()});
+    json!({
+        "phase": phase(statuses),
+        "conditions": [
+            condition("PodScheduled", true),
+            condition("Initialized", true),
+            condition("ContainersReady", all_ready),
+            condition("Ready", all_ready),
+        ],
+        "hostIP": pod.node_ip,
+        "hostIPs": [{"ip": pod.node_ip}],
+        "podIP": pod.ip.to_string(),
+        "podIPs": [{"ip": pod.ip.to_string()}],
+        "startTime": start_time,
+        "containerStatuses": statuses.iter().map(Status::to_json).collect::<Vec<_>>(),
+    })
+}
+
+/// A running pod.
+pub struct Sandbox {
+    pub ip: Ipv4Addr,
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Sandbox {
+    /// Starts the pod's containers and its status reporter.
+    pub fn start(ctx: PodContext, pod: &Pod) -> Self {
+        let ctx = Arc::new(ctx);
+        let containers: Vec<container::Spec> = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .enumerate()
+            .map(|(i, c)| container::Spec::from_pod(i, c))
+            .collect();
+        let shared = Shared {
+            statuses: Arc::new(Mutex::new(containers.iter().map(|c| Status::new(&c.name, &c.image)).collect())),
+            changed: Arc::new(Notify::new()),
+        };
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        for spec in containers {
+            tasks.spawn(container::run(ctx.clone(), spec, shared.clone(), stop.child_token()));
+        }
+        tasks.spawn(report(ctx.clone(), shared, stop.clone()));
+        Self { ip: ctx.ip, stop, tasks }
+    }
+
+    /// Stops every container (handlers drain for the grace period) and waits for them.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Patches the pod's status whenever a container's state changes (coalescing bursts), until the
+/// sandbox stops; then once more.
+async fn report(ctx: Arc<PodContext>, shared: Shared, stop: CancellationToken) {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let start_time = now();
+    let mut last: Option<Value> = None;
+    loop {
+        let stopping = tokio::select! {
+            _ = shared.changed.notified() => false,
+            _ = stop.cancelled() => true,
+        };
+        // Let a burst of changes (several containers starting) land in one write.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let status = status_json(&ctx, &shared.snapshot(), &start_time);
+        let comparable = strip_times(&status);
+        if last.as_ref() != Some(&comparable) {
+            match pods.patch_status(&ctx.name, &PatchParams::default(), &Patch::Merge(json!({"status": status}))).await
+            {
+                Ok(_) => last = Some(comparable),
+                Err(e) => tracing::debug!(error = %e, pod = %ctx.name, "reporting pod status failed"),
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// The status without timestamps, to tell real changes from re-renders.
+fn strip_times(status: &Value) -> Value {
+    let mut v = status.clone();
+    if let Some(conds) = v.get_mut("conditions").and_then(Value::as_array_mut) {
+        for c in conds {
+            c.as_object_mut().map(|o| o.remove("lastTransitionTime"));
+        }
+    }
+    v
+}

@@ -1,0 +1,111 @@
+//! Serving a wasi:http handler: HTTP/1.1 on the pod's IP and port, a fresh instance per request
+//! (as `wasmtime serve` does), a per-request deadline, and a graceful drain on stop.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use wasmtime::Store;
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use super::command::share_cpu;
+use super::{Guest, GuestConfig};
+
+/// How one handler container is served.
+#[derive(Clone)]
+pub struct Handler {
+    pub pre: ProxyPre<Guest>,
+    pub engine: wasmtime::Engine,
+    pub config: Arc<GuestConfig>,
+    /// A request still running after this is stopped and answered 504.
+    pub deadline: Duration,
+    /// Requests served, for status and metrics.
+    pub served: Arc<AtomicU64>,
+}
+
+fn text_response(status: u16, text: String) -> hyper::Response<HyperOutgoingBody> {
+    let body = Full::new(Bytes::from(text)).map_err(|never| match never {}).boxed_unsync();
+    let mut response = hyper::Response::new(body);
+    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    response
+}
+
+impl Handler {
+    /// Serves `listener` until `stop` fires, then lets in-flight requests finish for up to `grace`.
+    pub async fn serve(self, listener: TcpListener, stop: CancellationToken, grace: Duration) {
+        let graceful = GracefulShutdown::new();
+        loop {
+            let (stream, _) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                },
+                _ = stop.cancelled() => break,
+            };
+            let handler = self.clone();
+            let service = hyper::service::service_fn(move |req| {
+                let handler = handler.clone();
+                async move { Ok::<_, std::convert::Infallible>(handler.handle(req).await) }
+            });
+            let conn = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service);
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+        }
+        drop(listener);
+        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+            tracing::info!("grace period over with requests still running");
+        }
+    }
+
+    async fn handle(&self, req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<HyperOutgoingBody> {
+        self.served.fetch_add(1, Ordering::Relaxed);
+        match tokio::time::timeout(self.deadline, self.instantiate_and_handle(req)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => text_response(500, format!("the handler failed: {e:#}\n")),
+            Err(_) => text_response(504, format!("the handler did not answer within {:?}\n", self.deadline)),
+        }
+    }
+
+    async fn instantiate_and_handle(
+        &self,
+        req: hyper::Request<hyper::body::Incoming>,
+    ) -> wasmtime::Result<hyper::Response<HyperOutgoingBody>> {
+        let mut store = Store::new(&self.engine, self.config.guest()?);
+        store.limiter(|g| &mut g.limits);
+        share_cpu(&mut store);
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let req = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
+        let out = store.data_mut().http().new_response_outparam(sender)?;
+        let pre = self.pre.clone();
+        // The instance runs in its own task so the body can keep streaming after the head is sent;
+        // dropping the task (deadline) drops the store and stops the guest.
+        let task = tokio::spawn(async move {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+        });
+        match receiver.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(code)) => Err(wasmtime::Error::msg(format!("{code:?}"))),
+            Err(_) => match task.await {
+                Ok(Ok(())) => Err(wasmtime::Error::msg("the guest never set a response")),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(wasmtime::Error::msg(e.to_string())),
+            },
+        }
+    }
+}

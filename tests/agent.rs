@@ -1,0 +1,191 @@
+//! The node agent end to end: a real control plane, a real agent and real sample components —
+//! node registration, Running/Ready pods serving HTTP on their pod IP, commands that complete,
+//! restarts with CrashLoopBackOff, clear reasons for bad images, and graceful deletion.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::{Value, json};
+use support::{TestCluster, eventually, sample};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wasmkube_runtime::agent::{Agent, AgentConfig};
+
+const NODE: &str = "node-a";
+
+async fn cluster_with_agent() -> (TestCluster, Agent) {
+    let cluster = TestCluster::start().await;
+    let mut config = AgentConfig::new(NODE, "127.0.0.1".parse().expect("ip"), cluster.dir.path().join("agent"));
+    config.backoff_base = Duration::from_millis(200);
+    let agent = Agent::start(cluster.client.clone(), config).await.expect("agent starts");
+    (cluster, agent)
+}
+
+fn pod(name: &str, restart: &str, containers: Value) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"nodeName": NODE, "restartPolicy": restart, "terminationGracePeriodSeconds": 5, "containers": containers},
+    }))
+    .expect("pod")
+}
+
+fn image(name: &str) -> String {
+    format!("file://{}", sample(name).display())
+}
+
+/// Waits until the pod satisfies `check`, returning it.
+async fn wait_for(pods: &Api<Pod>, name: &str, what: &str, check: impl Fn(&Pod) -> bool) -> Pod {
+    eventually(Duration::from_secs(60), what, || {
+        let pods = pods.clone();
+        let name = name.to_string();
+        let check = &check;
+        async move { pods.get(&name).await.ok().filter(|p| check(p)) }
+    })
+    .await
+}
+
+fn phase(p: &Pod) -> &str {
+    p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+}
+
+fn container_status(p: &Pod) -> Value {
+    serde_json::to_value(p).expect("json")["status"]["containerStatuses"][0].clone()
+}
+
+async fn http_get(addr: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect to the pod");
+    stream.write_all(b"GET /hi HTTP/1.1\r\nHost: pod\r\nConnection: close\r\n\r\n").await.expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    response
+}
+
+#[tokio::test]
+async fn a_handler_pod_runs_ready_on_its_pod_ip_and_serves_requests() {
+    let (cluster, _agent) = cluster_with_agent().await;
+    let nodes: Api<Node> = Api::all(cluster.client.clone());
+    let node = nodes.get(NODE).await.expect("the agent registered its node");
+    let cidr = node.spec.and_then(|s| s.pod_cidr).expect("a pod CIDR was assigned");
+    assert!(cidr.starts_with("127.64."), "{cidr}");
+    let ready = node.status.and_then(|s| s.conditions).unwrap_or_default().into_iter().find(|c| c.type_ == "Ready");
+    assert_eq!(ready.map(|c| c.status).as_deref(), Some("True"));
+    let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), "kube-node-lease");
+    assert_eq!(leases.get(NODE).await.expect("lease").spec.and_then(|s| s.holder_identity).as_deref(), Some(NODE));
+
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let containers = json!([{"name": "hello", "image": image("hello"), "ports": [{"containerPort": 8080}],
+        "env": [{"name": "GREETING", "value": "Hi from a test"}, {"name": "POD_NAME", "value": "web-1"}]}]);
+    pods.create(&PostParams::default(), &pod("web-1", "Always", containers)).await.expect("create");
+    let running = wait_for(&pods, "web-1", "web-1 Running and Ready", |p| {
+        phase(p) == "Running" && container_status(p)["ready"] == true
+    })
+    .await;
+    let status = running.status.clone().expect("status");
+    let ip = status.pod_ip.clone().expect("podIP");
+    assert!(ip.starts_with("127.64."), "{ip}");
+    assert_eq!(status.host_ip.as_deref(), Some("127.0.0.1"));
+    assert!(status.start_time.is_some());
+    let conditions: Vec<(String, String)> =
+        status.conditions.unwrap_or_default().into_iter().map(|c| (c.type_, c.status)).collect();
+    for kind in ["PodScheduled", "Initialized", "ContainersReady", "Ready"] {
+        assert!(conditions.contains(&(kind.to_string(), "True".to_string())), "{kind}: {conditions:?}");
+    }
+    let cs = container_status(&running);
+    assert!(cs["state"]["running"]["startedAt"].is_string(), "{cs}");
+    assert!(cs["imageID"].as_str().unwrap_or("").starts_with("sha256:"), "{cs}");
+    assert_eq!(cs["restartCount"], 0);
+
+    let response = http_get(&format!("{ip}:8080")).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("Hi from a test pod=web-1 version=v1 path=/hi"), "{response}");
+}
+
+#[tokio::test]
+async fn a_command_runs_to_completion_and_its_output_is_logged() {
+    let (cluster, _agent) = cluster_with_agent().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let containers = json!([{"name": "job", "image": image("job"), "args": ["1000"]}]);
+    pods.create(&PostParams::default(), &pod("primes", "Never", containers)).await.expect("create");
+    let done = wait_for(&pods, "primes", "primes Succeeded", |p| phase(p) == "Succeeded").await;
+    let cs = container_status(&done);
+    assert_eq!(cs["state"]["terminated"]["exitCode"], 0, "{cs}");
+    assert_eq!(cs["state"]["terminated"]["reason"], "Completed", "{cs}");
+    let uid = done.metadata.uid.expect("uid");
+    let log = cluster.dir.path().join(format!("agent/pods/default_primes_{uid}/job/0.log"));
+    let text = std::fs::read_to_string(&log).expect("the container's log file");
+    assert_eq!(text, "primes below 1000: 168\n");
+
+    let bad_args = json!([{"name": "job", "image": image("job"), "args": ["lots"]}]);
+    pods.create(&PostParams::default(), &pod("bad-args", "Never", bad_args)).await.expect("create");
+    let failed = wait_for(&pods, "bad-args", "bad-args Failed", |p| phase(p) == "Failed").await;
+    // Rust's std exits wasip2 commands through `exit(err)`, which carries no code: any failure is 1.
+    let terminated = container_status(&failed)["state"]["terminated"].clone();
+    assert_eq!((terminated["exitCode"].clone(), terminated["reason"].clone()), (json!(1), json!("Error")));
+}
+
+#[tokio::test]
+async fn a_crashing_container_is_restarted_with_backoff() {
+    let (cluster, _agent) = cluster_with_agent().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let containers = json!([{"name": "crasher", "image": image("crasher"),
+        "env": [{"name": "CRASH_AFTER_MS", "value": "50"}]}]);
+    pods.create(&PostParams::default(), &pod("crasher", "Always", containers)).await.expect("create");
+    let restarted =
+        wait_for(&pods, "crasher", "two restarts", |p| container_status(p)["restartCount"].as_i64().unwrap_or(0) >= 2)
+            .await;
+    let cs = container_status(&restarted);
+    assert_eq!(cs["lastState"]["terminated"]["exitCode"], 1, "{cs}");
+    assert_eq!(cs["lastState"]["terminated"]["reason"], "Error", "{cs}");
+    assert_eq!(phase(&restarted), "Running");
+
+    let once =
+        json!([{"name": "crasher", "image": image("crasher"), "env": [{"name": "CRASH_AFTER_MS", "value": "10"}]}]);
+    pods.create(&PostParams::default(), &pod("crash-once", "Never", once)).await.expect("create");
+    let failed = wait_for(&pods, "crash-once", "crash-once Failed", |p| phase(p) == "Failed").await;
+    assert_eq!(container_status(&failed)["restartCount"], 0, "restartPolicy Never does not restart");
+}
+
+#[tokio::test]
+async fn bad_images_give_clear_reasons() {
+    let (cluster, _agent) = cluster_with_agent().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let junk = cluster.dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"this is not wasm").expect("write junk");
+    let cases = [
+        ("junk", format!("file://{}", junk.display()), "not a WebAssembly binary"),
+        ("missing", "file:///nonexistent/app.wasm".to_string(), "/nonexistent/app.wasm"),
+    ];
+    for (name, image, _) in &cases {
+        let containers = json!([{"name": "app", "image": image}]);
+        pods.create(&PostParams::default(), &pod(name, "Never", containers)).await.expect("create");
+    }
+    for (name, _, needle) in cases {
+        let failed = wait_for(&pods, name, "a failed start", |p| phase(p) == "Failed").await;
+        let terminated = container_status(&failed)["state"]["terminated"].clone();
+        assert_eq!(terminated["reason"], "StartError", "{terminated}");
+        assert!(terminated["message"].as_str().unwrap_or("").contains(needle), "{name}: {terminated}");
+    }
+}
+
+#[tokio::test]
+async fn deleting_a_pod_stops_it_and_the_agent_finishes_the_deletion() {
+    let (cluster, _agent) = cluster_with_agent().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let containers = json!([{"name": "hello", "image": image("hello"), "ports": [{"containerPort": 8080}]}]);
+    pods.create(&PostParams::default(), &pod("doomed", "Always", containers)).await.expect("create");
+    let running = wait_for(&pods, "doomed", "doomed Running", |p| container_status(p)["ready"] == true).await;
+    let ip = running.status.and_then(|s| s.pod_ip).expect("podIP");
+    pods.delete("doomed", &DeleteParams::default()).await.expect("delete");
+    eventually(Duration::from_secs(30), "the pod object to go", || {
+        let pods = pods.clone();
+        async move { pods.get("doomed").await.is_err().then_some(()) }
+    })
+    .await;
+    assert!(
+        tokio::net::TcpStream::connect(format!("{ip}:8080")).await.is_err(),
+        "nothing listens on the pod IP any more"
+    );
+}
