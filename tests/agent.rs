@@ -189,3 +189,180 @@ async fn deleting_a_pod_stops_it_and_the_agent_finishes_the_deletion() {
         "nothing listens on the pod IP any more"
     );
 }
+
+/// The text of a container's log for one run (restart count).
+fn log_of(cluster: &TestCluster, pod: &Pod, container: &str, run: u32) -> String {
+    let uid = pod.metadata.uid.clone().expect("uid");
+    let name = pod.metadata.name.clone().expect("name");
+    let path = cluster.dir.path().join(format!("agent/pods/default_{name}_{uid}/{container}/{run}.log"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+#[tokio::test]
+async fn env_configmaps_secrets_and_the_downward_api_reach_the_guest() {
+    let (cluster, _agent) = cluster_with_agent().await;
+    let client = cluster.client.clone();
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), "default");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), "default");
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "settings"},
+        "data": {"color": "blue", "size": "L"}}))
+        .expect("cm"),
+    )
+    .await
+    .expect("create cm");
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "creds"},
+        "stringData": {"password": "s3cret"}}))
+            .expect("secret"),
+        )
+        .await
+        .expect("create secret");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let mut spec = pod(
+        "inspect",
+        "Never",
+        json!([{
+            "name": "show", "image": image("inspect"),
+            "args": ["env", "cat:/config/color", "cat:/secret/password", "cat:/info/name", "ls:/config"],
+            "env": [
+                {"name": "PLAIN", "value": "yes"},
+                {"name": "COLOR", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "color"}}},
+                {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
+                {"name": "MY_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "MY_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                {"name": "MY_NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+            ],
+            "envFrom": [{"configMapRef": {"name": "settings"}, "prefix": "CM_"}],
+            "volumeMounts": [
+                {"name": "config", "mountPath": "/config"},
+                {"name": "secret", "mountPath": "/secret"},
+                {"name": "info", "mountPath": "/info"},
+            ],
+        }]),
+    );
+    spec.spec.as_mut().expect("spec").volumes = serde_json::from_value(json!([
+        {"name": "config", "configMap": {"name": "settings"}},
+        {"name": "secret", "secret": {"secretName": "creds"}},
+        {"name": "info", "downwardAPI": {"items": [{"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}},
+    ]))
+    .expect("volumes");
+    pods.create(&PostParams::default(), &spec).await.expect("create");
+    let done = wait_for(&pods, "inspect", "inspect Succeeded", |p| phase(p) == "Succeeded").await;
+    let ip = done.status.clone().and_then(|s| s.pod_ip).expect("podIP");
+    let log = log_of(&cluster, &done, "show", 0);
+    for line in [
+        "PLAIN=yes".to_string(),
+        "COLOR=blue".to_string(),
+        "PASSWORD=s3cret".to_string(),
+        "MY_NAME=inspect".to_string(),
+        format!("MY_IP={ip}"),
+        format!("MY_NODE={NODE}"),
+        "CM_color=blue".to_string(),
+        "CM_size=L".to_string(),
+        "/config/color: blue".to_string(),
+        "/secret/password: s3cret".to_string(),
+        "/info/name: inspect".to_string(),
+        "/config: color,size".to_string(),
+    ] {
+        assert!(log.lines().any(|l| l == line), "{line:?} missing from:\n{log}");
+    }
+}
+
+#[tokio::test]
+async fn a_missing_configmap_is_a_create_container_config_error_until_it_exists() {
+    let (cluster, _agent) = cluster_with_agent().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let containers = json!([{"name": "show", "image": image("inspect"), "args": ["env"],
+        "env": [{"name": "LATE", "valueFrom": {"configMapKeyRef": {"name": "later", "key": "k"}}}]}]);
+    pods.create(&PostParams::default(), &pod("waits", "Never", containers)).await.expect("create");
+    let waiting = wait_for(&pods, "waits", "CreateContainerConfigError", |p| {
+        container_status(p)["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+    })
+    .await;
+    assert_eq!(container_status(&waiting)["state"]["waiting"]["message"], "configmap \"later\" not found");
+    assert_eq!(phase(&waiting), "Pending");
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(cluster.client.clone(), "default");
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "later"}, "data": {"k": "v"}})).expect("cm"),
+    )
+    .await
+    .expect("create cm");
+    let done = wait_for(&pods, "waits", "waits Succeeded once the configmap exists", |p| phase(p) == "Succeeded").await;
+    assert!(log_of(&cluster, &done, "show", 0).lines().any(|l| l == "LATE=v"));
+}
+
+#[tokio::test]
+async fn an_empty_dir_is_shared_by_the_containers_of_a_pod() {
+    let (cluster, _agent) = cluster_with_agent().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let mount = json!([{"name": "scratch", "mountPath": "/data"}]);
+    let mut spec = pod(
+        "shared",
+        "OnFailure",
+        json!([
+            {"name": "writer", "image": image("inspect"), "args": ["write:/data/msg=from the writer"], "volumeMounts": mount},
+            {"name": "reader", "image": image("inspect"), "args": ["need:/data/msg", "cat:/data/msg"], "volumeMounts": mount},
+        ]),
+    );
+    spec.spec.as_mut().expect("spec").volumes =
+        serde_json::from_value(json!([{"name": "scratch", "emptyDir": {}}])).expect("volumes");
+    pods.create(&PostParams::default(), &spec).await.expect("create");
+    let done = wait_for(&pods, "shared", "shared Succeeded", |p| phase(p) == "Succeeded").await;
+    let reader = serde_json::to_value(&done).expect("json")["status"]["containerStatuses"][1].clone();
+    let runs = reader["restartCount"].as_u64().expect("restartCount") as u32;
+    assert_eq!(log_of(&cluster, &done, "reader", runs), "/data/msg: from the writer\n");
+}
+
+#[tokio::test]
+async fn exceeding_the_memory_limit_is_oom_killed_and_restarted() {
+    let (cluster, _agent) = cluster_with_agent().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let containers = json!([{"name": "hog", "image": image("hog"), "resources": {"limits": {"memory": "32Mi"}}}]);
+    pods.create(&PostParams::default(), &pod("hog", "Always", containers)).await.expect("create");
+    let restarted = wait_for(&pods, "hog", "an OOMKilled restart", |p| {
+        container_status(p)["lastState"]["terminated"]["reason"] == "OOMKilled"
+    })
+    .await;
+    let cs = container_status(&restarted);
+    assert_eq!(cs["lastState"]["terminated"]["exitCode"], 137, "{cs}");
+    assert!(cs["restartCount"].as_i64().unwrap_or(0) >= 1, "{cs}");
+    let log = log_of(&cluster, &restarted, "hog", 0);
+    let held: Vec<u32> =
+        log.lines().filter_map(|l| l.strip_prefix("hog: holding ")?.strip_suffix(" MiB")?.parse().ok()).collect();
+    assert!(held.last().is_some_and(|mib| *mib <= 32), "stopped at the limit: {log}");
+}
+
+// Multi-threaded like the `wasmkube` binary's runtime: the agent shares it with the API clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_loop_beside_a_handler_does_not_starve_it() {
+    let (cluster, _agent) = cluster_with_agent().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    pods.create(
+        &PostParams::default(),
+        &pod("spinner", "Always", json!([{"name": "spin", "image": image("spinner")}])),
+    )
+    .await
+    .expect("create spinner");
+    wait_for(&pods, "spinner", "spinner Running", |p| container_status(p)["state"]["running"].is_object()).await;
+    let containers = json!([{"name": "hello", "image": image("hello"), "ports": [{"containerPort": 8080}]}]);
+    pods.create(&PostParams::default(), &pod("neighbour", "Always", containers)).await.expect("create hello");
+    let ready = wait_for(&pods, "neighbour", "neighbour Ready", |p| container_status(p)["ready"] == true).await;
+    let addr = format!("{}:8080", ready.status.and_then(|s| s.pod_ip).expect("podIP"));
+    let mut latencies = Vec::new();
+    for _ in 0..50 {
+        let started = std::time::Instant::now();
+        let response = http_get(&addr).await;
+        latencies.push(started.elapsed());
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    }
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100 - 1];
+    // Generous: a starved handler would wait for the spinner forever (no answer at all).
+    assert!(p99 < Duration::from_secs(2), "p99 {p99:?} with a busy loop on the node: {latencies:?}");
+    println!("hello p99 beside a busy loop: {p99:?}");
+}

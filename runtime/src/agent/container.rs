@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use wasmtime_wasi::cli::OutputFile;
 
+use super::config;
 use super::sandbox::{PodContext, Shared};
 use crate::host::command::{self, Outcome};
 use crate::host::http::Handler;
@@ -94,11 +95,11 @@ pub fn now() -> String {
 /// What a container is configured with (from the pod spec).
 #[derive(Debug, Clone)]
 pub struct Spec {
+    pub container: k8s_openapi::api::core::v1::Container,
     pub index: usize,
     pub name: String,
     pub image: String,
     pub argv: Vec<String>,
-    pub env: Vec<(String, String)>,
     pub port: Option<u16>,
     pub memory_limit: Option<usize>,
 }
@@ -109,7 +110,6 @@ impl Spec {
         let mut argv = vec![c.name.clone()];
         argv.extend(c.command.clone().unwrap_or_default());
         argv.extend(c.args.clone().unwrap_or_default());
-        let env = c.env.iter().flatten().map(|e| (e.name.clone(), e.value.clone().unwrap_or_default())).collect();
         let port = c.ports.iter().flatten().next().and_then(|p| u16::try_from(p.container_port).ok());
         let memory_limit = c
             .resources
@@ -117,7 +117,15 @@ impl Spec {
             .and_then(|r| r.limits.as_ref())
             .and_then(|l| l.get("memory"))
             .and_then(|q| parse_quantity(&q.0));
-        Self { index, name: c.name.clone(), image: c.image.clone().unwrap_or_default(), argv, env, port, memory_limit }
+        Self {
+            container: c.clone(),
+            index,
+            name: c.name.clone(),
+            image: c.image.clone().unwrap_or_default(),
+            argv,
+            port,
+            memory_limit,
+        }
     }
 }
 
@@ -148,7 +156,18 @@ pub async fn run(pod: Arc<PodContext>, spec: Spec, shared: Shared, stop: Cancell
         let (exit_code, reason, message, started_at) = match start_and_wait(&pod, &spec, &shared, &stop).await {
             Ok(Some(ended)) => ended,
             Ok(None) => return, // stopped from outside
-            Err(message) => (128, "StartError".to_string(), message, now()),
+            Err(StartFailure::Config(message)) => {
+                // Kubernetes keeps the container waiting and retries until the reference resolves.
+                shared.update(spec.index, |s| {
+                    s.state = State::Waiting { reason: "CreateContainerConfigError".into(), message: message.clone() };
+                });
+                pod.event("Warning", "Failed", &format!("Error: {message}")).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(pod.backoff_base) => continue,
+                    _ = stop.cancelled() => return,
+                }
+            }
+            Err(StartFailure::Start(message)) => (128, "StartError".to_string(), message, now()),
         };
         let terminated = State::Terminated {
             exit_code,
@@ -206,13 +225,36 @@ pub async fn run(pod: Arc<PodContext>, spec: Spec, shared: Shared, stop: Cancell
 
 type Ended = (i32, String, String, String);
 
-/// One start: pull, compile, run. `Ok(None)` when stopped; `Err` for a failure to start.
+/// Why a container could not start.
+enum StartFailure {
+    /// Its configuration does not resolve (missing ConfigMap, Secret or key): retried.
+    Config(String),
+    /// Its image or binary is unusable: a terminated start, then restartPolicy.
+    Start(String),
+}
+
+impl From<String> for StartFailure {
+    fn from(message: String) -> Self {
+        StartFailure::Start(message)
+    }
+}
+
+/// One start: resolve configuration, pull, compile, run. `Ok(None)` when stopped.
 async fn start_and_wait(
     pod: &PodContext,
     spec: &Spec,
     shared: &Shared,
     stop: &CancellationToken,
-) -> Result<Option<Ended>, String> {
+) -> Result<Option<Ended>, StartFailure> {
+    let sources = config::Sources { client: &pod.client, namespace: &pod.namespace };
+    let volumes_dir = pod.dir.join("volumes");
+    let configure = async {
+        config::materialize_volumes(&sources, &pod.pod, &volumes_dir).await?;
+        let env = config::environment(&sources, &pod.pod, &spec.container).await?;
+        let preopens = config::mounts(&pod.pod, &spec.container, &volumes_dir)?;
+        Ok::<_, config::ConfigError>((env, preopens))
+    };
+    let (env, preopens) = configure.await.map_err(|e| StartFailure::Config(e.to_string()))?;
     let host = pod.host.clone();
     let image = spec.image.clone();
     let prepared = tokio::task::spawn_blocking(move || -> Result<(String, Workload), String> {
@@ -227,8 +269,8 @@ async fn start_and_wait(
     let log = open_log(pod, spec, shared.restart_count(spec.index)).map_err(|e| format!("opening the log: {e}"))?;
     let config = GuestConfig {
         args: spec.argv.clone(),
-        env: spec.env.clone(),
-        preopens: Vec::new(),
+        env,
+        preopens,
         log: Some(log),
         memory_limit: spec.memory_limit,
         pod_ip: Some(IpAddr::V4(pod.ip)),

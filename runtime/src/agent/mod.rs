@@ -2,6 +2,7 @@
 //! sandboxes it runs — start what is missing, stop what was deleted, and finish graceful deletions
 //! by deleting the pod object once its containers stopped.
 
+pub mod config;
 pub mod container;
 pub mod ipam;
 pub mod node;
@@ -199,7 +200,13 @@ impl Manager {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let spec = pod.spec.clone().unwrap_or_default();
         let grace = spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64;
+        let mut snapshot = pod.clone();
+        // The downward API's status.podIP/hostIP are known before the first status report.
+        let status = snapshot.status.get_or_insert_with(Default::default);
+        status.pod_ip = Some(ip.to_string());
+        status.host_ip = Some(self.config.node_ip.to_string());
         let ctx = PodContext {
+            pod: snapshot,
             client: self.client.clone(),
             host: self.host.clone(),
             dir: self.config.data_dir.join("pods").join(format!("{namespace}_{name}_{}", uid(pod))),

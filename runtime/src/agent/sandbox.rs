@@ -19,6 +19,8 @@ use crate::host::Host;
 /// What a pod's containers share.
 pub struct PodContext {
     pub client: kube::Client,
+    /// The pod as it was when its sandbox started (spec, metadata for the downward API).
+    pub pod: Pod,
     pub host: Arc<Host>,
     pub namespace: String,
     pub name: String,
@@ -89,8 +91,9 @@ pub fn phase(statuses: &[Status]) -> &'static str {
         let all_ok = statuses.iter().all(|s| matches!(s.state, State::Terminated { exit_code: 0, .. }));
         return if all_ok { "Succeeded" } else { "Failed" };
     }
-    let started =
-        statuses.iter().all(|s| !matches!(s.state, State::Waiting { ref reason, .. } if reason == "ContainerCreating"));
+    // Pending until every container has started at least once (waiting for its image or its
+    // configuration does not count).
+    let started = statuses.iter().all(|s| s.restart_count > 0 || !matches!(s.state, State::Waiting { .. }));
     if started { "Running" } else { "Pending" }
 }
 
