@@ -78,6 +78,10 @@ struct NodeArgs {
     /// Seconds of the first CrashLoopBackOff delay (doubling to 5 minutes).
     #[arg(long, default_value_t = 10)]
     backoff_base: u64,
+
+    /// Port of the node API (pod logs for the API server) on the node IP; 0 picks a free one.
+    #[arg(long, default_value_t = 10250)]
+    node_api_port: u16,
 }
 
 #[derive(Debug, Args)]
@@ -152,7 +156,7 @@ async fn serve(args: ServerArgs, node: Option<NodeArgs>, global: &ClientOptions)
     let agent = match node {
         Some(node) => {
             let client = kubeconfig::client(&url, &control.pki.ca_pem, &control.pki.admin_token).await?;
-            Some(start_agent(client, node, &data_dir).await?)
+            Some(start_agent(client, &control.pki.admin_token, node, &data_dir).await?)
         }
         None => None,
     };
@@ -168,10 +172,17 @@ async fn serve(args: ServerArgs, node: Option<NodeArgs>, global: &ClientOptions)
     Ok(())
 }
 
-async fn start_agent(client: kube::Client, node: NodeArgs, data_dir: &std::path::Path) -> anyhow::Result<Agent> {
+async fn start_agent(
+    client: kube::Client,
+    token: &str,
+    node: NodeArgs,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Agent> {
     let name = node.node_name.unwrap_or_else(default_node_name);
     let mut config = AgentConfig::new(name, node.node_ip, data_dir.join("agent"));
     config.backoff_base = Duration::from_secs(node.backoff_base.max(1));
+    config.node_api_port = node.node_api_port;
+    config.api_token = token.to_string();
     Agent::start(client, config).await
 }
 
@@ -186,7 +197,7 @@ async fn agent(args: AgentArgs, global: &ClientOptions) -> anyhow::Result<()> {
     let token = std::fs::read_to_string(&args.token_file)
         .with_context(|| format!("reading the token {}", args.token_file.display()))?;
     let client = kubeconfig::client(&args.server, &ca, token.trim()).await?;
-    let agent = start_agent(client, args.node, &data_dir).await?;
+    let agent = start_agent(client, token.trim(), args.node, &data_dir).await?;
     println!("ready: node={} podCIDR={}", agent.node_name, agent.pod_cidr);
     shutdown_signal().await;
     agent.shutdown();

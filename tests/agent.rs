@@ -20,6 +20,8 @@ async fn cluster_with_agent() -> (TestCluster, Agent) {
     let cluster = TestCluster::start().await;
     let mut config = AgentConfig::new(NODE, "127.0.0.1".parse().expect("ip"), cluster.dir.path().join("agent"));
     config.backoff_base = Duration::from_millis(200);
+    config.node_api_port = 0;
+    config.api_token = cluster.control.pki.admin_token.clone();
     let agent = Agent::start(cluster.client.clone(), config).await.expect("agent starts");
     (cluster, agent)
 }
@@ -365,4 +367,39 @@ async fn a_busy_loop_beside_a_handler_does_not_starve_it() {
     // Generous: a starved handler would wait for the spinner forever (no answer at all).
     assert!(p99 < Duration::from_secs(2), "p99 {p99:?} with a busy loop on the node: {latencies:?}");
     println!("hello p99 beside a busy loop: {p99:?}");
+}
+
+#[tokio::test]
+async fn logs_are_served_through_the_api_with_tail_previous_and_follow() {
+    use futures::{AsyncBufReadExt, TryStreamExt};
+    use kube::api::LogParams;
+    let (cluster, _agent) = cluster_with_agent().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let containers = json!([{"name": "show", "image": image("inspect"), "args": ["env"],
+        "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]}]);
+    pods.create(&PostParams::default(), &pod("envs", "Never", containers)).await.expect("create");
+    wait_for(&pods, "envs", "envs Succeeded", |p| phase(p) == "Succeeded").await;
+    let all = pods.logs("envs", &LogParams::default()).await.expect("logs");
+    assert_eq!(all, "A=1\nB=2\n");
+    let last = pods.logs("envs", &LogParams { tail_lines: Some(1), ..LogParams::default() }).await.expect("tail");
+    assert_eq!(last, "B=2\n");
+    let wrong = support::status_of(
+        pods.logs("envs", &LogParams { container: Some("nope".into()), ..LogParams::default() }).await,
+    );
+    assert_eq!((wrong.code, wrong.message.as_str()), (400, "container nope is not valid for pod envs"));
+
+    let containers =
+        json!([{"name": "crasher", "image": image("crasher"), "env": [{"name": "CRASH_AFTER_MS", "value": "400"}]}]);
+    pods.create(&PostParams::default(), &pod("crashy", "Always", containers)).await.expect("create");
+    wait_for(&pods, "crashy", "crashy running", |p| container_status(p)["state"]["running"].is_object()).await;
+    // Following the current run: its lines arrive, and the stream ends when the run does.
+    let stream = pods.log_stream("crashy", &LogParams { follow: true, ..LogParams::default() }).await.expect("follow");
+    let followed: Vec<String> = tokio::time::timeout(Duration::from_secs(30), stream.lines().try_collect())
+        .await
+        .expect("the followed stream ends with the run")
+        .expect("lines");
+    assert_eq!(followed, vec!["crasher: started, exiting in 400 ms", "crasher: exiting with code 1"]);
+    wait_for(&pods, "crashy", "a restart", |p| container_status(p)["restartCount"].as_i64().unwrap_or(0) >= 1).await;
+    let previous = pods.logs("crashy", &LogParams { previous: true, ..LogParams::default() }).await.expect("previous");
+    assert_eq!(previous, "crasher: started, exiting in 400 ms\ncrasher: exiting with code 1\n");
 }

@@ -15,7 +15,7 @@ struct Up(Child);
 impl Up {
     fn start(data_dir: &Path) -> Self {
         let mut child = Command::new(BIN)
-            .args(["up", "--api-addr", "127.0.0.1:0", "--data-dir"])
+            .args(["up", "--api-addr", "127.0.0.1:0", "--node-name", "local", "--node-api-port", "0", "--data-dir"])
             .arg(data_dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -207,4 +207,33 @@ fn bad_manifests_are_named_and_write_nothing() {
 
     let listed = ok(cli(&data, &["get", "configmaps,pods", "-o", "name"], None));
     assert_eq!(listed, "", "nothing from the failed files was written");
+}
+
+#[path = "support/mod.rs"]
+mod support;
+
+#[test]
+fn up_runs_a_pod_on_its_own_node_and_logs_shows_its_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let _up = Up::start(&data);
+    let nodes = ok(cli(&data, &["get", "nodes", "-o", "name"], None));
+    assert_eq!(nodes, "node/local\n");
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: primes\nspec:\n  nodeName: local\n  restartPolicy: Never\n  containers:\n    - name: job\n      image: file://{}\n      args: [\"1000\"]\n",
+        support::sample("job").display()
+    );
+    assert_eq!(ok(cli(&data, &["apply", "-f", "-"], Some(&manifest))), "pod/primes created\n");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pod: serde_json::Value =
+            serde_json::from_str(&ok(cli(&data, &["get", "pod", "primes", "-o", "json"], None))).expect("json");
+        if pod["status"]["phase"] == "Succeeded" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "primes did not succeed: {pod}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(ok(cli(&data, &["logs", "primes"], None)), "primes below 1000: 168\n");
+    assert_eq!(ok(cli(&data, &["logs", "pod/primes", "-c", "job", "--tail", "1"], None)), "primes below 1000: 168\n");
 }

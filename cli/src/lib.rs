@@ -14,6 +14,7 @@ pub mod delete;
 pub mod describe;
 pub mod error;
 pub mod get;
+pub mod logs;
 pub mod manifest;
 pub mod output;
 pub mod printers;
@@ -61,6 +62,8 @@ pub enum ClientCommand {
     Describe(describe::DescribeArgs),
     /// Delete objects by type and name, by label selector or from manifest files.
     Delete(delete::DeleteArgs),
+    /// Print a container's logs.
+    Logs(logs::LogsArgs),
     /// Print the client and server versions.
     Version(version::VersionArgs),
 }
@@ -78,6 +81,7 @@ pub async fn run(cmd: ClientCommand, global: &ClientOptions) -> anyhow::Result<(
         ClientCommand::Get(args) => get::run(&args, global, &mut out).await,
         ClientCommand::Describe(args) => describe::run(&args, global, &mut out).await,
         ClientCommand::Delete(args) => delete::run(&args, global, &mut out).await,
+        ClientCommand::Logs(args) => logs::run(&args, global, &mut out).await,
         ClientCommand::Version(args) => version::run(&args, global, &mut out).await,
     };
     Ok(result?)

@@ -92,6 +92,11 @@ fn resource_list(group: &str, version: &str) -> Response {
                 "kind": kind.kind, "verbs": ["get", "patch", "update"],
             }));
         }
+        if kind.group.is_empty() && kind.kind == "Pod" {
+            resources.push(json!({
+                "name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"],
+            }));
+        }
         if kind.has_scale {
             resources.push(json!({
                 "name": format!("{}/scale", kind.plural), "singularName": "", "namespaced": kind.namespaced,

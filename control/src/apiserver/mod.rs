@@ -6,6 +6,7 @@
 
 mod auth;
 mod discovery;
+mod logs;
 mod observe;
 pub mod path;
 mod resources;

@@ -108,6 +108,12 @@ async fn dispatch(
     let path::ResourcePath { target, subresource } = path::parse(uri.path()).map_err(|e| match e {
         PathError::NotAResourcePath | PathError::UnknownResource => ApiError::NoSuchResource,
     })?;
+    if subresource.as_deref() == Some("log") && target.kind.kind == "Pod" && target.kind.group.is_empty() {
+        if method != Method::GET {
+            return Err(ApiError::MethodNotAllowed);
+        }
+        return super::logs::pod_log(state, &target, uri.query()).await;
+    }
     let sub = match subresource.as_deref() {
         None => Subresource::Main,
         Some("status") if target.kind.has_status => Subresource::Status,

@@ -6,6 +6,7 @@ pub mod config;
 pub mod container;
 pub mod ipam;
 pub mod node;
+pub mod node_api;
 pub mod sandbox;
 
 use std::collections::{HashMap, HashSet};
@@ -40,6 +41,10 @@ pub struct AgentConfig {
     pub backoff_base: Duration,
     /// A wasi:http request still running after this is stopped and answered 504.
     pub request_deadline: Duration,
+    /// Port of the node API (pod logs) on the node IP; 0 picks a free one.
+    pub node_api_port: u16,
+    /// The bearer token the node API requires (the API server presents the cluster's token).
+    pub api_token: String,
 }
 
 impl AgentConfig {
@@ -51,6 +56,8 @@ impl AgentConfig {
             max_pods: 10_000,
             backoff_base: Duration::from_secs(10),
             request_deadline: Duration::from_secs(30),
+            node_api_port: 10250,
+            api_token: String::new(),
         }
     }
 }
@@ -65,14 +72,18 @@ pub struct Agent {
 
 impl Agent {
     /// Registers the node, waits for its pod CIDR, and starts heartbeats and pod management.
-    pub async fn start(client: kube::Client, config: AgentConfig) -> anyhow::Result<Self> {
+    pub async fn start(client: kube::Client, mut config: AgentConfig) -> anyhow::Result<Self> {
         std::fs::create_dir_all(config.data_dir.join("pods"))?;
+        let node_api = tokio::net::TcpListener::bind((config.node_ip, config.node_api_port)).await?;
+        config.node_api_port = node_api.local_addr()?.port();
         let host = Host::new(&PoolSize { instances: config.max_pods.clamp(100, 10_000), ..PoolSize::default() })?;
         let pod_cidr = node::register(&client, &config).await?;
         node::renew_lease(&client, &config.node_name).await?;
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         tasks.spawn(node::heartbeat(client.clone(), config.clone(), cancel.clone()));
+        let api = node_api::NodeApi { pods_dir: config.data_dir.join("pods"), token: config.api_token.clone() };
+        tasks.spawn(api.serve(node_api, cancel.clone()));
         let manager_node = config.node_name.clone();
         let manager = Manager {
             client,

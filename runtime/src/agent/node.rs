@@ -53,6 +53,7 @@ fn status(config: &AgentConfig) -> Value {
             condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "agent has sufficient memory available"),
             condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "agent has no disk pressure"),
         ],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": config.node_api_port}},
         "nodeInfo": {
             "kubeletVersion": format!("v1.33.0-wasmkube.{}", env!("CARGO_PKG_VERSION")),
             "kubeProxyVersion": "",
