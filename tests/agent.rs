@@ -403,3 +403,52 @@ async fn logs_are_served_through_the_api_with_tail_previous_and_follow() {
     let previous = pods.logs("crashy", &LogParams { previous: true, ..LogParams::default() }).await.expect("previous");
     assert_eq!(previous, "crasher: started, exiting in 400 ms\ncrasher: exiting with code 1\n");
 }
+
+#[tokio::test]
+async fn a_restarted_agent_re_adopts_its_pods_on_the_same_ips_without_duplicates() {
+    let cluster = TestCluster::start().await;
+    let config = || {
+        let mut config = AgentConfig::new(NODE, "127.0.0.1".parse().expect("ip"), cluster.dir.path().join("agent"));
+        config.backoff_base = Duration::from_millis(200);
+        config.node_api_port = 0;
+        config.api_token = cluster.control.pki.admin_token.clone();
+        config
+    };
+    let first = Agent::start(cluster.client.clone(), config()).await.expect("agent starts");
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let containers = json!([{"name": "hello", "image": image("hello"), "ports": [{"containerPort": 8080}]}]);
+    pods.create(&PostParams::default(), &pod("kept", "Always", containers)).await.expect("create");
+    let done = json!([{"name": "job", "image": image("job"), "args": ["100"]}]);
+    pods.create(&PostParams::default(), &pod("finished", "Never", done)).await.expect("create");
+    let before = wait_for(&pods, "kept", "kept Ready", |p| container_status(p)["ready"] == true).await;
+    wait_for(&pods, "finished", "finished Succeeded", |p| phase(p) == "Succeeded").await;
+    let ip = before.status.and_then(|s| s.pod_ip).expect("podIP");
+
+    first.shutdown();
+    first.stopped().await;
+    assert!(
+        tokio::net::TcpStream::connect(format!("{ip}:8080")).await.is_err(),
+        "the old agent's pods stopped with it"
+    );
+
+    let _second = Agent::start(cluster.client.clone(), config()).await.expect("agent restarts");
+    let response = eventually(Duration::from_secs(30), "the pod served again on its IP", || {
+        let addr = format!("{ip}:8080");
+        async move {
+            tokio::net::TcpStream::connect(&addr).await.ok()?;
+            Some(http_get(&addr).await)
+        }
+    })
+    .await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let after = pods.get("kept").await.expect("kept");
+    assert_eq!(after.status.and_then(|s| s.pod_ip).as_deref(), Some(ip.as_str()), "same pod IP");
+    assert_eq!(pods.list(&Default::default()).await.expect("list").items.len(), 2, "no duplicate pods");
+    let finished = pods.get("finished").await.expect("finished");
+    assert_eq!(phase(&finished), "Succeeded", "a completed pod is not run again");
+    let uid = finished.metadata.uid.expect("uid");
+    let runs = std::fs::read_dir(cluster.dir.path().join(format!("agent/pods/default_finished_{uid}/job")))
+        .expect("log dir")
+        .count();
+    assert_eq!(runs, 1, "the completed job ran once");
+}

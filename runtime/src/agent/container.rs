@@ -257,6 +257,7 @@ async fn start_and_wait(
     let (env, preopens) = configure.await.map_err(|e| StartFailure::Config(e.to_string()))?;
     let host = pod.host.clone();
     let image = spec.image.clone();
+    let pulled_in = Instant::now();
     let prepared = tokio::task::spawn_blocking(move || -> Result<(String, Workload), String> {
         let bytes = crate::image::pull(&image).map_err(|e| e.to_string())?;
         host.prepare(&bytes).map_err(|e| e.to_string())
@@ -265,6 +266,17 @@ async fn start_and_wait(
     .map_err(|e| e.to_string())??;
     let (digest, workload) = prepared;
     shared.update(spec.index, |s| s.image_id = digest.clone());
+    pod.event(
+        "Normal",
+        "Pulled",
+        &format!(
+            "Container image \"{}\" ready ({digest}, {}) in {:?}",
+            spec.image,
+            workload.kind(),
+            pulled_in.elapsed()
+        ),
+    )
+    .await;
 
     let log = open_log(pod, spec, shared.restart_count(spec.index)).map_err(|e| format!("opening the log: {e}"))?;
     let config = GuestConfig {
