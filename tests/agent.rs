@@ -444,6 +444,18 @@ async fn a_restarted_agent_re_adopts_its_pods_on_the_same_ips_without_duplicates
     let after = pods.get("kept").await.expect("kept");
     assert_eq!(after.status.and_then(|s| s.pod_ip).as_deref(), Some(ip.as_str()), "same pod IP");
     assert_eq!(pods.list(&Default::default()).await.expect("list").items.len(), 2, "no duplicate pods");
+    // The restarted agent loaded the handler's code from its on-disk compile cache.
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(cluster.client.clone(), "default");
+    let pulled: Vec<String> = events
+        .list(&kube::api::ListParams::default().fields("involvedObject.name=kept,reason=Pulled"))
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter_map(|e| e.message)
+        .collect();
+    assert!(pulled.iter().any(|m| m.contains(", compiled)")), "{pulled:?}");
+    assert!(pulled.iter().any(|m| m.contains(", from the compile cache)")), "{pulled:?}");
     let finished = pods.get("finished").await.expect("finished");
     assert_eq!(phase(&finished), "Succeeded", "a completed pod is not run again");
     let uid = finished.metadata.uid.expect("uid");

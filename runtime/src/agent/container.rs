@@ -15,7 +15,7 @@ use super::config;
 use super::sandbox::{PodContext, Shared};
 use crate::host::command::{self, Outcome};
 use crate::host::http::Handler;
-use crate::host::{GuestConfig, Workload};
+use crate::host::{GuestConfig, Source, Workload};
 
 /// The longest CrashLoopBackOff delay, as in Kubernetes.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -258,21 +258,22 @@ async fn start_and_wait(
     let host = pod.host.clone();
     let image = spec.image.clone();
     let pulled_in = Instant::now();
-    let prepared = tokio::task::spawn_blocking(move || -> Result<(String, Workload), String> {
+    let prepared = tokio::task::spawn_blocking(move || -> Result<(String, Workload, Source), String> {
         let bytes = crate::image::pull(&image).map_err(|e| e.to_string())?;
         host.prepare(&bytes).map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| e.to_string())??;
-    let (digest, workload) = prepared;
+    let (digest, workload, source) = prepared;
     shared.update(spec.index, |s| s.image_id = digest.clone());
     pod.event(
         "Normal",
         "Pulled",
         &format!(
-            "Container image \"{}\" ready ({digest}, {}) in {:?}",
+            "Container image \"{}\" ready ({digest}, {}, {}) in {:?}",
             spec.image,
             workload.kind(),
+            source.describe(),
             pulled_in.elapsed()
         ),
     )

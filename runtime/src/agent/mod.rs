@@ -76,7 +76,8 @@ impl Agent {
         std::fs::create_dir_all(config.data_dir.join("pods"))?;
         let node_api = tokio::net::TcpListener::bind((config.node_ip, config.node_api_port)).await?;
         config.node_api_port = node_api.local_addr()?.port();
-        let host = Host::new(&PoolSize { instances: config.max_pods.clamp(100, 10_000), ..PoolSize::default() })?;
+        let pool = PoolSize { instances: config.max_pods.clamp(100, 10_000), ..PoolSize::default() };
+        let host = Host::new(&pool, Some(config.data_dir.join("compile-cache")))?;
         let pod_cidr = node::register(&client, &config).await?;
         node::renew_lease(&client, &config.node_name).await?;
         let cancel = CancellationToken::new();

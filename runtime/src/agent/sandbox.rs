@@ -42,7 +42,9 @@ impl PodContext {
     pub async fn event(&self, kind: &str, reason: &str, message: &str) {
         let events: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
         let event = serde_json::from_value::<Event>(json!({
-            "metadata": {"generateName": format!("{}.", self.name)},
+            // Named `<pod>.<unique hex>` like Kubernetes' event recorder (a trailing '.' is not a
+            // valid generateName prefix).
+            "metadata": {"name": format!("{}.{:x}", self.name, jiff::Timestamp::now().as_nanosecond())},
             "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": self.namespace,
                                "name": self.name, "uid": self.uid},
             "reason": reason, "message": message, "type": kind,
@@ -53,7 +55,7 @@ impl PodContext {
         match event {
             Ok(event) => {
                 if let Err(e) = events.create(&PostParams::default(), &event).await {
-                    tracing::debug!(error = %e, reason, "posting an event failed");
+                    tracing::warn!(error = %e, reason, "posting an event failed");
                 }
             }
             Err(e) => tracing::debug!(error = %e, "building an event failed"),

@@ -3,6 +3,7 @@
 //! a wasi:http handler (fresh instance per request, see [`http`]), a wasi:cli command or a WASI p1
 //! module (run to completion, see [`command`]).
 
+mod cache;
 pub mod command;
 pub mod http;
 mod state;
@@ -17,6 +18,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, Module, PoolingAlloca
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+pub use cache::Source;
 pub use state::{Guest, GuestConfig, P1Guest};
 
 /// How often the epoch advances; CPU deadlines are counted in these ticks.
@@ -61,6 +63,7 @@ impl Workload {
 pub struct Host {
     engine: Engine,
     compiled: Mutex<HashMap<String, Workload>>,
+    disk: Option<cache::DiskCache>,
 }
 
 /// Sizes of the pooling allocator: hard caps on what can be instantiated at once.
@@ -80,7 +83,8 @@ impl Default for PoolSize {
 
 impl Host {
     /// Builds the engine and starts the epoch ticker thread (it stops when the `Host` is dropped).
-    pub fn new(pool: &PoolSize) -> Result<Arc<Self>, HostError> {
+    /// `cache_dir`, if given, keeps compiled code across restarts.
+    pub fn new(pool: &PoolSize, cache_dir: Option<std::path::PathBuf>) -> Result<Arc<Self>, HostError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         // Reserve only what an instance may use (plus the guard) instead of the default multi-GiB
@@ -96,7 +100,11 @@ impl Host {
         pooling.max_memory_size(pool.max_memory);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
         let engine = Engine::new(&config).map_err(|e| HostError::Engine(format!("{e:#}")))?;
-        let host = Arc::new(Self { engine, compiled: Mutex::new(HashMap::new()) });
+        let disk = match cache_dir {
+            Some(dir) => Some(cache::DiskCache::new(dir, &engine).map_err(|e| HostError::Engine(e.to_string()))?),
+            None => None,
+        };
+        let host = Arc::new(Self { engine, compiled: Mutex::new(HashMap::new()), disk });
         let weak = Arc::downgrade(&host);
         std::thread::Builder::new()
             .name("epoch-ticker".into())
@@ -122,17 +130,17 @@ impl Host {
 
     /// Compiles (or reuses) the binary and links it into a workload. Blocking: call from
     /// `spawn_blocking`.
-    pub fn prepare(&self, bytes: &[u8]) -> Result<(String, Workload), HostError> {
+    pub fn prepare(&self, bytes: &[u8]) -> Result<(String, Workload, Source), HostError> {
         let digest = Self::digest(bytes);
         if let Some(found) = self.compiled.lock().expect("compile cache lock").get(&digest) {
-            return Ok((digest, found.clone()));
+            return Ok((digest, found.clone(), Source::Memory));
         }
-        let workload = self.link(bytes)?;
+        let (workload, source) = self.link(bytes, &digest)?;
         self.compiled.lock().expect("compile cache lock").insert(digest.clone(), workload.clone());
-        Ok((digest, workload))
+        Ok((digest, workload, source))
     }
 
-    fn link(&self, bytes: &[u8]) -> Result<Workload, HostError> {
+    fn link(&self, bytes: &[u8], digest: &str) -> Result<(Workload, Source), HostError> {
         const MAGIC: &[u8] = b"\0asm";
         if bytes.len() < 8 || &bytes[..4] != MAGIC {
             return Err(HostError::NotWasm);
@@ -140,15 +148,34 @@ impl Host {
         let link_err = |e: wasmtime::Error| HostError::Link(format!("{e:#}"));
         // Byte 6 is the layer: 0 for core modules, 1 for components.
         if bytes[6] == 0 {
-            let module = Module::new(&self.engine, bytes).map_err(|e| HostError::Compile(format!("{e:#}")))?;
+            let (module, source) = match self.disk.as_ref().and_then(|d| d.module(&self.engine, digest)) {
+                Some(module) => (module, Source::Disk),
+                None => {
+                    let module = Module::new(&self.engine, bytes).map_err(|e| HostError::Compile(format!("{e:#}")))?;
+                    if let Some(disk) = &self.disk {
+                        disk.store(digest, module.serialize());
+                    }
+                    (module, Source::Compiled)
+                }
+            };
             if module.get_export("_start").is_none() {
                 return Err(HostError::NoEntryPoint);
             }
             let mut linker = wasmtime::Linker::new(&self.engine);
             wasmtime_wasi::p1::add_to_linker_async(&mut linker, |g: &mut P1Guest| &mut g.wasi).map_err(link_err)?;
-            return Ok(Workload::Module(linker.instantiate_pre(&module).map_err(link_err)?));
+            return Ok((Workload::Module(linker.instantiate_pre(&module).map_err(link_err)?), source));
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| HostError::Compile(format!("{e:#}")))?;
+        let (component, source) = match self.disk.as_ref().and_then(|d| d.component(&self.engine, digest)) {
+            Some(component) => (component, Source::Disk),
+            None => {
+                let component =
+                    Component::new(&self.engine, bytes).map_err(|e| HostError::Compile(format!("{e:#}")))?;
+                if let Some(disk) = &self.disk {
+                    disk.store(digest, component.serialize());
+                }
+                (component, Source::Compiled)
+            }
+        };
         let exports: Vec<String> =
             component.component_type().exports(&self.engine).map(|(name, _)| name.to_string()).collect();
         let exports_interface = |prefix: &str| exports.iter().any(|e| e.starts_with(prefix));
@@ -157,13 +184,13 @@ impl Host {
         if exports_interface("wasi:http/incoming-handler") {
             wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link_err)?;
             let pre = linker.instantiate_pre(&component).map_err(link_err)?;
-            return Ok(Workload::Http(ProxyPre::new(pre).map_err(link_err)?));
+            return Ok((Workload::Http(ProxyPre::new(pre).map_err(link_err)?), source));
         }
         if exports_interface("wasi:cli/run") {
             // Commands may also make outgoing HTTP requests.
             wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link_err)?;
             let pre = linker.instantiate_pre(&component).map_err(link_err)?;
-            return Ok(Workload::Command(CommandPre::new(pre).map_err(link_err)?));
+            return Ok((Workload::Command(CommandPre::new(pre).map_err(link_err)?), source));
         }
         Err(HostError::NoEntryPoint)
     }
