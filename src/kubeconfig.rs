@@ -11,19 +11,24 @@ use serde_json::json;
 /// The name of the cluster, user and context in the written kubeconfig.
 pub const CONTEXT: &str = "wasmkube";
 
-/// Writes (atomically, owner-readable only) a kubeconfig for `server`.
-pub fn write(path: &Path, server: &str, ca_pem: &str, token: &str) -> anyhow::Result<()> {
+/// A kubeconfig for `server` trusting `ca_pem`, as `user` with `token`. Built as JSON and decoded
+/// into kube's typed Kubeconfig so it has exactly that schema.
+fn build(server: &str, ca_pem: &str, user: &str, token: &str) -> anyhow::Result<Kubeconfig> {
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    // Built as JSON and decoded into kube's typed Kubeconfig so the file has exactly its schema.
-    let config: Kubeconfig = serde_json::from_value(json!({
+    serde_json::from_value(json!({
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": CONTEXT, "cluster": {"server": server, "certificate-authority-data": ca}}],
-        "users": [{"name": "admin", "user": {"token": token}}],
-        "contexts": [{"name": CONTEXT, "context": {"cluster": CONTEXT, "user": "admin", "namespace": "default"}}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": CONTEXT, "context": {"cluster": CONTEXT, "user": user, "namespace": "default"}}],
         "current-context": CONTEXT,
     }))
-    .context("building the kubeconfig")?;
+    .context("building the kubeconfig")
+}
+
+/// Writes (atomically, owner-readable only) a kubeconfig for `server`.
+pub fn write(path: &Path, server: &str, ca_pem: &str, token: &str) -> anyhow::Result<()> {
+    let config = build(server, ca_pem, "admin", token)?;
     let yaml = serde_yaml_ng::to_string(&config).context("encoding the kubeconfig")?;
     let tmp = path.with_extension("tmp");
     {
@@ -45,14 +50,7 @@ pub fn write(path: &Path, server: &str, ca_pem: &str, token: &str) -> anyhow::Re
 /// A kube client for `server`, trusting `ca_pem` and authenticating with `token`: how `up` and
 /// `agent` reach the API (the same path a remote agent takes).
 pub async fn client(server: &str, ca_pem: &str, token: &str) -> anyhow::Result<kube::Client> {
-    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    let config: Kubeconfig = serde_json::from_value(json!({
-        "clusters": [{"name": CONTEXT, "cluster": {"server": server, "certificate-authority-data": ca}}],
-        "users": [{"name": "agent", "user": {"token": token}}],
-        "contexts": [{"name": CONTEXT, "context": {"cluster": CONTEXT, "user": "agent"}}],
-        "current-context": CONTEXT,
-    }))
-    .context("building the client configuration")?;
+    let config = build(server, ca_pem, "agent", token)?;
     let config = kube::Config::from_custom_kubeconfig(config, &Default::default()).await?;
     Ok(kube::Client::try_from(config)?)
 }

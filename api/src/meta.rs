@@ -17,6 +17,12 @@ pub fn resource_version(object: &Value) -> Option<&str> {
     object.pointer("/metadata/resourceVersion").and_then(Value::as_str)
 }
 
+/// The current time as Kubernetes writes timestamps: RFC 3339, whole seconds, UTC.
+pub fn now_rfc3339() -> String {
+    let now = jiff::Timestamp::now();
+    jiff::Timestamp::from_second(now.as_second()).map(|t| t.to_string()).unwrap_or_else(|_| now.to_string())
+}
+
 /// Renders an age the way kubectl does: `45s`, `3m12s`, `10m`, `5h3m`, `2d4h`, `400d`.
 pub fn human_duration(seconds: i64) -> String {
     let s = seconds.max(0);

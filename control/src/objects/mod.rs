@@ -156,11 +156,7 @@ pub(crate) fn metadata_mut(object: &mut Value) -> Option<&mut serde_json::Map<St
     obj.entry("metadata").or_insert_with(|| json!({})).as_object_mut()
 }
 
-/// The current time as Kubernetes writes timestamps (RFC 3339, whole seconds, UTC).
-pub(crate) fn now_rfc3339() -> String {
-    let now = jiff::Timestamp::now();
-    jiff::Timestamp::from_second(now.as_second()).map(|t| t.to_string()).unwrap_or_else(|_| now.to_string())
-}
+pub(crate) use wasmkube_api::meta::now_rfc3339;
 
 /// Parses a `resourceVersion` string as a revision.
 pub(crate) fn parse_revision(rv: &str) -> Result<Revision, ApiError> {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+pub use wasmkube_api::meta::now_rfc3339 as now;
 use wasmtime_wasi::cli::OutputFile;
 
 use super::config;
@@ -85,11 +86,6 @@ impl Status {
             "started": started,
         })
     }
-}
-
-pub fn now() -> String {
-    let now = jiff::Timestamp::now();
-    jiff::Timestamp::from_second(now.as_second()).unwrap_or(now).to_string()
 }
 
 /// What a container is configured with (from the pod spec).

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+use wasmkube_api::meta::now_rfc3339 as now;
 
 use super::AgentConfig;
 
@@ -15,11 +16,6 @@ use super::AgentConfig;
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
 /// The Lease duration the node controller judges liveness by.
 const LEASE_SECONDS: i32 = 40;
-
-fn now() -> String {
-    let now = jiff::Timestamp::now();
-    jiff::Timestamp::from_second(now.as_second()).unwrap_or(now).to_string()
-}
 
 fn total_memory_kib() -> u64 {
     std::fs::read_to_string("/proc/meminfo")

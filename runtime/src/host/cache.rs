@@ -54,30 +54,35 @@ impl DiskCache {
 
     /// The cached component for `digest`, if any. A file that does not load is removed.
     pub fn component(&self, engine: &Engine, digest: &str) -> Option<Component> {
-        let path = self.path(digest);
-        if !path.exists() {
-            return None;
-        }
         // SAFETY: `deserialize_file` trusts that the file holds code wasmtime produced for a
         // compatible engine. This file was written by `store` below, from `serialize()` of an
         // engine whose compatibility fingerprint is in the file name, into the agent's own data
         // directory; wasmtime additionally checks its header and version and refuses mismatches.
         #[allow(unsafe_code)]
-        let loaded = unsafe { Component::deserialize_file(engine, &path) };
-        discard_on_error(loaded, &path)
+        self.load(digest, |path| unsafe { Component::deserialize_file(engine, path) })
     }
 
     /// The cached core module for `digest`, if any (see [`DiskCache::component`]).
     pub fn module(&self, engine: &Engine, digest: &str) -> Option<Module> {
+        // SAFETY: as for components above: written only by `store`, fingerprint-matched,
+        // header- and version-checked by wasmtime.
+        #[allow(unsafe_code)]
+        self.load(digest, |path| unsafe { Module::deserialize_file(engine, path) })
+    }
+
+    fn load<T>(&self, digest: &str, deserialize: impl FnOnce(&Path) -> wasmtime::Result<T>) -> Option<T> {
         let path = self.path(digest);
         if !path.exists() {
             return None;
         }
-        // SAFETY: as for components above: written only by `store`, fingerprint-matched,
-        // header- and version-checked by wasmtime.
-        #[allow(unsafe_code)]
-        let loaded = unsafe { Module::deserialize_file(engine, &path) };
-        discard_on_error(loaded, &path)
+        match deserialize(&path) {
+            Ok(code) => Some(code),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), path = %path.display(), "discarding an unusable compile cache entry");
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+        }
     }
 
     /// Writes serialized code for `digest` (best effort: a failure only costs a recompile).
@@ -90,17 +95,6 @@ impl DiskCache {
         });
         if let Err(e) = written {
             tracing::warn!(error = %e, path = %path.display(), "writing the compile cache failed");
-        }
-    }
-}
-
-fn discard_on_error<T>(loaded: wasmtime::Result<T>, path: &Path) -> Option<T> {
-    match loaded {
-        Ok(code) => Some(code),
-        Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), path = %path.display(), "discarding an unusable compile cache entry");
-            let _ = std::fs::remove_file(path);
-            None
         }
     }
 }
