@@ -82,6 +82,21 @@ struct NodeArgs {
     /// Port of the node API (pod logs for the API server) on the node IP; 0 picks a free one.
     #[arg(long, default_value_t = 10250)]
     node_api_port: u16,
+
+    /// Size at which a container's log file is rotated, as a quantity (`10Mi`, `512Ki`); a
+    /// container keeps its current and previous runs' logs, at most two files each.
+    #[arg(long, default_value = "10Mi", value_parser = parse_log_size)]
+    container_log_max_size: u64,
+}
+
+/// A log file size: a Kubernetes quantity of at least 1 KiB (smaller would rotate every line).
+fn parse_log_size(text: &str) -> Result<u64, String> {
+    let bytes = wasmkube_runtime::agent::container::parse_quantity(text)
+        .ok_or_else(|| format!("{text:?} is not a quantity such as 10Mi"))?;
+    if bytes < 1024 {
+        return Err(format!("{text:?} is less than 1Ki"));
+    }
+    Ok(bytes as u64)
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +140,11 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `exec` exits with the remote command's code, as kubectl does.
+        Err(ref e) if let Some(wasmkube_cli::Error::Exit { code, message }) = e.downcast_ref() => {
+            eprintln!("{message}");
+            ExitCode::from(u8::try_from(*code).unwrap_or(1).max(1))
+        }
         Err(e) => {
             eprintln!("{e:#}");
             ExitCode::FAILURE
@@ -156,7 +176,7 @@ async fn serve(args: ServerArgs, node: Option<NodeArgs>, global: &ClientOptions)
     let agent = match node {
         Some(node) => {
             let client = kubeconfig::client(&url, &control.pki.ca_pem, &control.pki.admin_token).await?;
-            Some(start_agent(client, &control.pki.admin_token, node, &data_dir).await?)
+            Some(start_agent(client, &url, &control.pki.admin_token, node, &data_dir).await?)
         }
         None => None,
     };
@@ -174,6 +194,7 @@ async fn serve(args: ServerArgs, node: Option<NodeArgs>, global: &ClientOptions)
 
 async fn start_agent(
     client: kube::Client,
+    server: &str,
     token: &str,
     node: NodeArgs,
     data_dir: &std::path::Path,
@@ -182,7 +203,9 @@ async fn start_agent(
     let mut config = AgentConfig::new(name, node.node_ip, data_dir.join("agent"));
     config.backoff_base = Duration::from_secs(node.backoff_base.max(1));
     config.node_api_port = node.node_api_port;
+    config.container_log_max_bytes = node.container_log_max_size;
     config.api_token = token.to_string();
+    config.server_authority = server.parse::<http::Uri>().ok().and_then(|u| u.authority().map(|a| a.to_string()));
     Agent::start(client, config).await
 }
 
@@ -197,7 +220,7 @@ async fn agent(args: AgentArgs, global: &ClientOptions) -> anyhow::Result<()> {
     let token = std::fs::read_to_string(&args.token_file)
         .with_context(|| format!("reading the token {}", args.token_file.display()))?;
     let client = kubeconfig::client(&args.server, &ca, token.trim()).await?;
-    let agent = start_agent(client, token.trim(), args.node, &data_dir).await?;
+    let agent = start_agent(client, &args.server, token.trim(), args.node, &data_dir).await?;
     println!("ready: node={} podCIDR={}", agent.node_name, agent.pod_cidr);
     shutdown_signal().await;
     agent.shutdown();

@@ -7,21 +7,29 @@ mod support;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, DeleteParams, PostParams};
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{Value, json};
 use support::{TestCluster, eventually, sample};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wasmkube_cli::push;
 use wasmkube_runtime::agent::{Agent, AgentConfig};
 
 const NODE: &str = "node-a";
 
 async fn cluster_with_agent() -> (TestCluster, Agent) {
+    cluster_with_agent_tuned(|_| {}).await
+}
+
+/// A cluster whose agent's configuration `tune` adjusts first.
+async fn cluster_with_agent_tuned(tune: impl FnOnce(&mut AgentConfig)) -> (TestCluster, Agent) {
     let cluster = TestCluster::start().await;
     let mut config = AgentConfig::new(NODE, "127.0.0.1".parse().expect("ip"), cluster.dir.path().join("agent"));
     config.backoff_base = Duration::from_millis(200);
     config.node_api_port = 0;
     config.api_token = cluster.control.pki.admin_token.clone();
+    config.server_authority = Some(cluster.url().trim_start_matches("https://").to_string());
+    tune(&mut config);
     let agent = Agent::start(cluster.client.clone(), config).await.expect("agent starts");
     (cluster, agent)
 }
@@ -71,7 +79,8 @@ async fn a_handler_pod_runs_ready_on_its_pod_ip_and_serves_requests() {
     let nodes: Api<Node> = Api::all(cluster.client.clone());
     let node = nodes.get(NODE).await.expect("the agent registered its node");
     let cidr = node.spec.and_then(|s| s.pod_cidr).expect("a pod CIDR was assigned");
-    assert!(cidr.starts_with("127.64."), "{cidr}");
+    let prefix = cidr.split('.').take(2).collect::<Vec<_>>().join(".") + ".";
+    assert!(cidr.starts_with("127.") && cidr.ends_with("/18"), "{cidr}");
     let ready = node.status.and_then(|s| s.conditions).unwrap_or_default().into_iter().find(|c| c.type_ == "Ready");
     assert_eq!(ready.map(|c| c.status).as_deref(), Some("True"));
     let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), "kube-node-lease");
@@ -87,7 +96,7 @@ async fn a_handler_pod_runs_ready_on_its_pod_ip_and_serves_requests() {
     .await;
     let status = running.status.clone().expect("status");
     let ip = status.pod_ip.clone().expect("podIP");
-    assert!(ip.starts_with("127.64."), "{ip}");
+    assert!(ip.starts_with(&prefix), "{ip} is in the node's {cidr}");
     assert_eq!(status.host_ip.as_deref(), Some("127.0.0.1"));
     assert!(status.start_time.is_some());
     let conditions: Vec<(String, String)> =
@@ -115,10 +124,7 @@ async fn a_command_runs_to_completion_and_its_output_is_logged() {
     let cs = container_status(&done);
     assert_eq!(cs["state"]["terminated"]["exitCode"], 0, "{cs}");
     assert_eq!(cs["state"]["terminated"]["reason"], "Completed", "{cs}");
-    let uid = done.metadata.uid.expect("uid");
-    let log = cluster.dir.path().join(format!("agent/pods/default_primes_{uid}/job/0.log"));
-    let text = std::fs::read_to_string(&log).expect("the container's log file");
-    assert_eq!(text, "primes below 1000: 168\n");
+    assert_eq!(log_of(&cluster, &done, "job", 0), "primes below 1000: 168\n");
 
     let bad_args = json!([{"name": "job", "image": image("job"), "args": ["lots"]}]);
     pods.create(&PostParams::default(), &pod("bad-args", "Never", bad_args)).await.expect("create");
@@ -151,25 +157,101 @@ async fn a_crashing_container_is_restarted_with_backoff() {
 }
 
 #[tokio::test]
-async fn bad_images_give_clear_reasons() {
+async fn an_invalid_binary_is_a_terminated_start_error() {
     let (cluster, _agent) = cluster_with_agent().await;
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
     let junk = cluster.dir.path().join("junk.wasm");
     std::fs::write(&junk, b"this is not wasm").expect("write junk");
+    let containers = json!([{"name": "app", "image": format!("file://{}", junk.display())}]);
+    pods.create(&PostParams::default(), &pod("junk", "Never", containers)).await.expect("create");
+    let failed = wait_for(&pods, "junk", "a failed start", |p| phase(p) == "Failed").await;
+    let terminated = container_status(&failed)["state"]["terminated"].clone();
+    assert_eq!(terminated["reason"], "StartError", "{terminated}");
+    assert!(terminated["message"].as_str().unwrap_or("").contains("not a WebAssembly binary"), "{terminated}");
+}
+
+/// The waiting reason and message of a pod's first container.
+fn waiting(p: &Pod) -> (String, String) {
+    let w = &container_status(p)["state"]["waiting"];
+    (w["reason"].as_str().unwrap_or("").to_string(), w["message"].as_str().unwrap_or("").to_string())
+}
+
+#[tokio::test]
+async fn images_that_cannot_be_pulled_back_off_with_clear_reasons_until_they_can() {
+    let (cluster, _agent) = cluster_with_agent().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
     let cases = [
-        ("junk", format!("file://{}", junk.display()), "not a WebAssembly binary"),
-        ("missing", "file:///nonexistent/app.wasm".to_string(), "/nonexistent/app.wasm"),
+        ("missing-file", "file:///nonexistent/app.wasm", "/nonexistent/app.wasm"),
+        ("not-pushed", "later:v1", "not found in the cluster registry"),
+        ("elsewhere", "ghcr.io/someone/app:1", "not the cluster registry"),
     ];
-    for (name, image, _) in &cases {
-        let containers = json!([{"name": "app", "image": image}]);
-        pods.create(&PostParams::default(), &pod(name, "Never", containers)).await.expect("create");
+    for (name, image, _) in cases {
+        let containers = json!([{"name": "app", "image": image, "ports": [{"containerPort": 8080}]}]);
+        pods.create(&PostParams::default(), &pod(name, "Always", containers)).await.expect("create");
     }
     for (name, _, needle) in cases {
-        let failed = wait_for(&pods, name, "a failed start", |p| phase(p) == "Failed").await;
-        let terminated = container_status(&failed)["state"]["terminated"].clone();
-        assert_eq!(terminated["reason"], "StartError", "{terminated}");
-        assert!(terminated["message"].as_str().unwrap_or("").contains(needle), "{name}: {terminated}");
+        let seen = wait_for(&pods, name, "ErrImagePull", |p| waiting(p).0 == "ErrImagePull").await;
+        assert!(waiting(&seen).1.contains(needle), "{name}: {:?}", waiting(&seen));
+        assert_eq!(phase(&seen), "Pending");
+        let backing_off = wait_for(&pods, name, "ImagePullBackOff", |p| waiting(p).0 == "ImagePullBackOff").await;
+        assert!(waiting(&backing_off).1.contains("Back-off pulling image"), "{:?}", waiting(&backing_off));
     }
+    let events: Api<Event> = Api::namespaced(cluster.client.clone(), "default");
+    let messages: Vec<String> = events
+        .list(&ListParams::default().fields("involvedObject.name=not-pushed"))
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .map(|e| format!("{} {}", e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect();
+    for want in [
+        "Pulling Pulling image \"later:v1\"",
+        "Failed Failed to pull image \"later:v1\"",
+        "BackOff Back-off pulling image",
+    ] {
+        assert!(messages.iter().any(|m| m.starts_with(want)), "no {want:?} in {messages:?}");
+    }
+
+    // Once the image is pushed, the next attempt pulls it and the pod runs.
+    let wasm = std::fs::read(sample("hello")).expect("hello.wasm");
+    let pushed = push::push(&cluster.client, &wasm, &push::pushable("later:v1").expect("ref")).await.expect("push");
+    let running = wait_for(&pods, "not-pushed", "Running after the push", |p| phase(p) == "Running").await;
+    assert_eq!(container_status(&running)["imageID"], pushed.pinned);
+}
+
+#[tokio::test]
+async fn pods_run_images_pulled_from_the_cluster_registry_by_tag_and_by_digest() {
+    let (cluster, _agent) = cluster_with_agent().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let wasm = std::fs::read(sample("hello")).expect("hello.wasm");
+    let pushed = push::push(&cluster.client, &wasm, &push::pushable("hello:v1").expect("ref")).await.expect("push");
+    // The API server's own host:port names the cluster registry too.
+    let authority = cluster.url().trim_start_matches("https://").to_string();
+    let images = [
+        ("by-tag", "hello:v1".to_string()),
+        ("by-digest", pushed.pinned.clone()),
+        ("by-host", format!("{authority}/hello:v1")),
+    ];
+    for (name, image) in images.clone() {
+        let containers = json!([{"name": "hello", "image": image, "ports": [{"containerPort": 8080}]}]);
+        pods.create(&PostParams::default(), &pod(name, "Always", containers)).await.expect("create");
+    }
+    for (name, _) in images {
+        let ready = wait_for(&pods, name, "Running", |p| phase(p) == "Running").await;
+        let status = container_status(&ready);
+        assert_eq!(status["imageID"], pushed.pinned, "{name}");
+        let ip = ready.status.as_ref().and_then(|s| s.pod_ip.clone()).expect("pod IP");
+        let body = eventually(Duration::from_secs(10), "an answer", || {
+            let addr = format!("{ip}:8080");
+            async move { Some(http_get(&addr).await).filter(|b| b.contains("version=")) }
+        })
+        .await;
+        assert!(body.contains(&format!("pod={name}")) || body.contains("pod=unknown"), "{body}");
+    }
+    // The node keeps verified blobs: the agent's image cache holds the layer.
+    let layer = wasmkube_api::oci::digest_of(&wasm);
+    assert!(cluster.dir.path().join("agent/images/sha256").join(&layer[7..]).exists());
 }
 
 #[tokio::test]
@@ -192,12 +274,32 @@ async fn deleting_a_pod_stops_it_and_the_agent_finishes_the_deletion() {
     );
 }
 
-/// The text of a container's log for one run (restart count).
-fn log_of(cluster: &TestCluster, pod: &Pod, container: &str, run: u32) -> String {
+/// A container's log directory on the node.
+fn log_dir(cluster: &TestCluster, pod: &Pod, container: &str) -> std::path::PathBuf {
     let uid = pod.metadata.uid.clone().expect("uid");
     let name = pod.metadata.name.clone().expect("name");
-    let path = cluster.dir.path().join(format!("agent/pods/default_{name}_{uid}/{container}/{run}.log"));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    cluster.dir.path().join(format!("agent/pods/default_{name}_{uid}/{container}"))
+}
+
+/// The text of a container's log for one run (restart count), read from its CRI log file
+/// (`<time> <stream> <P|F> <text>` lines, each checked, prefixes stripped, fragments joined).
+fn log_of(cluster: &TestCluster, pod: &Pod, container: &str, run: u32) -> String {
+    let path = log_dir(cluster, pod, container).join(format!("{run}.log"));
+    let raw = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let mut text = String::new();
+    for record in raw.lines() {
+        let parts: Vec<&str> = record.splitn(4, ' ').collect();
+        let [time, stream, tag, line] = parts.as_slice() else { panic!("not a CRI log record: {record:?}") };
+        assert!(time.parse::<jiff::Timestamp>().is_ok(), "{record:?}");
+        assert!(matches!(*stream, "stdout" | "stderr"), "{record:?}");
+        text.push_str(line);
+        match *tag {
+            "F" => text.push('\n'),
+            "P" => {}
+            _ => panic!("bad tag in {record:?}"),
+        }
+    }
+    text
 }
 
 #[tokio::test]
@@ -405,6 +507,117 @@ async fn logs_are_served_through_the_api_with_tail_previous_and_follow() {
 }
 
 #[tokio::test]
+async fn logs_carry_timestamps_on_request_and_since_drops_older_lines() {
+    use kube::api::LogParams;
+    let (cluster, _agent) = cluster_with_agent().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let containers = json!([{"name": "talk", "image": image("inspect"),
+        "args": ["echo:early", "sleep:4000", "echo:late", "sleep:600000"]}]);
+    pods.create(&PostParams::default(), &pod("talker", "Never", containers)).await.expect("create");
+    let logs = |params: LogParams| {
+        let pods = pods.clone();
+        async move { pods.logs("talker", &params).await.unwrap_or_default() }
+    };
+    // Asked for as soon as `late` is there, so it is at most a moment old; `early` is 4 s older.
+    eventually(Duration::from_secs(60), "both lines", || async {
+        (logs(LogParams::default()).await == "early\nlate\n").then_some(())
+    })
+    .await;
+    let recent = logs(LogParams { since_seconds: Some(3), ..LogParams::default() }).await;
+    assert_eq!(recent, "late\n", "sinceSeconds=3 drops the line from 4 s before");
+
+    let stamped = logs(LogParams { timestamps: true, ..LogParams::default() }).await;
+    let times: Vec<jiff::Timestamp> = stamped
+        .lines()
+        .map(|l| {
+            let (time, text) = l.split_once(' ').unwrap_or_else(|| panic!("no timestamp in {l:?}"));
+            assert!(matches!(text, "early" | "late"), "{l:?}");
+            time.parse().unwrap_or_else(|e| panic!("{time:?} is not RFC 3339: {e}"))
+        })
+        .collect();
+    assert_eq!(times.len(), 2, "{stamped}");
+    let apart = times[1].duration_since(times[0]);
+    assert!(apart >= jiff::SignedDuration::from_millis(3900), "written about 4 s apart: {stamped}");
+    let age = jiff::Timestamp::now().duration_since(times[1]);
+    assert!(age < jiff::SignedDuration::from_secs(60), "stamped when written: {stamped}");
+    for line in logs(LogParams::default()).await.lines() {
+        assert!(line.split_once(' ').is_none_or(|(t, _)| t.parse::<jiff::Timestamp>().is_err()), "{line:?}");
+    }
+    // sinceTime: between the two lines (kube-rs sends whole seconds).
+    let between = times[0].checked_add(jiff::SignedDuration::from_millis(1500)).expect("time");
+    let since = logs(LogParams { since_time: Some(between), ..LogParams::default() }).await;
+    assert_eq!(since, "late\n");
+}
+
+#[tokio::test]
+async fn logs_of_a_flood_are_capped_by_rotation_and_their_tail_is_still_served() {
+    use kube::api::LogParams;
+    const CAP: u64 = 64 << 10;
+    let (cluster, _agent) = cluster_with_agent_tuned(|config| config.container_log_max_bytes = CAP).await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    // 20000 lines of 100 bytes, about 2.8 MB on disk with their prefixes, then a failure: restarted
+    // again and again, each run flooding anew.
+    let containers = json!([{"name": "flood", "image": image("inspect"), "args": ["spam:20000", "exit:1"]}]);
+    pods.create(&PostParams::default(), &pod("flood", "Always", containers)).await.expect("create");
+    // Three restarts: run 2 has started, and deleted run 0's logs.
+    let restarted =
+        wait_for(&pods, "flood", "three restarts", |p| container_status(p)["restartCount"].as_i64().unwrap_or(0) >= 3)
+            .await;
+    let dir = log_dir(&cluster, &restarted, "flood");
+    let files: Vec<(String, u64)> = std::fs::read_dir(&dir)
+        .expect("log dir")
+        .filter_map(Result::ok)
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().map(|m| m.len()).unwrap_or(0)))
+        .collect();
+    let total: u64 = files.iter().map(|(_, len)| len).sum();
+    assert!(total <= 4 * CAP, "{total} bytes on disk, over 4 × {CAP}: {files:?}");
+    let runs: std::collections::BTreeSet<u32> =
+        files.iter().filter_map(|(name, _)| name.split('.').next()?.parse().ok()).collect();
+    let newest = runs.last().copied().unwrap_or(0);
+    assert!(runs.iter().all(|r| *r + 1 >= newest) && !runs.contains(&0), "only the last two runs: {files:?}");
+
+    let last = pods
+        .logs("flood", &LogParams { previous: true, tail_lines: Some(2), ..LogParams::default() })
+        .await
+        .expect("tail of the previous run");
+    let x = "x".repeat(85);
+    assert_eq!(last, format!("spam 00019998 {x}\nspam 00019999 {x}\n"));
+    // The whole kept part of a run reads on from the rotated file into the current one, no line lost.
+    let kept = pods.logs("flood", &LogParams { previous: true, ..LogParams::default() }).await.expect("previous");
+    let numbers: Vec<u32> =
+        kept.lines().map(|l| l.get(5..13).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{l:?}"))).collect();
+    assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "consecutive lines");
+    assert_eq!(numbers.last(), Some(&19999));
+    // A record is 140 bytes (a 40-byte prefix, 100 of text): more than a file holds means both are read.
+    assert!(numbers.len() > CAP as usize / 140, "the rotated file and the current one: {}", numbers.len());
+}
+
+#[tokio::test]
+async fn following_the_logs_of_a_command_that_is_not_restarted_ends_when_it_exits() {
+    use futures::{AsyncBufReadExt, TryStreamExt};
+    use kube::api::LogParams;
+    let (cluster, _agent) = cluster_with_agent().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let containers =
+        json!([{"name": "job", "image": image("inspect"), "args": ["echo:first", "sleep:1500", "echo:second"]}]);
+    pods.create(&PostParams::default(), &pod("once", "Never", containers)).await.expect("create");
+    wait_for(&pods, "once", "once running", |p| container_status(p)["state"]["running"].is_object()).await;
+    let stream = pods.log_stream("once", &LogParams { follow: true, ..LogParams::default() }).await.expect("follow");
+    let followed: Vec<String> = tokio::time::timeout(Duration::from_secs(30), stream.lines().try_collect())
+        .await
+        .expect("the followed stream ends when the command exits")
+        .expect("lines");
+    assert_eq!(followed, ["first", "second"]);
+    let done = pods.get("once").await.expect("pod");
+    assert_eq!(container_status(&done)["restartCount"], 0);
+    // Following a run that is already over answers at once.
+    let stream = pods.log_stream("once", &LogParams { follow: true, ..LogParams::default() }).await.expect("follow");
+    let again: Vec<String> =
+        tokio::time::timeout(Duration::from_secs(5), stream.lines().try_collect()).await.expect("ends").expect("lines");
+    assert_eq!(again, ["first", "second"]);
+}
+
+#[tokio::test]
 async fn a_restarted_agent_re_adopts_its_pods_on_the_same_ips_without_duplicates() {
     let cluster = TestCluster::start().await;
     let config = || {
@@ -461,6 +674,292 @@ async fn a_restarted_agent_re_adopts_its_pods_on_the_same_ips_without_duplicates
     let uid = finished.metadata.uid.expect("uid");
     let runs = std::fs::read_dir(cluster.dir.path().join(format!("agent/pods/default_finished_{uid}/job")))
         .expect("log dir")
+        .filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".log")))
         .count();
     assert_eq!(runs, 1, "the completed job ran once");
+}
+
+/// The messages of the events with `reason` about pod `name`.
+async fn events(cluster: &TestCluster, name: &str, reason: &str) -> Vec<String> {
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(cluster.client.clone(), "default");
+    let fields = format!("involvedObject.name={name},reason={reason}");
+    let listed = events.list(&kube::api::ListParams::default().fields(&fields)).await.expect("events");
+    listed.items.into_iter().filter_map(|e| e.message).collect()
+}
+
+/// Waits until an event with `reason` about pod `name` says `needle`.
+async fn wait_for_event(cluster: &TestCluster, name: &str, reason: &str, needle: &str) -> Vec<String> {
+    eventually(Duration::from_secs(30), &format!("a {reason} event on {name} saying {needle:?}"), || async {
+        let found = events(cluster, name, reason).await;
+        found.iter().any(|m| m.contains(needle)).then_some(found)
+    })
+    .await
+}
+
+fn ready_condition(p: &Pod) -> String {
+    let conditions = p.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    conditions.into_iter().find(|c| c.type_ == "Ready").map(|c| c.status).unwrap_or_default()
+}
+
+// The probe tests use ports of their own: every test cluster hands out the same pod IPs, and tests
+// run concurrently in one process.
+
+#[tokio::test]
+async fn a_failing_liveness_probe_kills_the_container_and_it_is_restarted() {
+    let (cluster, _agent) = cluster_with_agent().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let containers = json!([{"name": "flaky", "image": image("flaky"), "ports": [{"containerPort": 18081}],
+        "livenessProbe": {"httpGet": {"path": "/fail", "port": 18081}, "periodSeconds": 1, "failureThreshold": 1}}]);
+    pods.create(&PostParams::default(), &pod("doomed-liveness", "Always", containers)).await.expect("create");
+    let restarted = wait_for(&pods, "doomed-liveness", "a restart after a liveness kill", |p| {
+        container_status(p)["restartCount"].as_i64().unwrap_or(0) >= 2
+    })
+    .await;
+    let last = container_status(&restarted)["lastState"]["terminated"].clone();
+    assert_eq!((last["exitCode"].clone(), last["reason"].clone()), (json!(137), json!("Error")), "{last}");
+    assert_eq!(last["message"], "liveness probe failed: HTTP probe failed with statuscode: 500", "{last}");
+    assert_eq!(phase(&restarted), "Running");
+    let unhealthy = wait_for_event(&cluster, "doomed-liveness", "Unhealthy", "Liveness probe failed").await;
+    assert!(unhealthy.contains(&"Liveness probe failed: HTTP probe failed with statuscode: 500".to_string()));
+    let killing = events(&cluster, "doomed-liveness", "Killing").await;
+    assert!(killing.contains(&"Container flaky failed liveness probe, will be restarted".to_string()), "{killing:?}");
+    let created = events(&cluster, "doomed-liveness", "Created").await;
+    assert!(created.contains(&"Created container flaky".to_string()), "{created:?}");
+}
+
+#[tokio::test]
+async fn a_readiness_probe_takes_the_pod_in_and_out_of_ready() {
+    let (cluster, _agent) = cluster_with_agent().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let containers = json!([{"name": "flaky", "image": image("flaky"),
+        "ports": [{"name": "http", "containerPort": 18082}],
+        "env": [{"name": "FLAKY_PERIOD_SECONDS", "value": "2"}],
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 1, "failureThreshold": 1}}]);
+    pods.create(&PostParams::default(), &pod("flapping", "Always", containers)).await.expect("create");
+    let ready = wait_for(&pods, "flapping", "flapping Ready", |p| ready_condition(p) == "True").await;
+    assert_eq!(container_status(&ready)["ready"], true);
+    let unready = wait_for(&pods, "flapping", "flapping no longer Ready", |p| ready_condition(p) == "False").await;
+    let cs = container_status(&unready);
+    assert_eq!(cs["ready"], false, "{cs}");
+    assert!(cs["state"]["running"].is_object(), "not ready, yet still running: {cs}");
+    assert_eq!(cs["restartCount"], 0, "readiness never restarts: {cs}");
+    wait_for(&pods, "flapping", "flapping Ready again", |p| ready_condition(p) == "True").await;
+    wait_for_event(&cluster, "flapping", "Unhealthy", "Readiness probe failed: HTTP probe failed with statuscode: 503")
+        .await;
+
+    // Deleting it stops its container, and says so.
+    pods.delete("flapping", &DeleteParams::default()).await.expect("delete");
+    wait_for_event(&cluster, "flapping", "Killing", "Stopping container flaky").await;
+}
+
+#[tokio::test]
+async fn tcp_socket_probes_pass_on_a_listening_port_and_fail_on_a_closed_one() {
+    let (cluster, _agent) = cluster_with_agent().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let probed = |listen: u16, port: Value| {
+        json!([{"name": "hello", "image": image("hello"), "ports": [{"name": "http", "containerPort": listen}],
+            "readinessProbe": {"tcpSocket": {"port": port}, "periodSeconds": 1}}])
+    };
+    // One probes its own named port; the other a port nothing listens on.
+    let cases = [("tcp-open", probed(18083, json!("http"))), ("tcp-closed", probed(18084, json!(18085)))];
+    for (name, containers) in cases {
+        pods.create(&PostParams::default(), &pod(name, "Always", containers)).await.expect("create");
+    }
+    let open = wait_for(&pods, "tcp-open", "tcp-open Ready", |p| ready_condition(p) == "True").await;
+    assert_eq!(container_status(&open)["ready"], true);
+    wait_for_event(&cluster, "tcp-closed", "Unhealthy", "Readiness probe failed: dial tcp").await;
+    let closed = pods.get("tcp-closed").await.expect("tcp-closed");
+    assert_eq!((phase(&closed), ready_condition(&closed).as_str()), ("Running", "False"));
+    assert_eq!(container_status(&closed)["ready"], false);
+}
+
+#[tokio::test]
+async fn exec_probes_run_the_command_again_with_the_probe_arguments() {
+    let (cluster, _agent) = cluster_with_agent().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let mount = json!([{"name": "scratch", "mountPath": "/data"}]);
+    let with_probe = |name: &str, kind: &str, needed: &str| {
+        let mut spec = pod(
+            name,
+            "Always",
+            json!([{"name": "show", "image": image("inspect"), "volumeMounts": mount,
+                "args": ["write:/data/ready=yes", "sleep:600000"],
+                kind: {"exec": {"command": [format!("need:{needed}")]}, "periodSeconds": 1, "failureThreshold": 1}}]),
+        );
+        spec.spec.as_mut().expect("spec").volumes =
+            serde_json::from_value(json!([{"name": "scratch", "emptyDir": {}}])).expect("volumes");
+        spec
+    };
+    // The probe sees the container's volume: the file the container wrote makes it ready.
+    pods.create(&PostParams::default(), &with_probe("exec-ready", "readinessProbe", "/data/ready"))
+        .await
+        .expect("create");
+    pods.create(&PostParams::default(), &with_probe("exec-dead", "livenessProbe", "/data/missing"))
+        .await
+        .expect("create");
+    let handler = json!([{"name": "hello", "image": image("hello"), "ports": [{"containerPort": 18086}],
+        "livenessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1, "failureThreshold": 1}}]);
+    pods.create(&PostParams::default(), &pod("exec-handler", "Always", handler)).await.expect("create");
+
+    wait_for(&pods, "exec-ready", "exec-ready Ready", |p| ready_condition(p) == "True").await;
+    let dead = wait_for(&pods, "exec-dead", "a liveness kill", |p| {
+        container_status(p)["lastState"]["terminated"]["exitCode"] == 137
+    })
+    .await;
+    let message = container_status(&dead)["lastState"]["terminated"]["message"].clone();
+    assert_eq!(message, "liveness probe failed: command \"need:/data/missing\" exited with code 1");
+    let handler = wait_for(&pods, "exec-handler", "a liveness kill", |p| {
+        container_status(p)["lastState"]["terminated"]["exitCode"] == 137
+    })
+    .await;
+    let message = container_status(&handler)["lastState"]["terminated"]["message"].clone();
+    assert_eq!(message, "liveness probe failed: the component does not export wasi:cli/run");
+}
+
+#[tokio::test]
+async fn exec_runs_the_component_as_a_command_in_the_pods_sandbox_with_stdio_and_exit_codes() {
+    let (cluster, _agent) = cluster_with_agent().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let containers = json!([
+        {"name": "shell", "image": image("inspect"), "args": ["sleep:600000"],
+         "env": [{"name": "FOO", "value": "bar"}], "volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+        {"name": "hello", "image": image("hello"), "ports": [{"containerPort": 18090}]},
+    ]);
+    let mut spec = pod("box", "Always", containers);
+    spec.spec.as_mut().expect("spec").volumes =
+        Some(serde_json::from_value(json!([{"name": "data", "emptyDir": {}}])).expect("volumes"));
+    pods.create(&PostParams::default(), &spec).await.expect("create");
+    wait_for(&pods, "box", "Running", |p| phase(p) == "Running").await;
+
+    let exec_in = |words: &'static [&'static str], stdin: Option<&'static str>| {
+        let pods = pods.clone();
+        async move {
+            use kube::api::AttachParams;
+            let params = AttachParams::default().container("shell").stdin(stdin.is_some()).stdout(true).stderr(true);
+            let mut process = pods.exec("box", words.to_vec(), &params).await.expect("exec starts");
+            if let (Some(mut input), Some(text)) = (process.stdin(), stdin) {
+                input.write_all(text.as_bytes()).await.expect("write stdin");
+                input.shutdown().await.expect("close stdin");
+            }
+            let status = process.take_status().expect("a status channel");
+            let (mut out, mut err) = (String::new(), String::new());
+            let (mut stdout, mut stderr) = (process.stdout().expect("stdout"), process.stderr().expect("stderr"));
+            let (a, b) = tokio::join!(stdout.read_to_string(&mut out), stderr.read_to_string(&mut err));
+            a.expect("stdout");
+            b.expect("stderr");
+            (out, err, status.await)
+        }
+    };
+    let (out, _, status) = exec_in(&["env"], None).await;
+    assert!(out.lines().any(|l| l == "FOO=bar"), "the container's env: {out}");
+    assert_eq!(status.and_then(|s| s.status).as_deref(), Some("Success"));
+    // The same volumes: a file written by one exec is read by the next.
+    exec_in(&["write:/data/note=shared"], None).await;
+    let (out, _, _) = exec_in(&["cat:/data/note"], None).await;
+    assert_eq!(out, "/data/note: shared\n");
+    let (out, _, _) = exec_in(&["upper"], Some("through stdin\n")).await;
+    assert_eq!(out, "THROUGH STDIN\n");
+    let (_, err, status) = exec_in(&["warn:going down", "exit:3"], None).await;
+    assert_eq!(err, "going down\n");
+    let status = status.expect("a failure status");
+    assert_eq!(status.reason.as_deref(), Some("NonZeroExitCode"));
+    let cause = status.details.and_then(|d| d.causes).and_then(|c| c.into_iter().next()).expect("a cause");
+    // wasi:cli/exit (WASI 0.2) carries only success or failure, so a component's exit(3) is 1.
+    assert_eq!((cause.reason.as_deref(), cause.message.as_deref()), (Some("ExitCode"), Some("1")));
+
+    // A handler-only component has no command to run; the refusal says why.
+    let refused = pods.exec("box", vec!["x"], &kube::api::AttachParams::default().container("hello")).await;
+    let message = format!("{:?}", refused.err().expect("exec into a handler is refused"));
+    assert!(message.contains("wasi:cli/run"), "{message}");
+}
+
+/// `GET path` on `addr`; the status code and the whole response.
+async fn http_get_path(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect to the pod");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: pod\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let code = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, response)
+}
+
+#[tokio::test]
+async fn request_deadlines_and_the_concurrency_cap_come_from_annotations_and_deletion_drains() {
+    let (cluster, _agent) = cluster_with_agent().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let containers = json!([{"name": "hello", "image": image("hello"), "ports": [{"containerPort": 18100}]}]);
+    let with_annotations = |name: &str, annotations: Value| {
+        let mut p = pod(name, "Always", containers.clone());
+        p.metadata.annotations = Some(serde_json::from_value(annotations).expect("annotations"));
+        p
+    };
+    // Bad settings are refused at admission, naming the annotation.
+    let refused = pods
+        .create(&PostParams::default(), &with_annotations("bad", json!({"wasmkube.dev/request-timeout": "soon"})))
+        .await;
+    let status = support::status_of(refused);
+    assert_eq!(status.code, 422);
+    assert!(status.message.contains("metadata.annotations[wasmkube.dev/request-timeout]"), "{}", status.message);
+
+    let settings = json!({"wasmkube.dev/request-timeout": "600ms", "wasmkube.dev/max-concurrency": "1"});
+    pods.create(&PostParams::default(), &with_annotations("capped", settings)).await.expect("create");
+    let running = wait_for(&pods, "capped", "Ready", |p| container_status(p)["ready"] == true).await;
+    let addr = format!("{}:18100", running.status.and_then(|s| s.pod_ip).expect("pod IP"));
+
+    let (code, body) = http_get_path(&addr, "/sleep/3000").await;
+    assert_eq!(code, 504, "{body}");
+    assert!(body.contains("did not answer within 600ms"), "{body}");
+
+    // One slot: two 200 ms requests sent together are served one after the other.
+    let started = std::time::Instant::now();
+    let (a, b) = tokio::join!(http_get_path(&addr, "/sleep/200"), http_get_path(&addr, "/sleep/200"));
+    assert_eq!((a.0, b.0), (200, 200), "{a:?} {b:?}");
+    assert!(started.elapsed() >= Duration::from_millis(390), "served concurrently: {:?}", started.elapsed());
+
+    // Deleting the pod lets an in-flight request finish (grace period 5 s) before the pod goes.
+    let containers = json!([{"name": "hello", "image": image("hello"), "ports": [{"containerPort": 18101}]}]);
+    pods.create(&PostParams::default(), &pod("draining", "Always", containers)).await.expect("create");
+    let running = wait_for(&pods, "draining", "Ready", |p| container_status(p)["ready"] == true).await;
+    let addr = format!("{}:18101", running.status.and_then(|s| s.pod_ip).expect("pod IP"));
+    let slow = tokio::spawn(async move { http_get_path(&addr, "/sleep/1500").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    pods.delete("draining", &DeleteParams::default()).await.expect("delete");
+    let (code, body) = slow.await.expect("the slow request");
+    assert_eq!(code, 200, "the in-flight request finished: {body}");
+    eventually(Duration::from_secs(30), "the pod object to go", || {
+        let pods = pods.clone();
+        async move { pods.get_opt("draining").await.ok().flatten().is_none().then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_echo_sample_serves_tcp_on_its_pod_ip_through_wasi_sockets() {
+    let (cluster, _agent) = cluster_with_agent().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let containers = json!([{"name": "echo", "image": image("echo"), "args": ["17007"],
+        "ports": [{"containerPort": 17007}],
+        "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]}]);
+    pods.create(&PostParams::default(), &pod("echo", "Always", containers)).await.expect("create");
+    let running = wait_for(&pods, "echo", "Running", |p| phase(p) == "Running").await;
+    let addr = format!("{}:17007", running.status.and_then(|s| s.pod_ip).expect("pod IP"));
+    // Two clients at once, each getting its own bytes back.
+    let talk = |text: &'static str| {
+        let addr = addr.clone();
+        async move {
+            let mut stream = eventually(Duration::from_secs(10), "the echo port", || {
+                let addr = addr.clone();
+                async move { tokio::net::TcpStream::connect(&addr).await.ok() }
+            })
+            .await;
+            stream.write_all(text.as_bytes()).await.expect("send");
+            stream.shutdown().await.expect("half-close");
+            let mut back = String::new();
+            stream.read_to_string(&mut back).await.expect("read");
+            back
+        }
+    };
+    let (a, b) = tokio::join!(talk("first client\n"), talk("second client\n"));
+    assert_eq!((a.as_str(), b.as_str()), ("first client\n", "second client\n"));
 }

@@ -15,7 +15,8 @@ struct Up(Child);
 impl Up {
     fn start(data_dir: &Path) -> Self {
         let mut child = Command::new(BIN)
-            .args(["up", "--api-addr", "127.0.0.1:0", "--node-name", "local", "--node-api-port", "0", "--data-dir"])
+            .args(["up", "--api-addr", "127.0.0.1:0", "--node-name", "local", "--node-api-port", "0"])
+            .args(["--container-log-max-size", "1Mi", "--data-dir"])
             .arg(data_dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -219,11 +220,24 @@ fn up_runs_a_pod_on_its_own_node_and_logs_shows_its_output() {
     let _up = Up::start(&data);
     let nodes = ok(cli(&data, &["get", "nodes", "-o", "name"], None));
     assert_eq!(nodes, "node/local\n");
-    let manifest = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: primes\nspec:\n  nodeName: local\n  restartPolicy: Never\n  containers:\n    - name: job\n      image: file://{}\n      args: [\"1000\"]\n",
-        support::sample("job").display()
-    );
-    assert_eq!(ok(cli(&data, &["apply", "-f", "-"], Some(&manifest))), "pod/primes created\n");
+    // The image is a local path beside the manifest: apply pushes it and pins the digest.
+    std::fs::copy(support::sample("job"), dir.path().join("job.wasm")).expect("copy job.wasm");
+    let manifest = dir.path().join("primes.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: primes\nspec:\n  nodeName: local\n  restartPolicy: Never\n  containers:\n    - name: job\n      image: ./job.wasm\n      args: [\"1000\"]\n",
+    )
+    .expect("write manifest");
+    let applied = cli(&data, &["apply", "-f", manifest.to_str().expect("utf-8")], None);
+    let stderr = String::from_utf8_lossy(&applied.stderr).to_string();
+    assert_eq!(ok(applied), "pod/primes created\n");
+    assert!(stderr.contains("job.wasm as job@sha256:"), "{stderr}");
+    let stored: serde_json::Value =
+        serde_json::from_str(&ok(cli(&data, &["get", "pod", "primes", "-o", "json"], None))).expect("json");
+    let image = stored["spec"]["containers"][0]["image"].as_str().unwrap_or("");
+    assert!(image.starts_with("job@sha256:") && image.len() == "job@sha256:".len() + 64, "{image}");
+    let pushed = ok(cli(&data, &["push", dir.path().join("job.wasm").to_str().expect("utf-8"), "primes:v1"], None));
+    assert!(pushed.starts_with("primes:v1: pushed primes@sha256:"), "{pushed}");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let pod: serde_json::Value =
@@ -236,4 +250,66 @@ fn up_runs_a_pod_on_its_own_node_and_logs_shows_its_output() {
     }
     assert_eq!(ok(cli(&data, &["logs", "primes"], None)), "primes below 1000: 168\n");
     assert_eq!(ok(cli(&data, &["logs", "pod/primes", "-c", "job", "--tail", "1"], None)), "primes below 1000: 168\n");
+    let stamped = ok(cli(&data, &["logs", "primes", "--timestamps"], None));
+    let (time, text) = stamped.split_once(' ').unwrap_or_default();
+    assert!(time.parse::<jiff::Timestamp>().is_ok() && text == "primes below 1000: 168\n", "{stamped:?}");
+    assert_eq!(ok(cli(&data, &["logs", "primes", "--since", "1h"], None)), "primes below 1000: 168\n");
+    assert_eq!(ok(cli(&data, &["logs", "primes", "--since-time", "2999-01-01T00:00:00Z"], None)), "");
+    let both = cli(&data, &["logs", "primes", "--since", "1h", "--since-time", "2020-01-01T00:00:00Z"], None);
+    assert!(!both.status.success(), "--since and --since-time exclude each other");
+}
+
+#[test]
+fn exec_runs_commands_in_a_pod_from_our_cli_and_from_kubectl() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let _up = Up::start(&data);
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: sh\nspec:\n  nodeName: local\n  containers:\n    - name: shell\n      image: {}\n      args: [\"sleep:600000\"]\n      env: [{{name: FOO, value: bar}}]\n",
+        support::sample("inspect").display()
+    );
+    ok(cli(&data, &["apply", "-f", "-"], Some(&manifest)));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pod: serde_json::Value =
+            serde_json::from_str(&ok(cli(&data, &["get", "pod", "sh", "-o", "json"], None))).expect("json");
+        if pod["status"]["phase"] == "Running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "sh did not start: {pod}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let env = ok(cli(&data, &["exec", "sh", "--", "env"], None));
+    assert!(env.lines().any(|l| l == "FOO=bar"), "{env}");
+    assert_eq!(ok(cli(&data, &["exec", "-i", "sh", "--", "upper"], Some("quiet\n"))), "QUIET\n");
+    let failed = cli(&data, &["exec", "sh", "-c", "shell", "--", "warn:oops", "exit:1"], None);
+    assert_eq!(failed.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(stderr.contains("oops") && stderr.contains("command terminated with exit code 1"), "{stderr}");
+
+    // The real kubectl speaks the same websocket protocol (skipped where kubectl is not installed,
+    // except under CI, which installs it).
+    if Command::new("kubectl").arg("version").arg("--client").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "kubectl must be installed under CI (.ci/run installs it)");
+        return;
+    }
+    let mut kubectl = Command::new("kubectl")
+        .args(["exec", "-i", "sh", "--", "upper"])
+        .env("KUBECONFIG", data.join("kubeconfig"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    kubectl.stdin.take().expect("stdin").write_all(b"from kubectl\n").expect("write");
+    let out = kubectl.wait_with_output().expect("kubectl finishes");
+    assert!(out.status.success(), "kubectl exec failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "FROM KUBECTL\n");
+    let failed = Command::new("kubectl")
+        .args(["exec", "sh", "--", "exit:1"])
+        .env("KUBECONFIG", data.join("kubeconfig"))
+        .output()
+        .expect("kubectl runs");
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("command terminated with exit code 1"));
 }

@@ -2,10 +2,13 @@
 //! are named, scoped and stored, and how they print as table rows.
 //!
 //! Start at [`kinds::ALL`], the one registry every other part routes by. [`meta`] has small readers
-//! of object metadata used on both sides.
+//! of object metadata used on both sides; [`oci`] is the shape of Wasm images in the cluster
+//! registry.
 
+pub mod annotations;
 pub mod kinds;
 pub mod meta;
+pub mod oci;
 pub mod selector;
 pub mod validation;
 

@@ -3,7 +3,8 @@
 //! Each document is created when absent, else merge-patched with a three-way patch: the document
 //! itself plus `null` for every field the previous apply set (recorded in the
 //! `kubectl.kubernetes.io/last-applied-configuration` annotation) that the document no longer has.
-//! Fields set by others (controllers, `kubectl scale`) are left alone.
+//! Fields set by others (controllers, `kubectl scale`) are left alone. Container images given as
+//! local `.wasm` paths are pushed to the cluster registry first ([`local_images`]).
 
 use std::io::Write;
 
@@ -12,6 +13,7 @@ use kube::core::DynamicObject;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, is_unreachable, render_during};
+use crate::local_images;
 use crate::manifest::{self, Document};
 use crate::output::Report;
 use crate::resource;
@@ -70,11 +72,13 @@ pub async fn run(args: &ApplyArgs, options: &ClientOptions, out: &mut impl Write
     if documents.is_empty() {
         return Err(Error::Usage("no objects passed to apply".to_string()));
     }
+    let local_images = local_images::find(&documents)?;
     let cluster = config::connect(options).await?;
     manifest::assign_namespaces(&mut documents, &cluster.namespace, options.namespace.as_deref())?;
     let namespace = cluster.namespace_for(options);
+    let notes = local_images::push_and_rewrite(&cluster.client, &mut documents, local_images).await?;
     let summary = apply(cluster.client, &namespace, documents, out).await?;
-    Report { notes: Vec::new(), errors: summary.errors }.finish()
+    Report { notes, errors: summary.errors }.finish()
 }
 
 /// Applies documents in order, printing `kind/name created|configured|unchanged` for each.

@@ -21,6 +21,9 @@ pub enum Error {
     Output(#[from] std::io::Error),
     #[error("error: encoding output: {0}")]
     Encode(String),
+    /// A remote command (`exec`) failed with this exit code, which the process exits with too.
+    #[error("{message}")]
+    Exit { code: i32, message: String },
 }
 
 impl Error {

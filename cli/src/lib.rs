@@ -1,4 +1,5 @@
-//! The client verbs of the `wasmkube` binary — `apply`, `get`, `describe`, `delete`, `version` — a
+//! The client verbs of the `wasmkube` binary — `apply`, `get`, `describe`, `delete`, `logs`, `exec`, `push`,
+//! `version` — a
 //! small kubectl that talks to any Kubernetes-shaped API server through `kube::Api<DynamicObject>`.
 //!
 //! Start at [`run`]: it dispatches a parsed [`ClientCommand`]. [`config`] finds the kubeconfig and
@@ -13,11 +14,14 @@ pub mod config;
 pub mod delete;
 pub mod describe;
 pub mod error;
+pub mod exec;
 pub mod get;
+pub mod local_images;
 pub mod logs;
 pub mod manifest;
 pub mod output;
 pub mod printers;
+pub mod push;
 pub mod resource;
 pub mod version;
 
@@ -64,6 +68,10 @@ pub enum ClientCommand {
     Delete(delete::DeleteArgs),
     /// Print a container's logs.
     Logs(logs::LogsArgs),
+    /// Run a container's component as a command with the given words (`exec POD -- WORDS...`).
+    Exec(exec::ExecArgs),
+    /// Upload a Wasm binary to the cluster registry as NAME:TAG.
+    Push(push::PushArgs),
     /// Print the client and server versions.
     Version(version::VersionArgs),
 }
@@ -82,6 +90,8 @@ pub async fn run(cmd: ClientCommand, global: &ClientOptions) -> anyhow::Result<(
         ClientCommand::Describe(args) => describe::run(&args, global, &mut out).await,
         ClientCommand::Delete(args) => delete::run(&args, global, &mut out).await,
         ClientCommand::Logs(args) => logs::run(&args, global, &mut out).await,
+        ClientCommand::Exec(args) => exec::run(&args, global, &mut out).await,
+        ClientCommand::Push(args) => push::run(&args, global, &mut out).await,
         ClientCommand::Version(args) => version::run(&args, global, &mut out).await,
     };
     Ok(result?)

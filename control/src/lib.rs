@@ -3,7 +3,8 @@
 //!
 //! Start at [`ControlPlane::start`], which opens the [`store`], wraps it in the [`objects`] service
 //! (Kubernetes' create/update/patch/delete/list/watch semantics), serves that through the
-//! [`apiserver`] over HTTPS with the material from [`pki`], and runs the [`controller`]s. Errors
+//! [`apiserver`] over HTTPS with the material from [`pki`] (beside the image [`registry`]), and runs
+//! the [`controller`]s. Errors
 //! reach clients as Kubernetes `Status` objects ([`status`]); [`metrics`] are served at `/metrics`.
 
 pub mod apiserver;
@@ -11,6 +12,7 @@ pub mod controller;
 pub mod metrics;
 pub mod objects;
 pub mod pki;
+pub mod registry;
 pub mod status;
 pub mod store;
 
@@ -30,7 +32,7 @@ use crate::store::redb::{RedbConfig, RedbStore};
 /// How to run a control plane.
 #[derive(Debug, Clone)]
 pub struct ControlPlaneConfig {
-    /// Holds `store.redb`, `pki/` and `admin-token`.
+    /// Holds `store.redb`, `pki/`, `admin-token` and the image `registry/`.
     pub data_dir: PathBuf,
     /// Where the API listens; port 0 picks a free one.
     pub api_addr: SocketAddr,
@@ -71,6 +73,8 @@ pub enum StartError {
     Store(#[from] store::StoreError),
     #[error("preparing TLS certificates and the admin token")]
     Pki(#[from] pki::PkiError),
+    #[error("opening the image registry's storage")]
+    Registry(#[source] std::io::Error),
     #[error("configuring TLS")]
     Tls(#[source] std::io::Error),
     #[error("binding the API address {addr}")]
@@ -127,6 +131,7 @@ impl ControlPlane {
                 admin_token: pki.admin_token.clone(),
                 bookmark_interval: config.bookmark_interval,
             }),
+            images: registry::storage::Storage::open(config.data_dir.join("registry")).map_err(StartError::Registry)?,
         };
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();

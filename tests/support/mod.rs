@@ -23,6 +23,7 @@ impl TestCluster {
     pub async fn start_with(tune: impl FnOnce(&mut ControlPlaneConfig)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = ControlPlaneConfig::new(dir.path(), "127.0.0.1:0".parse().expect("addr"));
+        config.cluster_cidr = distinct_cluster_cidr();
         tune(&mut config);
         let control = ControlPlane::start(config).await.expect("control plane starts");
         let client = client_for(&control.url(), &control.pki.ca_pem, Some(&control.pki.admin_token)).await;
@@ -43,6 +44,16 @@ impl Drop for TestCluster {
     fn drop(&mut self) {
         self.control.shutdown();
     }
+}
+
+/// A cluster CIDR no other test cluster of this process uses: tests run concurrently, and pods of
+/// two clusters must not get the same IP (their handlers would fight over `IP:port`).
+fn distinct_cluster_cidr() -> wasmkube_control::controller::node_ipam::ClusterCidr {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    // 127.64.0.0/10 holds sixteen /14s, each with sixteen /18 node blocks.
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 16;
+    wasmkube_control::controller::node_ipam::ClusterCidr::new(&format!("127.{}.0.0/14", 64 + 4 * n), 18)
+        .expect("a valid CIDR")
 }
 
 /// A kube client trusting `ca_pem`, authenticating with `token` if given.

@@ -7,6 +7,8 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
+use crate::annotations::WasmSettings;
+
 use super::names::{dns1123_label_errors, env_var_name_errors, port_name_errors, port_number_error};
 use super::object_meta::{validate_annotations, validate_labels};
 use super::{Cause, field, list_field, push_invalid, str_field};
@@ -36,7 +38,17 @@ impl RestartRule {
 }
 
 pub(super) fn validate_pod(object: &Value, causes: &mut Vec<Cause>) {
+    validate_wasm_settings(field(object, "metadata").get("annotations"), "metadata.annotations", causes);
     validate_pod_spec(field(object, "spec"), "spec", RestartRule::Any, causes);
+}
+
+/// The `wasmkube.dev/…` settings among a pod's annotations must parse.
+fn validate_wasm_settings(annotations: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
+    if let Err(bad) = WasmSettings::from_annotations(annotations) {
+        for b in bad {
+            causes.push(Cause::invalid(format!("{path}[{}]", b.annotation), &Value::String(b.value), b.detail));
+        }
+    }
 }
 
 /// A `PodTemplateSpec` at `path` (`spec.template`): its labels, annotations and pod spec.
@@ -44,6 +56,7 @@ pub(super) fn validate_pod_template(template: &Value, path: &str, restart: Resta
     let metadata = field(template, "metadata");
     validate_labels(metadata.get("labels"), &format!("{path}.metadata.labels"), causes);
     validate_annotations(metadata.get("annotations"), &format!("{path}.metadata.annotations"), causes);
+    validate_wasm_settings(metadata.get("annotations"), &format!("{path}.metadata.annotations"), causes);
     validate_pod_spec(field(template, "spec"), &format!("{path}.spec"), restart, causes);
 }
 
@@ -216,6 +229,18 @@ mod tests {
         let mut causes = Vec::new();
         validate_pod_spec(spec, "spec", rule, &mut causes);
         causes.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn wasm_settings_in_annotations_must_parse() {
+        let pod = json!({"metadata": {"annotations": {"wasmkube.dev/max-concurrency": "lots"}}, "spec": pod_spec()});
+        let mut causes = Vec::new();
+        validate_pod(&pod, &mut causes);
+        let rendered: Vec<String> = causes.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            rendered,
+            ["metadata.annotations[wasmkube.dev/max-concurrency]: Invalid value: \"lots\": must be a positive integer"]
+        );
     }
 
     #[test]

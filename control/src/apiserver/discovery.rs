@@ -96,6 +96,10 @@ fn resource_list(group: &str, version: &str) -> Response {
             resources.push(json!({
                 "name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"],
             }));
+            resources.push(json!({
+                "name": "pods/exec", "singularName": "", "namespaced": true, "kind": "PodExecOptions",
+                "verbs": ["create", "get"],
+            }));
         }
         if kind.has_scale {
             resources.push(json!({

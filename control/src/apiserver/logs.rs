@@ -19,7 +19,7 @@ fn bad_request(message: String) -> ApiError {
 }
 
 /// The container a log request means: the `container` parameter, or the pod's only container.
-fn container_of(pod: &Value, requested: Option<&str>) -> Result<String, ApiError> {
+pub(super) fn container_of(pod: &Value, requested: Option<&str>) -> Result<String, ApiError> {
     let name = wasmkube_api::meta::name(pod);
     let names: Vec<&str> = pod
         .pointer("/spec/containers")
@@ -41,6 +41,11 @@ fn container_of(pod: &Value, requested: Option<&str>) -> Result<String, ApiError
 
 /// `http://<InternalIP>:<port>` of the node's agent.
 async fn agent_url(state: &AppState, node_name: &str) -> Result<String, ApiError> {
+    Ok(format!("http://{}", agent_address(state, node_name).await?))
+}
+
+/// `<InternalIP>:<port>` of the node's agent (its node API).
+pub(super) async fn agent_address(state: &AppState, node_name: &str) -> Result<String, ApiError> {
     let nodes = wasmkube_api::kinds::by_resource("", "v1", "nodes").expect("nodes are registered");
     let node = state.objects.get(&Target { kind: nodes, namespace: None, name: Some(node_name.to_string()) }).await?;
     let ip = node
@@ -56,7 +61,7 @@ async fn agent_url(state: &AppState, node_name: &str) -> Result<String, ApiError
         .and_then(Value::as_u64)
         .ok_or_else(|| bad_request(format!("node {node_name} reports no agent endpoint")))?;
     let host = if ip.contains(':') { format!("[{ip}]") } else { ip.to_string() };
-    Ok(format!("http://{host}:{port}"))
+    Ok(format!("{host}:{port}"))
 }
 
 /// Answers a log request for `target` (a pod) with its agent's stream.
@@ -77,7 +82,12 @@ pub async fn pod_log(state: &AppState, target: &Target, query: Option<&str>) -> 
     let pod_name = target.name.as_deref().unwrap_or_default();
     let forwarded: Vec<String> = pairs
         .iter()
-        .filter(|(k, _)| matches!(k.as_str(), "follow" | "tailLines" | "previous" | "limitBytes"))
+        .filter(|(k, _)| {
+            matches!(
+                k.as_str(),
+                "follow" | "previous" | "timestamps" | "sinceSeconds" | "sinceTime" | "tailLines" | "limitBytes"
+            )
+        })
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     let url = format!(
@@ -98,7 +108,9 @@ pub async fn pod_log(state: &AppState, target: &Target, query: Option<&str>) -> 
     if !status.is_success() {
         let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         let message = String::from_utf8_lossy(&body).into_owned();
-        return Err(if status == StatusCode::NOT_FOUND { bad_request(message) } else { ApiError::Internal(message) });
+        // Not found (no such run) and bad parameters are the client's to fix, as kube-apiserver says.
+        let theirs = matches!(status, StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST);
+        return Err(if theirs { bad_request(message) } else { ApiError::Internal(message) });
     }
     let body = Body::new(response.into_body().map_err(axum::Error::new));
     Ok(([(header::CONTENT_TYPE, "text/plain")], body).into_response())

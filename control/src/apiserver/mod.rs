@@ -2,10 +2,11 @@
 //!
 //! [`router`] assembles the routes: health, `/version`, `/metrics`, discovery, and one fallback
 //! ([`resources::handle`]) for every resource path, which [`path`] parses and the object service
-//! answers. Authentication ([`auth`]) and request metrics ([`observe`]) are layers around all of it.
+//! answers; `/v2/…` is the image [`crate::registry`]. Authentication ([`auth`]) and request metrics ([`observe`]) are layers around all of it.
 
 mod auth;
 mod discovery;
+mod exec;
 mod logs;
 mod observe;
 pub mod path;
@@ -20,7 +21,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
 use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{any, get};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +45,14 @@ pub struct AppState {
     pub metrics: ApiMetrics,
     pub registry: Arc<Registry>,
     pub settings: Arc<Settings>,
+    /// The image registry's storage (`/v2/…`).
+    pub images: crate::registry::storage::Storage,
+}
+
+impl axum::extract::FromRef<AppState> for crate::registry::storage::Storage {
+    fn from_ref(state: &AppState) -> Self {
+        state.images.clone()
+    }
 }
 
 /// Kubernetes' request body limit (3 MiB).
@@ -61,6 +70,10 @@ pub fn router(state: AppState) -> Router {
         .route("/apis", get(discovery::groups))
         .route("/apis/{group}", get(discovery::group))
         .route("/apis/{group}/{version}", get(discovery::group_resources))
+        .route("/api/v1/namespaces/{namespace}/pods/{name}/exec", any(exec::pod_exec))
+        .route("/v2", any(crate::registry::handle))
+        .route("/v2/", any(crate::registry::handle))
+        .route("/v2/{*rest}", any(crate::registry::handle))
         .fallback(resources::handle)
         .layer(from_fn_with_state(state.clone(), auth::require_token))
         .layer(from_fn_with_state(state.clone(), observe::record))

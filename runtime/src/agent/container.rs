@@ -10,13 +10,15 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 pub use wasmkube_api::meta::now_rfc3339 as now;
-use wasmtime_wasi::cli::OutputFile;
 
 use super::config;
+use super::exec::ExecTarget;
+use super::log;
+use super::probe::{Kill, Probes, Run};
 use super::sandbox::{PodContext, Shared};
 use crate::host::command::{self, Outcome};
-use crate::host::http::Handler;
-use crate::host::{GuestConfig, Source, Workload};
+use crate::host::http::{ConcurrencyLimit, Handler};
+use crate::host::{GuestConfig, Workload};
 
 /// The longest CrashLoopBackOff delay, as in Kubernetes.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -147,11 +149,18 @@ pub fn parse_quantity(q: &str) -> Option<usize> {
 /// Runs a container until `stop` fires or it is done for good.
 pub async fn run(pod: Arc<PodContext>, spec: Spec, shared: Shared, stop: CancellationToken) {
     let mut failures_in_a_row: u32 = 0;
+    let mut pull_failures: u32 = 0;
     loop {
         let started = Instant::now();
+        let (log_dir, this_run) = (pod.dir.join(&spec.name), run_number(&shared, &spec));
         let (exit_code, reason, message, started_at) = match start_and_wait(&pod, &spec, &shared, &stop).await {
             Ok(Some(ended)) => ended,
-            Ok(None) => return, // stopped from outside
+            Ok(None) => {
+                log::mark_ended(&log_dir, this_run, false);
+                // Stopped from outside: no longer serving, so no longer ready.
+                shared.update(spec.index, |s| s.ready = false);
+                return;
+            }
             Err(StartFailure::Config(message)) => {
                 // Kubernetes keeps the container waiting and retries until the reference resolves.
                 shared.update(spec.index, |s| {
@@ -162,6 +171,14 @@ pub async fn run(pod: Arc<PodContext>, spec: Spec, shared: Shared, stop: Cancell
                     _ = tokio::time::sleep(pod.backoff_base) => continue,
                     _ = stop.cancelled() => return,
                 }
+            }
+            Err(StartFailure::Pull(message)) => {
+                let delay = (pod.backoff_base * 2u32.saturating_pow(pull_failures)).min(MAX_BACKOFF);
+                pull_failures = pull_failures.saturating_add(1);
+                if !image_pull_backoff(&pod, &spec, &shared, &message, delay, &stop).await {
+                    return;
+                }
+                continue;
             }
             Err(StartFailure::Start(message)) => (128, "StartError".to_string(), message, now()),
         };
@@ -177,6 +194,9 @@ pub async fn run(pod: Arc<PodContext>, spec: Spec, shared: Shared, stop: Cancell
             "OnFailure" => exit_code != 0,
             _ => true,
         };
+        // The run is over, however it ended: followers of its log finish, and until the next run
+        // starts its log is what `previous` means (the kubelet's lastState).
+        log::mark_ended(&log_dir, this_run, restart && !stop.is_cancelled());
         shared.update(spec.index, |s| {
             s.state = terminated.clone();
             s.ready = false;
@@ -219,13 +239,49 @@ pub async fn run(pod: Arc<PodContext>, spec: Spec, shared: Shared, stop: Cancell
     }
 }
 
+/// After a failed pull: ErrImagePull, then ImagePullBackOff until the next attempt, as the
+/// kubelet reports it. False when the container was stopped meanwhile.
+async fn image_pull_backoff(
+    pod: &PodContext,
+    spec: &Spec,
+    shared: &Shared,
+    message: &str,
+    delay: Duration,
+    stop: &CancellationToken,
+) -> bool {
+    shared.update(spec.index, |s| {
+        s.state = State::Waiting { reason: "ErrImagePull".into(), message: message.to_string() };
+    });
+    pod.event("Warning", "Failed", &format!("Failed to pull image \"{}\": {message}", spec.image)).await;
+    pod.event("Warning", "Failed", "Error: ErrImagePull").await;
+    // ErrImagePull stays visible for a moment (or the whole delay, if shorter), then the wait
+    // shows as ImagePullBackOff.
+    let shown = delay.min(Duration::from_secs(1));
+    tokio::select! {
+        _ = tokio::time::sleep(shown) => {}
+        _ = stop.cancelled() => return false,
+    }
+    let back_off = format!("Back-off pulling image \"{}\": {message}", spec.image);
+    shared.update(spec.index, |s| {
+        s.state = State::Waiting { reason: "ImagePullBackOff".into(), message: back_off.clone() };
+    });
+    pod.event("Normal", "BackOff", &format!("Back-off pulling image \"{}\"", spec.image)).await;
+    tokio::select! {
+        _ = tokio::time::sleep(delay - shown) => true,
+        _ = stop.cancelled() => false,
+    }
+}
+
 type Ended = (i32, String, String, String);
 
 /// Why a container could not start.
 enum StartFailure {
     /// Its configuration does not resolve (missing ConfigMap, Secret or key): retried.
     Config(String),
-    /// Its image or binary is unusable: a terminated start, then restartPolicy.
+    /// Its image could not be pulled (not pushed, registry unreachable, bad reference):
+    /// ErrImagePull, then retried with ImagePullBackOff.
+    Pull(String),
+    /// Its binary is unusable: a terminated start, then restartPolicy.
     Start(String),
 }
 
@@ -251,22 +307,23 @@ async fn start_and_wait(
         Ok::<_, config::ConfigError>((env, preopens))
     };
     let (env, preopens) = configure.await.map_err(|e| StartFailure::Config(e.to_string()))?;
-    let host = pod.host.clone();
-    let image = spec.image.clone();
+    pod.event("Normal", "Pulling", &format!("Pulling image \"{}\"", spec.image)).await;
     let pulled_in = Instant::now();
-    let prepared = tokio::task::spawn_blocking(move || -> Result<(String, Workload, Source), String> {
-        let bytes = crate::image::pull(&image).map_err(|e| e.to_string())?;
-        host.prepare(&bytes).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| e.to_string())??;
+    let pulled = pod.puller.pull(&spec.image).await.map_err(|e| StartFailure::Pull(e.to_string()))?;
+    let pull_time = pulled_in.elapsed();
+    let host = pod.host.clone();
+    let (image_id, cached) = (pulled.image_id, pulled.cached);
+    let prepared = tokio::task::spawn_blocking(move || host.prepare(&pulled.bytes).map_err(|e| e.to_string()))
+        .await
+        .map_err(|e| e.to_string())??;
     let (digest, workload, source) = prepared;
-    shared.update(spec.index, |s| s.image_id = digest.clone());
+    shared.update(spec.index, |s| s.image_id = image_id.clone());
+    let fetched = if cached { "already present on machine".to_string() } else { format!("pulled in {pull_time:?}") };
     pod.event(
         "Normal",
         "Pulled",
         &format!(
-            "Container image \"{}\" ready ({digest}, {}, {}) in {:?}",
+            "Successfully pulled image \"{}\" ({fetched}; {digest}, {}, {}) ready in {:?}",
             spec.image,
             workload.kind(),
             source.describe(),
@@ -275,7 +332,8 @@ async fn start_and_wait(
     )
     .await;
 
-    let log = open_log(pod, spec, shared.restart_count(spec.index)).map_err(|e| format!("opening the log: {e}"))?;
+    let log = log::open(&pod.dir.join(&spec.name), run_number(shared, spec), pod.log_max_bytes)
+        .map_err(|e| format!("opening the log: {e}"))?;
     let config = GuestConfig {
         args: spec.argv.clone(),
         env,
@@ -283,37 +341,55 @@ async fn start_and_wait(
         log: Some(log),
         memory_limit: spec.memory_limit,
         pod_ip: Some(IpAddr::V4(pod.ip)),
+        stdio: None,
     };
     let started_at = now();
-    match workload {
+    let probes = Probes::of(&spec.container, &pod.pod);
+    // This run's own stop: a probe's kill ends the run without stopping the pod.
+    let run_stop = stop.child_token();
+    let engine = pod.host.engine().clone();
+    // `exec` finds the container here while this run lasts.
+    let _exec = pod.execs.register(
+        &pod.namespace,
+        &pod.name,
+        &spec.name,
+        ExecTarget {
+            workload: workload.clone(),
+            config: config.clone(),
+            engine: engine.clone(),
+            stop: run_stop.clone(),
+        },
+    );
+    let killed = |kill: Kill, started_at: String| (137, "Error".to_string(), kill.message(), started_at);
+    match &workload {
         Workload::Http(pre) => {
             let port = spec.port.unwrap_or(DEFAULT_HTTP_PORT);
             let addr = SocketAddr::new(IpAddr::V4(pod.ip), port);
             let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("binding {addr}: {e}"))?;
-            shared.update(spec.index, |s| {
-                s.state = State::Running { started_at: started_at.clone() };
-                s.ready = true;
-            });
-            pod.event("Normal", "Started", &format!("Started container {} (wasi:http handler on {addr})", spec.name))
-                .await;
+            let what = format!("wasi:http handler on {addr}");
+            let started = mark_started(pod, spec, shared, &probes, &started_at, &what).await;
+            let run = Run { pod, spec, shared, workload: &workload, config: &config, started };
             let handler = Handler {
-                pre,
-                engine: pod.host.engine().clone(),
-                config: Arc::new(config),
+                pre: pre.clone(),
+                engine,
+                config: Arc::new(config.clone()),
                 deadline: pod.request_deadline,
+                limit: pod.max_concurrency.map(ConcurrencyLimit::new),
                 served: Arc::new(AtomicU64::new(0)),
             };
-            handler.serve(listener, stop.clone(), pod.grace).await;
-            Ok(None)
+            let serve = handler.serve(listener, run_stop.clone(), pod.grace);
+            let ((), kill) = probes.alongside(&run, &run_stop, serve).await;
+            Ok(kill.map(|kill| killed(kill, started_at)))
         }
-        workload => {
-            shared.update(spec.index, |s| {
-                s.state = State::Running { started_at: started_at.clone() };
-                s.ready = true;
-            });
-            pod.event("Normal", "Started", &format!("Started container {} ({})", spec.name, workload.kind())).await;
-            let engine = pod.host.engine().clone();
-            Ok(match command::run(&workload, &engine, &config, stop).await {
+        Workload::Command(_) | Workload::Module(_) => {
+            let started = mark_started(pod, spec, shared, &probes, &started_at, workload.kind()).await;
+            let run = Run { pod, spec, shared, workload: &workload, config: &config, started };
+            let wait = command::run(&workload, &engine, &config, &run_stop);
+            let (outcome, kill) = probes.alongside(&run, &run_stop, wait).await;
+            if let Some(kill) = kill {
+                return Ok(Some(killed(kill, started_at)));
+            }
+            Ok(match outcome {
                 Outcome::Stopped => None,
                 Outcome::Exited(0) => Some((0, "Completed".into(), String::new(), started_at)),
                 Outcome::Exited(code) => Some((code, "Error".into(), String::new(), started_at)),
@@ -324,12 +400,29 @@ async fn start_and_wait(
     }
 }
 
-/// `DATA_DIR/pods/<ns>_<name>_<uid>/<container>/<restart>.log`, opened for appending.
-fn open_log(pod: &PodContext, spec: &Spec, restart: i32) -> std::io::Result<OutputFile> {
-    let dir = pod.dir.join(&spec.name);
-    std::fs::create_dir_all(&dir)?;
-    let file = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{restart}.log")))?;
-    Ok(OutputFile::new(file))
+/// Reports a run as started (`Created`, then Running, then `Started`); returns when it started,
+/// which probes' initial delays count from. Ready at once unless a probe has to say so.
+async fn mark_started(
+    pod: &PodContext,
+    spec: &Spec,
+    shared: &Shared,
+    probes: &Probes,
+    started_at: &str,
+    what: &str,
+) -> tokio::time::Instant {
+    pod.event("Normal", "Created", &format!("Created container {}", spec.name)).await;
+    let started = tokio::time::Instant::now();
+    shared.update(spec.index, |s| {
+        s.state = State::Running { started_at: started_at.to_string() };
+        s.ready = probes.ready_at_start();
+    });
+    pod.event("Normal", "Started", &format!("Started container {} ({what})", spec.name)).await;
+    started
+}
+
+/// The number of the container's current run, which names its log files (`agent::log`).
+fn run_number(shared: &Shared, spec: &Spec) -> u32 {
+    u32::try_from(shared.restart_count(spec.index)).unwrap_or(0)
 }
 
 #[cfg(test)]

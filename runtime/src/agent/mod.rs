@@ -4,9 +4,12 @@
 
 pub mod config;
 pub mod container;
+pub mod exec;
 pub mod ipam;
+pub mod log;
 pub mod node;
 pub mod node_api;
+pub mod probe;
 pub mod sandbox;
 
 use std::collections::{HashMap, HashSet};
@@ -22,6 +25,8 @@ use kube::runtime::watcher;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+use wasmkube_api::annotations::WasmSettings;
 
 use crate::host::{Host, PoolSize};
 use ipam::PodIps;
@@ -41,10 +46,16 @@ pub struct AgentConfig {
     pub backoff_base: Duration,
     /// A wasi:http request still running after this is stopped and answered 504.
     pub request_deadline: Duration,
+    /// A container's log file is rotated when it reaches this size; a container keeps at most
+    /// its current and previous runs' logs, two files each (default 10 MiB, the kubelet's
+    /// `containerLogMaxSize`).
+    pub container_log_max_bytes: u64,
     /// Port of the node API (pod logs) on the node IP; 0 picks a free one.
     pub node_api_port: u16,
     /// The bearer token the node API requires (the API server presents the cluster's token).
     pub api_token: String,
+    /// `host:port` of the API server, which image references may name as their registry.
+    pub server_authority: Option<String>,
 }
 
 impl AgentConfig {
@@ -56,8 +67,10 @@ impl AgentConfig {
             max_pods: 10_000,
             backoff_base: Duration::from_secs(10),
             request_deadline: Duration::from_secs(30),
+            container_log_max_bytes: 10 << 20,
             node_api_port: 10250,
             api_token: String::new(),
+            server_authority: None,
         }
     }
 }
@@ -83,12 +96,21 @@ impl Agent {
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         tasks.spawn(node::heartbeat(client.clone(), config.clone(), cancel.clone()));
-        let api = node_api::NodeApi { pods_dir: config.data_dir.join("pods"), token: config.api_token.clone() };
+        let execs = exec::Execs::default();
+        let api = node_api::NodeApi {
+            pods_dir: config.data_dir.join("pods"),
+            token: config.api_token.clone(),
+            execs: execs.clone(),
+        };
         tasks.spawn(api.serve(node_api, cancel.clone()));
         let manager_node = config.node_name.clone();
+        let puller =
+            crate::image::Puller::new(client.clone(), config.server_authority.clone(), config.data_dir.join("images"))?;
         let manager = Manager {
             client,
             host,
+            puller: Arc::new(puller),
+            execs: execs.clone(),
             config,
             ips: PodIps::new(&pod_cidr)?,
             sandboxes: HashMap::new(),
@@ -113,6 +135,8 @@ impl Agent {
 struct Manager {
     client: kube::Client,
     host: Arc<Host>,
+    puller: Arc<crate::image::Puller>,
+    execs: exec::Execs,
     config: AgentConfig,
     ips: PodIps,
     /// Running sandboxes by pod uid.
@@ -217,10 +241,14 @@ impl Manager {
         let status = snapshot.status.get_or_insert_with(Default::default);
         status.pod_ip = Some(ip.to_string());
         status.host_ip = Some(self.config.node_ip.to_string());
+        // Admission validated the settings; anything unreadable here falls back to the defaults.
+        let settings = WasmSettings::from_map(pod.metadata.annotations.as_ref()).unwrap_or_default();
         let ctx = PodContext {
             pod: snapshot,
             client: self.client.clone(),
             host: self.host.clone(),
+            puller: self.puller.clone(),
+            execs: self.execs.clone(),
             dir: self.config.data_dir.join("pods").join(format!("{namespace}_{name}_{}", uid(pod))),
             namespace,
             name,
@@ -230,8 +258,10 @@ impl Manager {
             ip,
             restart_policy: spec.restart_policy.unwrap_or_else(|| "Always".into()),
             backoff_base: self.config.backoff_base,
-            request_deadline: self.config.request_deadline,
+            request_deadline: settings.request_timeout.unwrap_or(self.config.request_deadline),
+            max_concurrency: settings.max_concurrency,
             grace: Duration::from_secs(grace),
+            log_max_bytes: self.config.container_log_max_bytes,
         };
         self.sandboxes.insert(uid(pod), Sandbox::start(ctx, pod));
         Ok(())
@@ -243,7 +273,7 @@ impl Manager {
         let client = self.client.clone();
         tokio::spawn(async move {
             let ip = sandbox.ip;
-            sandbox.stop().await;
+            sandbox.delete().await;
             if let Some(pod) = pod {
                 delete_pod(client, pod).await;
             }

@@ -1,9 +1,11 @@
 //! The agent's node API, which the API server proxies `pods/{name}/log` to (as kube-apiserver does
-//! to the kubelet): `GET /containerLogs/{namespace}/{pod}/{container}` with `follow`, `tailLines`,
-//! `previous` and `limitBytes`. Requests must carry the cluster's bearer token.
+//! to the kubelet): `GET /containerLogs/{namespace}/{pod}/{container}` with `follow`, `previous`,
+//! `timestamps`, `sinceSeconds`, `sinceTime`, `tailLines` and `limitBytes` (see [`super::log`]);
+//! and `/exec/{namespace}/{pod}/{container}` (see [`super::exec`]).
+//! Requests must carry the cluster's bearer token.
 
 use std::convert::Infallible;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,6 +17,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::log::query::{self, Decoder, LogQuery, Output};
+use super::log::{self, Reader, RunFiles};
+
 /// How often a followed log is checked for new output.
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
 
@@ -25,36 +30,14 @@ pub struct NodeApi {
     /// `DATA_DIR/pods`: one directory per pod, one per container, one log file per run.
     pub pods_dir: PathBuf,
     pub token: String,
+    /// Running containers, for `exec`.
+    pub execs: super::exec::Execs,
 }
 
 fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(message.into())).boxed());
     *response.status_mut() = status;
     response
-}
-
-/// The query parameters of a log request.
-#[derive(Debug, Default, PartialEq)]
-struct LogQuery {
-    follow: bool,
-    previous: bool,
-    tail_lines: Option<usize>,
-    limit_bytes: Option<usize>,
-}
-
-fn parse_query(query: Option<&str>) -> LogQuery {
-    let mut q = LogQuery::default();
-    for pair in query.unwrap_or_default().split('&') {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match key {
-            "follow" => q.follow = value == "true" || value == "1",
-            "previous" => q.previous = value == "true" || value == "1",
-            "tailLines" => q.tail_lines = value.parse().ok(),
-            "limitBytes" => q.limit_bytes = value.parse().ok(),
-            _ => {}
-        }
-    }
-    q
 }
 
 impl NodeApi {
@@ -76,7 +59,8 @@ impl NodeApi {
                     let stop = stop.clone();
                     async move { Ok::<_, Infallible>(api.handle(req, stop).await) }
                 });
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                // Upgrades: `exec` switches the connection to a websocket.
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades().await;
             });
         }
     }
@@ -90,19 +74,26 @@ impl NodeApi {
         if !authorized {
             return text(StatusCode::UNAUTHORIZED, "Unauthorized");
         }
-        let segments: Vec<&str> = req.uri().path().trim_matches('/').split('/').collect();
+        let path = req.uri().path().to_string();
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        if let ["exec", namespace, pod, container] = segments.as_slice() {
+            return super::exec::handle(&self.execs, req, namespace, pod, container);
+        }
         let ["containerLogs", namespace, pod, container] = segments.as_slice() else {
             return text(StatusCode::NOT_FOUND, "not found");
         };
-        let query = parse_query(req.uri().query());
-        match self.log_file(namespace, pod, container, query.previous) {
-            Ok(path) => stream_log(path, query, stop).await,
+        let query = match query::parse(req.uri().query()) {
+            Ok(query) => query,
+            Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+        };
+        match self.run_files(namespace, pod, container, query.previous) {
+            Ok(files) => stream_log(files, query, stop).await,
             Err(message) => text(StatusCode::NOT_FOUND, message),
         }
     }
 
-    /// The log file of the container's current (or previous) run in the newest pod of that name.
-    fn log_file(&self, namespace: &str, pod: &str, container: &str, previous: bool) -> Result<PathBuf, String> {
+    /// The log files of the container's current (or previous) run in the newest pod of that name.
+    fn run_files(&self, namespace: &str, pod: &str, container: &str, previous: bool) -> Result<RunFiles, String> {
         let prefix = format!("{namespace}_{pod}_");
         let pod_dir = std::fs::read_dir(&self.pods_dir)
             .map_err(|e| e.to_string())?
@@ -111,10 +102,14 @@ impl NodeApi {
             .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
             .map(|e| e.path())
             .ok_or_else(|| format!("pod \"{pod}\" has no logs on this node"))?;
-        let runs = runs(&pod_dir.join(container));
-        let wanted = if previous { runs.len().checked_sub(2) } else { runs.len().checked_sub(1) };
+        let container_dir = pod_dir.join(container);
+        let runs = log::runs(&container_dir);
+        // Waiting to restart, the container's last run is both its current and its previous one.
+        let waiting = runs.last().is_some_and(|run| RunFiles::new(&container_dir, *run).restarting());
+        let back = if previous && !waiting { 2 } else { 1 };
+        let wanted = runs.len().checked_sub(back);
         match wanted.and_then(|i| runs.get(i)) {
-            Some(run) => Ok(pod_dir.join(container).join(format!("{run}.log"))),
+            Some(run) => Ok(RunFiles::new(&container_dir, *run)),
             None if previous => {
                 Err(format!("previous terminated container \"{container}\" in pod \"{pod}\" not found"))
             }
@@ -123,72 +118,51 @@ impl NodeApi {
     }
 }
 
-/// The run numbers that have a log file, ascending.
-fn runs(container_dir: &Path) -> Vec<u32> {
-    let mut runs: Vec<u32> = std::fs::read_dir(container_dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".log")?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    runs.sort_unstable();
-    runs
-}
-
-/// The last `n` lines of `text`.
-fn tail(text: &[u8], n: usize) -> &[u8] {
-    let trimmed = text.strip_suffix(b"\n").unwrap_or(text);
-    let start =
-        trimmed.iter().enumerate().rev().filter(|(_, b)| **b == b'\n').nth(n.saturating_sub(1)).map(|(i, _)| i + 1);
-    match (n, start) {
-        (0, _) => &[],
-        (_, Some(i)) => &text[i..],
-        (_, None) => text,
-    }
-}
-
-/// Sends the log (tail and limit applied); when following, keeps sending what is appended until
-/// a newer run starts, the client leaves or the agent stops.
-async fn stream_log(path: PathBuf, query: LogQuery, stop: CancellationToken) -> Response<Body> {
-    let content = match tokio::fs::read(&path).await {
-        Ok(c) => c,
+/// Sends the run's log, filtered as asked; when following, keeps sending what the run writes until
+/// it is over (its end marker, or a newer run), `limitBytes` are sent, the client leaves or the
+/// agent stops.
+async fn stream_log(files: RunFiles, query: LogQuery, stop: CancellationToken) -> Response<Body> {
+    // Looked at before reading: a run over by then is read whole, with nothing to follow.
+    let ended = files.ended().await;
+    let (mut reader, content) = match Reader::open(files.clone()).await {
+        Ok(opened) => opened,
         Err(e) => return text(StatusCode::NOT_FOUND, format!("reading the log: {e}")),
     };
-    let mut first = match query.tail_lines {
-        Some(n) => tail(&content, n).to_vec(),
-        None => content.clone(),
-    };
-    if let Some(limit) = query.limit_bytes {
-        first.truncate(limit);
+    let mut output = Output::new(&query, jiff::Timestamp::now());
+    let mut decoder = Decoder::default();
+    let mut lines = decoder.push(&content);
+    let follow = query.follow && !ended;
+    if !follow {
+        lines.extend(decoder.finish());
     }
-    if !query.follow {
+    let first = output.first(lines, query.tail_lines);
+    if !follow || output.exhausted() {
         return Response::new(Full::new(Bytes::from(first)).boxed());
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
     tokio::spawn(async move {
-        if tx.send(Ok(Frame::data(Bytes::from(first)))).await.is_err() {
+        if !first.is_empty() && tx.send(Ok(Frame::data(Bytes::from(first)))).await.is_err() {
             return;
         }
-        let mut offset = content.len() as u64;
-        let container_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let run: u32 = path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse().ok()).unwrap_or(0);
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(FOLLOW_POLL) => {}
                 _ = tx.closed() => return,
                 _ = stop.cancelled() => return,
             }
-            let Ok(now) = tokio::fs::read(&path).await else { return };
-            if now.len() as u64 > offset {
-                let fresh = Bytes::copy_from_slice(&now[offset as usize..]);
-                offset = now.len() as u64;
-                if tx.send(Ok(Frame::data(fresh))).await.is_err() {
-                    return;
-                }
-            } else if runs(&container_dir).last().is_some_and(|latest| *latest > run) {
-                return; // this run ended and a new one started: the followed stream is complete
+            // Looked at before reading, for the same reason: once over, this read is the last.
+            let over = files.ended().await || log::runs(files.dir()).last().is_some_and(|latest| *latest > files.run());
+            let Ok(fresh) = reader.read_new().await else { return };
+            let mut lines = decoder.push(&fresh);
+            if over {
+                lines.extend(decoder.finish());
+            }
+            let more = output.more(lines);
+            if !more.is_empty() && tx.send(Ok(Frame::data(Bytes::from(more)))).await.is_err() {
+                return;
+            }
+            if over || output.exhausted() {
+                return;
             }
         }
     });
@@ -197,23 +171,4 @@ async fn stream_log(path: PathBuf, query: LogQuery, stop: CancellationToken) -> 
 
 fn tokio_stream_from<T>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tail_keeps_the_last_lines() {
-        assert_eq!(tail(b"a\nb\nc\n", 2), b"b\nc\n");
-        assert_eq!(tail(b"a\nb\nc", 1), b"c");
-        assert_eq!(tail(b"a\nb\n", 5), b"a\nb\n");
-        assert_eq!(tail(b"a\nb\n", 0), b"");
-    }
-
-    #[test]
-    fn queries_parse_like_kubelet_parameters() {
-        let q = parse_query(Some("follow=true&tailLines=3&previous=false&limitBytes=10&container=x"));
-        assert_eq!(q, LogQuery { follow: true, previous: false, tail_lines: Some(3), limit_bytes: Some(10) });
-    }
 }

@@ -22,6 +22,9 @@ pub struct PodContext {
     /// The pod as it was when its sandbox started (spec, metadata for the downward API).
     pub pod: Pod,
     pub host: Arc<Host>,
+    pub puller: Arc<crate::image::Puller>,
+    /// The node's index of running containers, for `exec`.
+    pub execs: super::exec::Execs,
     pub namespace: String,
     pub name: String,
     pub uid: String,
@@ -33,8 +36,12 @@ pub struct PodContext {
     pub dir: PathBuf,
     pub backoff_base: Duration,
     pub request_deadline: Duration,
+    /// `wasmkube.dev/max-concurrency`: requests in flight per handler container.
+    pub max_concurrency: Option<usize>,
     /// How long in-flight work may take to finish when the pod is stopped.
     pub grace: Duration,
+    /// A container's log file is rotated when it reaches this size (`agent::log`).
+    pub log_max_bytes: u64,
 }
 
 impl PodContext {
@@ -99,16 +106,44 @@ pub fn phase(statuses: &[Status]) -> &'static str {
     if started { "Running" } else { "Pending" }
 }
 
-fn status_json(pod: &PodContext, statuses: &[Status], start_time: &str) -> Value {
+/// When each pod condition last changed: kept across status writes (and taken over from the pod
+/// as the agent found it, after a restart), so `lastTransitionTime` means what Kubernetes says.
+struct Transitions(std::collections::HashMap<&'static str, (bool, String)>);
+
+impl Transitions {
+    fn from_pod(pod: &Pod) -> Self {
+        let mut known = std::collections::HashMap::new();
+        for c in pod.status.iter().flat_map(|s| s.conditions.iter().flatten()) {
+            let kind = CONDITIONS.iter().find(|k| **k == c.type_);
+            if let (Some(kind), Some(at)) = (kind, &c.last_transition_time) {
+                let at = at.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+                known.insert(*kind, (c.status == "True", at));
+            }
+        }
+        Self(known)
+    }
+
+    /// The condition as JSON, its time moved only when its status changes.
+    fn condition(&mut self, kind: &'static str, ok: bool) -> Value {
+        let entry = self.0.entry(kind).or_insert_with(|| (ok, now()));
+        if entry.0 != ok {
+            *entry = (ok, now());
+        }
+        json!({"type": kind, "status": if ok { "True" } else { "False" }, "lastTransitionTime": entry.1})
+    }
+}
+
+const CONDITIONS: [&str; 4] = ["PodScheduled", "Initialized", "ContainersReady", "Ready"];
+
+fn status_json(pod: &PodContext, statuses: &[Status], start_time: &str, transitions: &mut Transitions) -> Value {
     let all_ready = !statuses.is_empty() && statuses.iter().all(|s| s.ready);
-    let condition = |kind: &str, ok: bool| json!({"type": kind, "status": if ok { "True" } else { "False" }, "lastTransitionTime": now()});
     json!({
         "phase": phase(statuses),
         "conditions": [
-            condition("PodScheduled", true),
-            condition("Initialized", true),
-            condition("ContainersReady", all_ready),
-            condition("Ready", all_ready),
+            transitions.condition("PodScheduled", true),
+            transitions.condition("Initialized", true),
+            transitions.condition("ContainersReady", all_ready),
+            transitions.condition("Ready", all_ready),
         ],
         "hostIP": pod.node_ip,
         "hostIPs": [{"ip": pod.node_ip}],
@@ -122,6 +157,8 @@ fn status_json(pod: &PodContext, statuses: &[Status], start_time: &str) -> Value
 /// A running pod.
 pub struct Sandbox {
     pub ip: Ipv4Addr,
+    ctx: Arc<PodContext>,
+    shared: Shared,
     stop: CancellationToken,
     tasks: JoinSet<()>,
 }
@@ -146,8 +183,24 @@ impl Sandbox {
         for spec in containers {
             tasks.spawn(container::run(ctx.clone(), spec, shared.clone(), stop.child_token()));
         }
-        tasks.spawn(report(ctx.clone(), shared, stop.clone()));
-        Self { ip: ctx.ip, stop, tasks }
+        tasks.spawn(report(ctx.clone(), shared.clone(), stop.clone()));
+        Self { ip: ctx.ip, ctx, shared, stop, tasks }
+    }
+
+    /// Stops the pod because it is being deleted, first saying so for each running container
+    /// (Kubernetes' `Killing` events). An agent shutting down uses [`Sandbox::stop`]: its pods
+    /// are not being killed, only left.
+    pub async fn delete(self) {
+        let messages: Vec<String> = self
+            .shared
+            .snapshot()
+            .into_iter()
+            .filter(|s| matches!(s.state, State::Running { .. }))
+            .map(|s| format!("Stopping container {}", s.name))
+            .collect();
+        let ctx = &self.ctx;
+        futures::future::join_all(messages.iter().map(|m| ctx.event("Normal", "Killing", m))).await;
+        self.stop().await;
     }
 
     /// Stops every container (handlers drain for the grace period) and waits for them.
@@ -161,21 +214,31 @@ impl Sandbox {
 /// sandbox stops; then once more.
 async fn report(ctx: Arc<PodContext>, shared: Shared, stop: CancellationToken) {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    let start_time = now();
+    // A re-adopted pod keeps the start time and transitions it already reported.
+    let start_time = ctx
+        .pod
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.as_ref())
+        .map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(now);
+    let mut transitions = Transitions::from_pod(&ctx.pod);
     let mut last: Option<Value> = None;
     loop {
         let stopping = tokio::select! {
             _ = shared.changed.notified() => false,
             _ = stop.cancelled() => true,
         };
-        // Let a burst of changes (several containers starting) land in one write.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let status = status_json(&ctx, &shared.snapshot(), &start_time);
-        let comparable = strip_times(&status);
-        if last.as_ref() != Some(&comparable) {
-            match pods.patch_status(&ctx.name, &PatchParams::default(), &Patch::Merge(json!({"status": status}))).await
+        // Let a burst of changes (several containers starting) land in one write, without adding
+        // much to the time a pod takes to show Running.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let status = status_json(&ctx, &shared.snapshot(), &start_time, &mut transitions);
+        if last.as_ref() != Some(&status) {
+            match pods
+                .patch_status(&ctx.name, &PatchParams::default(), &Patch::Merge(json!({"status": status.clone()})))
+                .await
             {
-                Ok(_) => last = Some(comparable),
+                Ok(_) => last = Some(status),
                 Err(e) => tracing::debug!(error = %e, pod = %ctx.name, "reporting pod status failed"),
             }
         }
@@ -183,15 +246,4 @@ async fn report(ctx: Arc<PodContext>, shared: Shared, stop: CancellationToken) {
             return;
         }
     }
-}
-
-/// The status without timestamps, to tell real changes from re-renders.
-fn strip_times(status: &Value) -> Value {
-    let mut v = status.clone();
-    if let Some(conds) = v.get_mut("conditions").and_then(Value::as_array_mut) {
-        for c in conds {
-            c.as_object_mut().map(|o| o.remove("lastTransitionTime"));
-        }
-    }
-    v
 }

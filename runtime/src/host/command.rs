@@ -75,3 +75,55 @@ pub async fn run(
         _ = stop.cancelled() => Outcome::Stopped,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::log::ContainerLog;
+    use crate::host::{Host, PoolSize};
+
+    /// A section: its id, its size (small enough for one LEB128 byte) and content.
+    fn section(id: u8, content: &[u8]) -> Vec<u8> {
+        let len = u8::try_from(content.len()).ok().filter(|l| *l < 0x80).expect("a small section");
+        [&[id, len][..], content].concat()
+    }
+
+    fn name(text: &str) -> Vec<u8> {
+        [&[text.len() as u8][..], text.as_bytes()].concat()
+    }
+
+    /// A WASI p1 module whose `_start` writes "from p1\n" with `fd_write` to fd 1, then fd 2.
+    fn p1_module() -> Vec<u8> {
+        let write_to = |fd: u8| [0x41, fd, 0x41, 0, 0x41, 1, 0x41, 32, 0x10, 0, 0x1a]; // fd_write(fd, iov 0, 1, 32); drop
+        let body = [&[0u8][..], &write_to(1), &write_to(2), &[0x0b]].concat();
+        let segment = |at: u8, bytes: &[u8]| [&[0, 0x41, at, 0x0b, bytes.len() as u8][..], bytes].concat();
+        [
+            &b"\0asm\x01\0\0\0"[..],
+            // Types: (i32 i32 i32 i32) -> i32, and () -> ().
+            &section(1, &[2, 0x60, 4, 0x7f, 0x7f, 0x7f, 0x7f, 1, 0x7f, 0x60, 0, 0]),
+            &section(2, &[&[1][..], &name("wasi_snapshot_preview1"), &name("fd_write"), &[0, 0]].concat()),
+            &section(3, &[1, 1]),
+            &section(5, &[1, 0, 1]),
+            &section(7, &[&[2][..], &name("memory"), &[2, 0], &name("_start"), &[0, 1]].concat()),
+            &section(10, &[&[1, body.len() as u8][..], &body].concat()),
+            // The text at 16, and at 0 the iovec pointing at it.
+            &section(11, &[&[2][..], &segment(16, b"from p1\n"), &segment(0, &[16, 0, 0, 0, 8, 0, 0, 0])].concat()),
+        ]
+        .concat()
+    }
+
+    #[tokio::test]
+    async fn a_p1_modules_stdout_and_stderr_are_logged_as_cri_records() {
+        let host = Host::new(&PoolSize { instances: 4, max_memory: 1 << 20 }, None).expect("host");
+        let (_, workload, _) = host.prepare(&p1_module()).expect("a p1 module");
+        assert_eq!(workload.kind(), "WASI p1 module");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = ContainerLog::open(dir.path().join("0.log"), dir.path().join("0.log.1"), 1 << 20).expect("log");
+        let config = GuestConfig { log: Some(log), ..GuestConfig::default() };
+        let outcome = run(&workload, host.engine(), &config, &CancellationToken::new()).await;
+        assert_eq!(outcome, Outcome::Exited(0));
+        let text = std::fs::read_to_string(dir.path().join("0.log")).expect("the log");
+        let records: Vec<&str> = text.lines().map(|l| l.split_once(' ').expect("a timestamp").1).collect();
+        assert_eq!(records, ["stdout F from p1", "stderr F from p1"], "{text}");
+    }
+}

@@ -11,6 +11,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use wasmtime::Store;
 use wasmtime_wasi_http::WasiHttpView;
@@ -29,8 +30,23 @@ pub struct Handler {
     pub config: Arc<GuestConfig>,
     /// A request still running after this is stopped and answered 504.
     pub deadline: Duration,
+    /// The concurrency cap: a request waits for a slot; the wait counts toward its deadline.
+    pub limit: Option<ConcurrencyLimit>,
     /// Requests served, for status and metrics.
     pub served: Arc<AtomicU64>,
+}
+
+/// At most `max` requests in flight (`wasmkube.dev/max-concurrency`).
+#[derive(Clone)]
+pub struct ConcurrencyLimit {
+    slots: Arc<Semaphore>,
+    max: usize,
+}
+
+impl ConcurrencyLimit {
+    pub fn new(max: usize) -> Self {
+        Self { slots: Arc::new(Semaphore::new(max)), max }
+    }
 }
 
 fn text_response(status: u16, text: String) -> hyper::Response<HyperOutgoingBody> {
@@ -74,7 +90,23 @@ impl Handler {
 
     async fn handle(&self, req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<HyperOutgoingBody> {
         self.served.fetch_add(1, Ordering::Relaxed);
-        match tokio::time::timeout(self.deadline, self.instantiate_and_handle(req)).await {
+        let deadline = tokio::time::Instant::now() + self.deadline;
+        // Held until the response head is out (the body may stream on), like the handler's instance.
+        let _slot = match &self.limit {
+            Some(limit) => match tokio::time::timeout_at(deadline, limit.slots.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => Some(permit),
+                _ => {
+                    let message = format!(
+                        "the handler did not answer within {:?}: all {} request slots of the pod \
+                         (wasmkube.dev/max-concurrency) stayed busy\n",
+                        self.deadline, limit.max
+                    );
+                    return text_response(504, message);
+                }
+            },
+            None => None,
+        };
+        match tokio::time::timeout_at(deadline, self.instantiate_and_handle(req)).await {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => text_response(500, format!("the handler failed: {e:#}\n")),
             Err(_) => text_response(504, format!("the handler did not answer within {:?}\n", self.deadline)),

@@ -6,6 +6,7 @@
 mod cache;
 pub mod command;
 pub mod http;
+pub mod log;
 mod state;
 
 use std::collections::HashMap;
@@ -19,7 +20,7 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 pub use cache::Source;
-pub use state::{Guest, GuestConfig, P1Guest};
+pub use state::{ExecStdio, Guest, GuestConfig, P1Guest};
 
 /// How often the epoch advances; CPU deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);

@@ -3,13 +3,18 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::cli::OutputFile;
+use wasmtime_wasi::cli::{AsyncStdinStream, AsyncStdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use super::log::ContainerLog;
 
 /// Per-store state of a component instance.
 pub struct Guest {
@@ -45,12 +50,40 @@ pub struct GuestConfig {
     pub env: Vec<(String, String)>,
     /// Host directory → guest path, read-only or not.
     pub preopens: Vec<(PathBuf, String, bool)>,
-    /// Where the guest's stdout and stderr go (the container's current log file, opened once).
-    pub log: Option<OutputFile>,
+    /// Where the guest's stdout and stderr go: the container's current run's log, opened once;
+    /// every instance gets its own pair of streams into it.
+    pub log: Option<ContainerLog>,
     /// `limits.memory`, in bytes.
     pub memory_limit: Option<usize>,
     /// The pod's IP: the guest may bind only there (and connect to loopback addresses).
     pub pod_ip: Option<IpAddr>,
+    /// Interactive stdio (an `exec` session) instead of the log: stdin, stdout, stderr.
+    pub stdio: Option<ExecStdio>,
+}
+
+/// Pipes for a guest's stdin, stdout and stderr (shared by every handle the guest opens).
+#[derive(Clone)]
+pub struct ExecStdio {
+    stdin: Arc<AsyncStdinStream>,
+    stdout: Arc<AsyncStdoutStream>,
+    stderr: Arc<AsyncStdoutStream>,
+}
+
+impl ExecStdio {
+    /// Bytes a guest may have in flight on an output before its writes wait.
+    const BUDGET: usize = 64 * 1024;
+
+    pub fn new(
+        stdin: impl AsyncRead + Send + Sync + 'static,
+        stdout: impl AsyncWrite + Send + Sync + 'static,
+        stderr: impl AsyncWrite + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            stdin: Arc::new(AsyncStdinStream::new(stdin)),
+            stdout: Arc::new(AsyncStdoutStream::new(Self::BUDGET, stdout)),
+            stderr: Arc::new(AsyncStdoutStream::new(Self::BUDGET, stderr)),
+        }
+    }
 }
 
 impl GuestConfig {
@@ -58,23 +91,21 @@ impl GuestConfig {
         let mut b = WasiCtxBuilder::new();
         b.args(&self.args).envs(&self.env);
         if let Some(log) = &self.log {
-            b.stdout(log.clone()).stderr(log.clone());
+            b.stdout(log.stdout()).stderr(log.stderr());
+        }
+        if let Some(io) = &self.stdio {
+            b.stdin(io.stdin.clone()).stdout(io.stdout.clone()).stderr(io.stderr.clone());
         }
         for (host, guest, read_only) in &self.preopens {
             let perms = if *read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
             b.preopened_dir(host, guest, perms).map_err(|e| std::io::Error::other(format!("{e:#}")))?;
         }
-        // Deny by default: binds and listens only on the pod's own IP (or the wildcard an implicit
-        // bind before a connect uses), connections only to loopback addresses, where pod IPs and
-        // Service IPs live.
+        // Sockets are off in wasmtime-wasi unless enabled; then every address goes through
+        // `socket_rule`.
         let pod_ip = self.pod_ip;
+        b.allow_tcp(true).allow_udp(true);
         b.socket_addr_check(move |addr: SocketAddr, usage: SocketAddrUse| {
-            let allowed = match usage {
-                SocketAddrUse::TcpBind | SocketAddrUse::TcpListen | SocketAddrUse::UdpBind => {
-                    Some(addr.ip()) == pod_ip || addr.ip().is_unspecified()
-                }
-                _ => addr.ip().is_loopback(),
-            };
+            let allowed = socket_rule(pod_ip, addr, usage);
             Box::pin(async move { allowed })
         });
         b.allow_ip_name_lookup(true);
@@ -102,5 +133,44 @@ impl GuestConfig {
     /// The state for one WASI preview 1 module instance.
     pub fn p1_guest(&self) -> std::io::Result<P1Guest> {
         Ok(P1Guest { wasi: self.builder()?.build_p1(), limits: self.limits() })
+    }
+}
+
+/// Which socket addresses a guest may use. Deny by default: it binds and listens only on its pod's
+/// IP (a wildcard only with port 0, which is the implicit bind before a connect or send: binding
+/// `0.0.0.0:PORT` would take the port on every host address, across pods); it connects and sends
+/// only to loopback addresses, where pod IPs and Service IPs live.
+fn socket_rule(pod_ip: Option<IpAddr>, addr: SocketAddr, usage: SocketAddrUse) -> bool {
+    let own_ip = Some(addr.ip()) == pod_ip;
+    match usage {
+        SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => own_ip || (addr.ip().is_unspecified() && addr.port() == 0),
+        SocketAddrUse::TcpListen => own_ip,
+        _ => addr.ip().is_loopback(),
+    }
+}
+
+#[cfg(test)]
+mod socket_tests {
+    use super::*;
+
+    #[test]
+    fn guests_bind_only_their_pod_ip_and_reach_only_loopback() {
+        let pod: IpAddr = "127.64.0.5".parse().expect("ip");
+        let at = |a: &str| a.parse::<SocketAddr>().expect("addr");
+        let cases = [
+            ("127.64.0.5:8080", SocketAddrUse::TcpBind, true),
+            ("127.64.0.5:8080", SocketAddrUse::TcpListen, true),
+            ("0.0.0.0:0", SocketAddrUse::TcpBind, true),
+            ("0.0.0.0:8080", SocketAddrUse::TcpBind, false),
+            ("0.0.0.0:0", SocketAddrUse::TcpListen, false),
+            ("127.64.0.6:8080", SocketAddrUse::TcpBind, false),
+            ("127.64.0.6:8080", SocketAddrUse::TcpConnect, true),
+            ("10.0.0.1:80", SocketAddrUse::TcpConnect, false),
+            ("0.0.0.0:0", SocketAddrUse::UdpBind, true),
+            ("127.32.0.10:53", SocketAddrUse::UdpSend, true),
+        ];
+        for (addr, usage, want) in cases {
+            assert_eq!(socket_rule(Some(pod), at(addr), usage), want, "{addr} {usage:?}");
+        }
     }
 }

@@ -1,6 +1,10 @@
 //! `inspect`: shows a container's view of its configuration. Arguments are actions, in order:
 //! `env` prints the environment (sorted), `cat:PATH` prints a file, `ls:PATH` lists a directory,
-//! `write:PATH=TEXT` writes a file, `need:PATH` exits 1 unless the file exists.
+//! `write:PATH=TEXT` writes a file, `need:PATH` exits 1 unless the file exists, `sleep:MS` sleeps
+//! (so a container stays up for its exec probes, which run it again with the probe's actions),
+//! `upper` copies stdin to stdout in upper case until stdin ends, `exit:N` exits with code N,
+//! `warn:TEXT` prints TEXT on stderr, `echo:TEXT` prints TEXT, and `spam:N` prints N numbered lines
+//! of 100 bytes (a log flood).
 
 fn main() {
     for action in std::env::args().skip(1) {
@@ -31,6 +35,25 @@ fn main() {
             if !std::path::Path::new(path).exists() {
                 eprintln!("inspect: {path} does not exist yet");
                 std::process::exit(1);
+            }
+        } else if action == "upper" {
+            let mut input = String::new();
+            let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut input);
+            print!("{}", input.to_uppercase());
+        } else if let Some(code) = action.strip_prefix("exit:").and_then(|c| c.parse().ok()) {
+            std::process::exit(code);
+        } else if let Some(text) = action.strip_prefix("warn:") {
+            eprintln!("{text}");
+        } else if let Some(ms) = action.strip_prefix("sleep:").and_then(|ms| ms.parse().ok()) {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        } else if let Some(text) = action.strip_prefix("echo:") {
+            println!("{text}");
+        } else if let Some(n) = action.strip_prefix("spam:").and_then(|n| n.parse::<u64>().ok()) {
+            use std::io::Write;
+            // Buffered: a flood comes many lines per write, as a chatty program's output usually does.
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for i in 0..n {
+                let _ = writeln!(out, "spam {i:08} {}", "x".repeat(85));
             }
         } else {
             eprintln!("inspect: unknown action {action:?}");
