@@ -963,3 +963,60 @@ async fn the_echo_sample_serves_tcp_on_its_pod_ip_through_wasi_sockets() {
     let (a, b) = tokio::join!(talk("first client\n"), talk("second client\n"));
     assert_eq!((a.as_str(), b.as_str()), ("first client\n", "second client\n"));
 }
+
+/// The value of the series `name{labels}` in Prometheus text, if present.
+fn series(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let prefix = if labels.is_empty() { format!("{name} ") } else { format!("{name}{{{labels}}} ") };
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn the_agent_serves_metrics_of_its_pods_instances_requests_and_compile_cache() {
+    let (cluster, _agent) = cluster_with_agent().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let containers = json!([
+        {"name": "hello", "image": image("hello"), "ports": [{"containerPort": 18110}]},
+        {"name": "shell", "image": image("inspect"), "args": ["sleep:600000"]},
+    ]);
+    pods.create(&PostParams::default(), &pod("measured", "Always", containers)).await.expect("create");
+    let running = wait_for(&pods, "measured", "Running", |p| phase(p) == "Running").await;
+    let addr = format!("{}:18110", running.status.and_then(|s| s.pod_ip).expect("pod IP"));
+    for _ in 0..3 {
+        assert_eq!(http_get_path(&addr, "/").await.0, 200);
+    }
+    assert_eq!(http_get_path(&addr, "/sleep/5").await.0, 200);
+
+    let scrape = || async {
+        let request =
+            http::Request::get(format!("/api/v1/nodes/{NODE}/proxy/metrics")).body(Vec::new()).expect("request");
+        cluster.client.request_text(request).await.expect("the node's metrics through the API server")
+    };
+    let text = scrape().await;
+    let hello = r#"namespace="default",pod="measured",container="hello""#;
+    let shell = r#"namespace="default",pod="measured",container="shell""#;
+    assert_eq!(series(&text, "wasmkube_agent_pods", r#"phase="Running""#), Some(1.0), "{text}");
+    assert_eq!(series(&text, "wasmkube_agent_containers", r#"state="running""#), Some(2.0));
+    assert_eq!(series(&text, "wasmkube_container_requests_total", hello), Some(4.0));
+    assert_eq!(series(&text, "wasmkube_container_request_errors_total", hello), Some(0.0));
+    assert_eq!(series(&text, "wasmkube_container_instantiations_total", hello), Some(4.0), "one instance per request");
+    assert_eq!(
+        series(&text, "wasmkube_container_instances", hello),
+        Some(0.0),
+        "handler instances end with their request"
+    );
+    assert_eq!(series(&text, "wasmkube_container_instances", shell), Some(1.0));
+    assert!(series(&text, "wasmkube_container_memory_bytes", shell).is_some_and(|b| b >= 65536.0), "{text}");
+    assert!(series(&text, "wasmkube_container_cpu_seconds_total", hello).is_some_and(|s| s > 0.0));
+    assert!(series(&text, "wasmkube_instantiate_duration_seconds_count", "").is_some_and(|n| n >= 5.0), "{text}");
+    let starts: f64 = ["memory", "disk", "compiled"]
+        .iter()
+        .filter_map(|s| series(&text, "wasmkube_compile_cache_total", &format!("source=\"{s}\"")))
+        .sum();
+    assert_eq!(starts, 2.0, "one compile-cache lookup per container start: {text}");
+
+    pods.delete("measured", &DeleteParams::default()).await.expect("delete");
+    eventually(Duration::from_secs(30), "the pod's series to go", || async {
+        (!scrape().await.contains("pod=\"measured\"")).then_some(())
+    })
+    .await;
+}

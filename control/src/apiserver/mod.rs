@@ -8,6 +8,7 @@ mod auth;
 mod discovery;
 mod exec;
 mod logs;
+mod node_proxy;
 mod observe;
 pub mod path;
 mod resources;
@@ -71,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .route("/apis/{group}", get(discovery::group))
         .route("/apis/{group}/{version}", get(discovery::group_resources))
         .route("/api/v1/namespaces/{namespace}/pods/{name}/exec", any(exec::pod_exec))
+        .route("/api/v1/nodes/{name}/proxy/metrics", get(node_proxy::node_metrics))
         .route("/v2", any(crate::registry::handle))
         .route("/v2/", any(crate::registry::handle))
         .route("/v2/{*rest}", any(crate::registry::handle))

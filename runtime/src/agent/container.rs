@@ -317,6 +317,7 @@ async fn start_and_wait(
         .await
         .map_err(|e| e.to_string())??;
     let (digest, workload, source) = prepared;
+    pod.metrics.record_compile(source);
     shared.update(spec.index, |s| s.image_id = image_id.clone());
     let fetched = if cached { "already present on machine".to_string() } else { format!("pulled in {pull_time:?}") };
     pod.event(
@@ -341,6 +342,7 @@ async fn start_and_wait(
         log: Some(log),
         memory_limit: spec.memory_limit,
         pod_ip: Some(IpAddr::V4(pod.ip)),
+        usage: shared.usage(spec.index),
         stdio: None,
     };
     let started_at = now();

@@ -7,6 +7,7 @@ pub mod container;
 pub mod exec;
 pub mod ipam;
 pub mod log;
+pub mod metrics;
 pub mod node;
 pub mod node_api;
 pub mod probe;
@@ -97,10 +98,12 @@ impl Agent {
         let mut tasks = JoinSet::new();
         tasks.spawn(node::heartbeat(client.clone(), config.clone(), cancel.clone()));
         let execs = exec::Execs::default();
+        let metrics = Arc::new(metrics::AgentMetrics::new());
         let api = node_api::NodeApi {
             pods_dir: config.data_dir.join("pods"),
             token: config.api_token.clone(),
             execs: execs.clone(),
+            metrics: metrics.clone(),
         };
         tasks.spawn(api.serve(node_api, cancel.clone()));
         let manager_node = config.node_name.clone();
@@ -110,7 +113,8 @@ impl Agent {
             client,
             host,
             puller: Arc::new(puller),
-            execs: execs.clone(),
+            execs,
+            metrics,
             config,
             ips: PodIps::new(&pod_cidr)?,
             sandboxes: HashMap::new(),
@@ -137,6 +141,7 @@ struct Manager {
     host: Arc<Host>,
     puller: Arc<crate::image::Puller>,
     execs: exec::Execs,
+    metrics: Arc<metrics::AgentMetrics>,
     config: AgentConfig,
     ips: PodIps,
     /// Running sandboxes by pod uid.
@@ -249,6 +254,7 @@ impl Manager {
             host: self.host.clone(),
             puller: self.puller.clone(),
             execs: self.execs.clone(),
+            metrics: self.metrics.clone(),
             dir: self.config.data_dir.join("pods").join(format!("{namespace}_{name}_{}", uid(pod))),
             namespace,
             name,

@@ -1,7 +1,8 @@
 //! The agent's node API, which the API server proxies `pods/{name}/log` to (as kube-apiserver does
 //! to the kubelet): `GET /containerLogs/{namespace}/{pod}/{container}` with `follow`, `previous`,
 //! `timestamps`, `sinceSeconds`, `sinceTime`, `tailLines` and `limitBytes` (see [`super::log`]);
-//! and `/exec/{namespace}/{pod}/{container}` (see [`super::exec`]).
+//! `/exec/{namespace}/{pod}/{container}` (see [`super::exec`]); and `/metrics` (see
+//! [`super::metrics`]).
 //! Requests must carry the cluster's bearer token.
 
 use std::convert::Infallible;
@@ -32,6 +33,7 @@ pub struct NodeApi {
     pub token: String,
     /// Running containers, for `exec`.
     pub execs: super::exec::Execs,
+    pub metrics: std::sync::Arc<super::metrics::AgentMetrics>,
 }
 
 fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
@@ -76,6 +78,14 @@ impl NodeApi {
         }
         let path = req.uri().path().to_string();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        if segments == ["metrics"] {
+            let mut response = text(StatusCode::OK, self.metrics.render());
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            return response;
+        }
         if let ["exec", namespace, pod, container] = segments.as_slice() {
             return super::exec::handle(&self.execs, req, namespace, pod, container);
         }

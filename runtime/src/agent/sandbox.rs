@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::container::{self, State, Status, now};
 use crate::host::Host;
+use crate::host::usage::Usage;
 
 /// What a pod's containers share.
 pub struct PodContext {
@@ -23,6 +24,8 @@ pub struct PodContext {
     pub pod: Pod,
     pub host: Arc<Host>,
     pub puller: Arc<crate::image::Puller>,
+    /// The agent's metrics (the pod registers its containers' usage there).
+    pub metrics: Arc<super::metrics::AgentMetrics>,
     /// The node's index of running containers, for `exec`.
     pub execs: super::exec::Execs,
     pub namespace: String,
@@ -75,6 +78,8 @@ impl PodContext {
 pub struct Shared {
     statuses: Arc<Mutex<Vec<Status>>>,
     changed: Arc<Notify>,
+    /// What each container's instances use, by container index.
+    usages: Arc<[Arc<Usage>]>,
 }
 
 impl Shared {
@@ -89,7 +94,11 @@ impl Shared {
         self.statuses.lock().expect("status lock").get(index).map(|s| s.restart_count).unwrap_or(0)
     }
 
-    fn snapshot(&self) -> Vec<Status> {
+    pub fn usage(&self, index: usize) -> Arc<Usage> {
+        self.usages.get(index).cloned().unwrap_or_default()
+    }
+
+    pub(super) fn snapshot(&self) -> Vec<Status> {
         self.statuses.lock().expect("status lock").clone()
     }
 }
@@ -177,7 +186,9 @@ impl Sandbox {
         let shared = Shared {
             statuses: Arc::new(Mutex::new(containers.iter().map(|c| Status::new(&c.name, &c.image)).collect())),
             changed: Arc::new(Notify::new()),
+            usages: containers.iter().map(|_| Arc::new(Usage::new(ctx.metrics.instantiate_seconds.clone()))).collect(),
         };
+        ctx.metrics.pods.insert(&ctx.uid, &ctx.namespace, &ctx.name, shared.clone());
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
         for spec in containers {
@@ -207,6 +218,7 @@ impl Sandbox {
     pub async fn stop(mut self) {
         self.stop.cancel();
         while self.tasks.join_next().await.is_some() {}
+        self.ctx.metrics.pods.remove(&self.ctx.uid);
     }
 }
 

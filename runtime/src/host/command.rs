@@ -1,9 +1,12 @@
 //! Running a wasi:cli command or a WASI p1 module to completion, as one container process.
 
+use std::time::Instant;
+
 use tokio_util::sync::CancellationToken;
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::I32Exit;
 
+use super::usage::Timed;
 use super::{GuestConfig, Workload};
 
 /// How a run ended.
@@ -49,7 +52,9 @@ pub async fn run(
                 let mut store = Store::new(engine, config.guest().map_err(wasmtime::Error::from)?);
                 store.limiter(|g| &mut g.limits);
                 share_cpu(&mut store);
+                let started = Instant::now();
                 let command = pre.instantiate_async(&mut store).await?;
+                config.usage.observe_instantiation(started);
                 match command.wasi_cli_run().call_run(&mut store).await? {
                     Ok(()) => Ok(0),
                     Err(()) => Ok(1),
@@ -59,7 +64,9 @@ pub async fn run(
                 let mut store = Store::new(engine, config.p1_guest().map_err(wasmtime::Error::from)?);
                 store.limiter(|g| &mut g.limits);
                 share_cpu(&mut store);
+                let started = Instant::now();
                 let instance = pre.instantiate_async(&mut store).await?;
+                config.usage.observe_instantiation(started);
                 let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
                 start.call_async(&mut store, ()).await?;
                 Ok(0)
@@ -68,7 +75,7 @@ pub async fn run(
         }
     };
     tokio::select! {
-        result = run => match result {
+        result = Timed::new(run, config.usage.clone()) => match result {
             Ok(code) => Outcome::Exited(code),
             Err(e) => Outcome::from_error(&e),
         },

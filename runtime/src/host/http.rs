@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -20,6 +20,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use super::command::share_cpu;
+use super::usage::Timed;
 use super::{Guest, GuestConfig};
 
 /// How one handler container is served.
@@ -46,6 +47,23 @@ pub struct ConcurrencyLimit {
 impl ConcurrencyLimit {
     pub fn new(max: usize) -> Self {
         Self { slots: Arc::new(Semaphore::new(max)), max }
+    }
+}
+
+/// Aborts a task when dropped, unless disarmed.
+struct AbortOnDrop(Option<tokio::task::AbortHandle>);
+
+impl AbortOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.abort();
+        }
     }
 }
 
@@ -106,11 +124,17 @@ impl Handler {
             },
             None => None,
         };
-        match tokio::time::timeout_at(deadline, self.instantiate_and_handle(req)).await {
+        let response = match tokio::time::timeout_at(deadline, self.instantiate_and_handle(req)).await {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => text_response(500, format!("the handler failed: {e:#}\n")),
             Err(_) => text_response(504, format!("the handler did not answer within {:?}\n", self.deadline)),
+        };
+        let usage = &self.config.usage;
+        usage.requests.fetch_add(1, Ordering::Relaxed);
+        if response.status().is_server_error() {
+            usage.request_errors.fetch_add(1, Ordering::Relaxed);
         }
+        response
     }
 
     async fn instantiate_and_handle(
@@ -124,14 +148,25 @@ impl Handler {
         let req = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
         let out = store.data_mut().http().new_response_outparam(sender)?;
         let pre = self.pre.clone();
-        // The instance runs in its own task so the body can keep streaming after the head is sent;
-        // dropping the task (deadline) drops the store and stops the guest.
-        let task = tokio::spawn(async move {
-            let proxy = pre.instantiate_async(&mut store).await?;
-            proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
-        });
+        let usage = self.config.usage.clone();
+        // The instance runs in its own task so the body can keep streaming after the head is sent.
+        let task = tokio::spawn(Timed::new(
+            async move {
+                let started = Instant::now();
+                let proxy = pre.instantiate_async(&mut store).await?;
+                store.data().limits.usage().observe_instantiation(started);
+                proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+            },
+            usage,
+        ));
+        // If the deadline drops this future before the head arrives, the task is aborted with it:
+        // that drops the store and stops the guest.
+        let abort = AbortOnDrop(Some(task.abort_handle()));
         match receiver.await {
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(response)) => {
+                abort.disarm();
+                Ok(response)
+            }
             Ok(Err(code)) => Err(wasmtime::Error::msg(format!("{code:?}"))),
             Err(_) => match task.await {
                 Ok(Ok(())) => Err(wasmtime::Error::msg("the guest never set a response")),

@@ -8,6 +8,7 @@ pub mod command;
 pub mod http;
 pub mod log;
 mod state;
+pub mod usage;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime::StoreLimitsBuilder;
 use wasmtime_wasi::cli::{AsyncStdinStream, AsyncStdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::sockets::SocketAddrUse;
@@ -15,13 +15,14 @@ use wasmtime_wasi::{FsPerms, ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::log::ContainerLog;
+use super::usage::{Meter, Usage};
 
 /// Per-store state of a component instance.
 pub struct Guest {
     pub wasi: WasiCtx,
     pub http: WasiHttpCtx,
     pub table: ResourceTable,
-    pub limits: StoreLimits,
+    pub limits: Meter,
 }
 
 impl WasiView for Guest {
@@ -39,7 +40,7 @@ impl WasiHttpView for Guest {
 /// Per-store state of a WASI preview 1 core module.
 pub struct P1Guest {
     pub wasi: WasiP1Ctx,
-    pub limits: StoreLimits,
+    pub limits: Meter,
 }
 
 /// A container's view of the world: what every instance of it is started with.
@@ -57,6 +58,8 @@ pub struct GuestConfig {
     pub memory_limit: Option<usize>,
     /// The pod's IP: the guest may bind only there (and connect to loopback addresses).
     pub pod_ip: Option<IpAddr>,
+    /// Where the container's instances count what they use (for `/metrics`).
+    pub usage: Arc<Usage>,
     /// Interactive stdio (an `exec` session) instead of the log: stdin, stdout, stderr.
     pub stdio: Option<ExecStdio>,
 }
@@ -112,12 +115,12 @@ impl GuestConfig {
         Ok(b)
     }
 
-    fn limits(&self) -> StoreLimits {
+    fn limits(&self) -> Meter {
         let mut limits = StoreLimitsBuilder::new().trap_on_grow_failure(true);
         if let Some(bytes) = self.memory_limit {
             limits = limits.memory_size(bytes);
         }
-        limits.build()
+        Meter::new(limits.build(), self.usage.clone())
     }
 
     /// The state for one component instance.
