@@ -91,8 +91,8 @@ struct NodeArgs {
 
 /// A log file size: a Kubernetes quantity of at least 1 KiB (smaller would rotate every line).
 fn parse_log_size(text: &str) -> Result<u64, String> {
-    let bytes = wasmkube_runtime::agent::container::parse_quantity(text)
-        .ok_or_else(|| format!("{text:?} is not a quantity such as 10Mi"))?;
+    let bytes =
+        wasmkube_api::quantity::memory_bytes(text).ok_or_else(|| format!("{text:?} is not a quantity such as 10Mi"))?;
     if bytes < 1024 {
         return Err(format!("{text:?} is less than 1Ki"));
     }

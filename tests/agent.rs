@@ -1020,3 +1020,40 @@ async fn the_agent_serves_metrics_of_its_pods_instances_requests_and_compile_cac
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpu_limit_caps_a_busy_loop_at_its_share_of_a_core() {
+    let (cluster, _agent) = cluster_with_agent().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let spinners = json!([
+        {"name": "capped", "image": image("spinner"), "resources": {"limits": {"cpu": "100m"}}},
+        {"name": "free", "image": image("spinner")},
+    ]);
+    pods.create(&PostParams::default(), &pod("spinners", "Always", spinners)).await.expect("create");
+    wait_for(&pods, "spinners", "Running", |p| phase(p) == "Running").await;
+    let cpu = |text: &str, container: &str| {
+        series(
+            text,
+            "wasmkube_container_cpu_seconds_total",
+            &format!(r#"namespace="default",pod="spinners",container="{container}""#),
+        )
+        .expect("a cpu series")
+    };
+    let scrape = || async {
+        let request =
+            http::Request::get(format!("/api/v1/nodes/{NODE}/proxy/metrics")).body(Vec::new()).expect("request");
+        cluster.client.request_text(request).await.expect("metrics")
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = scrape().await;
+    let started = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = scrape().await;
+    let wall = started.elapsed().as_secs_f64();
+    let capped = (cpu(&after, "capped") - cpu(&before, "capped")) / wall;
+    let free = (cpu(&after, "free") - cpu(&before, "free")) / wall;
+    println!("cores used: capped {capped:.3}, free {free:.3}");
+    // The quota is checked at 10 ms epoch ticks, so a 100m loop may overrun by up to a tick per
+    // 100 ms period; uncapped, it takes a whole core when it can. A noisy machine only lowers both.
+    assert!(capped > 0.0 && capped < 0.3, "capped used {capped:.3} cores (free: {free:.3})");
+}

@@ -9,6 +9,7 @@ pub mod annotations;
 pub mod kinds;
 pub mod meta;
 pub mod oci;
+pub mod quantity;
 pub mod selector;
 pub mod validation;
 

@@ -10,6 +10,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Volume};
 use kube::api::Api;
 use serde_json::Value;
+use wasmkube_api::quantity::{cpu_millicores, memory_bytes};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -131,15 +132,8 @@ fn resource_value(container: &Container, resource: &str) -> Result<String, Confi
     .unwrap_or_default();
     let Some(quantity) = map.get(name) else { return Ok("0".into()) };
     Ok(match name {
-        "memory" => super::container::parse_quantity(&quantity.0).map(|b| b.to_string()).unwrap_or_default(),
-        "cpu" => {
-            let q = &quantity.0;
-            let cores = match q.strip_suffix('m') {
-                Some(milli) => milli.parse::<f64>().unwrap_or(0.0) / 1000.0,
-                None => q.parse::<f64>().unwrap_or(0.0),
-            };
-            (cores.ceil() as i64).to_string()
-        }
+        "memory" => memory_bytes(&quantity.0).map(|b| b.to_string()).unwrap_or_default(),
+        "cpu" => cpu_millicores(&quantity.0).map(|m| m.div_ceil(1000).to_string()).unwrap_or_default(),
         _ => quantity.0.clone(),
     })
 }

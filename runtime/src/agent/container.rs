@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 pub use wasmkube_api::meta::now_rfc3339 as now;
+use wasmkube_api::quantity::{cpu_millicores, memory_bytes};
 
 use super::config;
 use super::exec::ExecTarget;
@@ -18,6 +19,7 @@ use super::probe::{Kill, Probes, Run};
 use super::sandbox::{PodContext, Shared};
 use crate::host::command::{self, Outcome};
 use crate::host::http::{ConcurrencyLimit, Handler};
+use crate::host::usage::CpuQuota;
 use crate::host::{GuestConfig, Workload};
 
 /// The longest CrashLoopBackOff delay, as in Kubernetes.
@@ -100,6 +102,8 @@ pub struct Spec {
     pub argv: Vec<String>,
     pub port: Option<u16>,
     pub memory_limit: Option<usize>,
+    /// `limits.cpu` in millicores.
+    pub cpu_limit: Option<u64>,
 }
 
 impl Spec {
@@ -114,7 +118,14 @@ impl Spec {
             .as_ref()
             .and_then(|r| r.limits.as_ref())
             .and_then(|l| l.get("memory"))
-            .and_then(|q| parse_quantity(&q.0));
+            .and_then(|q| memory_bytes(&q.0));
+        let cpu_limit = c
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .and_then(|l| l.get("cpu"))
+            .and_then(|q| cpu_millicores(&q.0))
+            .filter(|m| *m > 0);
         Self {
             container: c.clone(),
             index,
@@ -123,27 +134,9 @@ impl Spec {
             argv,
             port,
             memory_limit,
+            cpu_limit,
         }
     }
-}
-
-/// Parses a Kubernetes memory quantity (`64Mi`, `1G`, `1048576`) into bytes.
-pub fn parse_quantity(q: &str) -> Option<usize> {
-    let q = q.trim();
-    let split = q.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(q.len());
-    let (number, suffix) = q.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let factor: f64 = match suffix {
-        "" => 1.0,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0 * 1024.0 * 1024.0,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        _ => return None,
-    };
-    Some((number * factor) as usize)
 }
 
 /// Runs a container until `stop` fires or it is done for good.
@@ -343,6 +336,7 @@ async fn start_and_wait(
         memory_limit: spec.memory_limit,
         pod_ip: Some(IpAddr::V4(pod.ip)),
         usage: shared.usage(spec.index),
+        cpu_quota: spec.cpu_limit.map(|m| Arc::new(CpuQuota::new(m, shared.usage(spec.index)))),
         stdio: None,
     };
     let started_at = now();
@@ -425,18 +419,4 @@ async fn mark_started(
 /// The number of the container's current run, which names its log files (`agent::log`).
 fn run_number(shared: &Shared, spec: &Spec) -> u32 {
     u32::try_from(shared.restart_count(spec.index)).unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn memory_quantities_parse_to_bytes() {
-        for (q, want) in
-            [("64Mi", Some(64 << 20)), ("1Gi", Some(1 << 30)), ("1000", Some(1000)), ("2k", Some(2000)), ("x", None)]
-        {
-            assert_eq!(parse_quantity(q), want, "{q}");
-        }
-    }
 }

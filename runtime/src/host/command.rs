@@ -1,12 +1,13 @@
 //! Running a wasi:cli command or a WASI p1 module to completion, as one container process.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::I32Exit;
 
-use super::usage::Timed;
+use super::usage::{CpuQuota, Timed};
 use super::{GuestConfig, Workload};
 
 /// How a run ended.
@@ -33,10 +34,16 @@ impl Outcome {
 }
 
 /// Gives every instance a slice of CPU, then yields to the executor so neighbours get theirs:
-/// a busy loop cannot starve other pods on the node.
-pub fn share_cpu<T: 'static>(store: &mut Store<T>) {
+/// a busy loop cannot starve other pods on the node. With a `limits.cpu` quota, a container that
+/// spent its share is parked until its period ends.
+pub fn share_cpu<T: 'static>(store: &mut Store<T>, quota: Option<Arc<CpuQuota>>) {
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+    store.epoch_deadline_callback(move |_| {
+        Ok(match quota.as_ref().and_then(|q| q.throttle()) {
+            Some(wait) => UpdateDeadline::YieldCustom(1, Box::pin(tokio::time::sleep(wait))),
+            None => UpdateDeadline::Yield(1),
+        })
+    });
 }
 
 /// Runs a command or module until it exits or `stop` fires.
@@ -51,7 +58,7 @@ pub async fn run(
             Workload::Command(pre) => {
                 let mut store = Store::new(engine, config.guest().map_err(wasmtime::Error::from)?);
                 store.limiter(|g| &mut g.limits);
-                share_cpu(&mut store);
+                share_cpu(&mut store, config.cpu_quota.clone());
                 let started = Instant::now();
                 let command = pre.instantiate_async(&mut store).await?;
                 config.usage.observe_instantiation(started);
@@ -63,7 +70,7 @@ pub async fn run(
             Workload::Module(pre) => {
                 let mut store = Store::new(engine, config.p1_guest().map_err(wasmtime::Error::from)?);
                 store.limiter(|g| &mut g.limits);
-                share_cpu(&mut store);
+                share_cpu(&mut store, config.cpu_quota.clone());
                 let started = Instant::now();
                 let instance = pre.instantiate_async(&mut store).await?;
                 config.usage.observe_instantiation(started);

@@ -143,7 +143,7 @@ impl Handler {
     ) -> wasmtime::Result<hyper::Response<HyperOutgoingBody>> {
         let mut store = Store::new(&self.engine, self.config.guest()?);
         store.limiter(|g| &mut g.limits);
-        share_cpu(&mut store);
+        share_cpu(&mut store, self.config.cpu_quota.clone());
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
         let out = store.data_mut().http().new_response_outparam(sender)?;

@@ -15,7 +15,7 @@ use wasmtime_wasi::{FsPerms, ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::log::ContainerLog;
-use super::usage::{Meter, Usage};
+use super::usage::{CpuQuota, Meter, Usage};
 
 /// Per-store state of a component instance.
 pub struct Guest {
@@ -60,6 +60,8 @@ pub struct GuestConfig {
     pub pod_ip: Option<IpAddr>,
     /// Where the container's instances count what they use (for `/metrics`).
     pub usage: Arc<Usage>,
+    /// `limits.cpu`, shared by the container's instances.
+    pub cpu_quota: Option<Arc<CpuQuota>>,
     /// Interactive stdio (an `exec` session) instead of the log: stdin, stdout, stderr.
     pub stdio: Option<ExecStdio>,
 }

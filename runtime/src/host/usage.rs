@@ -8,10 +8,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::histogram::Histogram;
 use wasmtime::{ResourceLimiter, StoreLimits};
@@ -112,6 +112,49 @@ impl Drop for Meter {
     }
 }
 
+/// `limits.cpu`: the share of a core a container may use, enforced like the kernel's CFS quota.
+/// Within each 100 ms period the container may run `millicores / 1000 × 100 ms`; once its
+/// [`Usage`] says it has, its guests are parked at their next epoch tick until the period ends.
+#[derive(Debug)]
+pub struct CpuQuota {
+    millicores: u64,
+    usage: Arc<Usage>,
+    period: Mutex<Period>,
+}
+
+#[derive(Debug)]
+struct Period {
+    started: Instant,
+    cpu_at_start: u64,
+}
+
+/// The accounting period of [`CpuQuota`], as in CFS.
+const QUOTA_PERIOD: Duration = Duration::from_millis(100);
+
+impl CpuQuota {
+    pub fn new(millicores: u64, usage: Arc<Usage>) -> Self {
+        let period = Period { started: Instant::now(), cpu_at_start: usage.cpu_nanos.load(Ordering::Relaxed) };
+        Self { millicores, usage, period: Mutex::new(period) }
+    }
+
+    /// How long the container's guests must pause to stay within the limit, if it is spent.
+    pub fn throttle(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let cpu = self.usage.cpu_nanos.load(Ordering::Relaxed);
+        let mut period = self.period.lock().expect("cpu quota lock");
+        let elapsed = now.duration_since(period.started);
+        if elapsed >= QUOTA_PERIOD {
+            *period = Period { started: now, cpu_at_start: cpu };
+            return None;
+        }
+        let allowed = QUOTA_PERIOD.as_nanos() as u64 * self.millicores / 1000;
+        // Asked at an epoch tick from inside a running poll, whose time is not counted until the
+        // poll ends: charge the tick it has been running for.
+        let in_flight = super::EPOCH_TICK.as_nanos() as u64;
+        (cpu.saturating_sub(period.cpu_at_start) + in_flight >= allowed).then(|| QUOTA_PERIOD - elapsed)
+    }
+}
+
 /// A future whose polls are timed into a container's CPU counter.
 pub struct Timed<F> {
     inner: Pin<Box<F>>,
@@ -141,6 +184,18 @@ mod tests {
     use wasmtime::StoreLimitsBuilder;
 
     use super::*;
+
+    #[test]
+    fn a_spent_quota_parks_the_container_until_the_period_ends() {
+        let usage = Arc::new(Usage::default());
+        let quota = CpuQuota::new(500, usage.clone()); // 50 ms per 100 ms
+        assert_eq!(quota.throttle(), None);
+        usage.cpu_nanos.fetch_add(30_000_000, Ordering::Relaxed);
+        assert_eq!(quota.throttle(), None, "30 ms used (+ a tick in flight) of 50");
+        usage.cpu_nanos.fetch_add(15_000_000, Ordering::Relaxed);
+        let wait = quota.throttle().expect("over the quota");
+        assert!(wait <= QUOTA_PERIOD && wait > Duration::from_millis(50), "{wait:?}");
+    }
 
     #[test]
     fn memory_is_counted_while_granted_and_returned_when_the_store_goes() {
