@@ -87,6 +87,11 @@ struct NodeArgs {
     /// container keeps its current and previous runs' logs, at most two files each.
     #[arg(long, default_value = "10Mi", value_parser = parse_log_size)]
     container_log_max_size: u64,
+
+    /// A directory under which pods may mount `hostPath` volumes; repeatable. Default: none, so
+    /// hostPath volumes are refused.
+    #[arg(long = "host-path-root", value_name = "DIR")]
+    host_path_roots: Vec<std::path::PathBuf>,
 }
 
 /// A log file size: a Kubernetes quantity of at least 1 KiB (smaller would rotate every line).
@@ -204,6 +209,7 @@ async fn start_agent(
     config.backoff_base = Duration::from_secs(node.backoff_base.max(1));
     config.node_api_port = node.node_api_port;
     config.container_log_max_bytes = node.container_log_max_size;
+    config.host_path_roots = node.host_path_roots;
     config.api_token = token.to_string();
     config.server_authority = server.parse::<http::Uri>().ok().and_then(|u| u.authority().map(|a| a.to_string()));
     Agent::start(client, config).await

@@ -633,7 +633,12 @@ async fn a_restarted_agent_re_adopts_its_pods_on_the_same_ips_without_duplicates
     pods.create(&PostParams::default(), &pod("kept", "Always", containers)).await.expect("create");
     let done = json!([{"name": "job", "image": image("job"), "args": ["100"]}]);
     pods.create(&PostParams::default(), &pod("finished", "Never", done)).await.expect("create");
+    let crashing = json!([{"name": "crash", "image": image("crasher")}]);
+    pods.create(&PostParams::default(), &pod("crashy", "Always", crashing)).await.expect("create");
     let before = wait_for(&pods, "kept", "kept Ready", |p| container_status(p)["ready"] == true).await;
+    let crashed =
+        wait_for(&pods, "crashy", "a restart", |p| container_status(p)["restartCount"].as_i64() >= Some(1)).await;
+    let restarts_before = container_status(&crashed)["restartCount"].as_i64().expect("restartCount");
     wait_for(&pods, "finished", "finished Succeeded", |p| phase(p) == "Succeeded").await;
     let ip = before.status.and_then(|s| s.pod_ip).expect("podIP");
 
@@ -656,7 +661,10 @@ async fn a_restarted_agent_re_adopts_its_pods_on_the_same_ips_without_duplicates
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     let after = pods.get("kept").await.expect("kept");
     assert_eq!(after.status.and_then(|s| s.pod_ip).as_deref(), Some(ip.as_str()), "same pod IP");
-    assert_eq!(pods.list(&Default::default()).await.expect("list").items.len(), 2, "no duplicate pods");
+    assert_eq!(pods.list(&Default::default()).await.expect("list").items.len(), 3, "no duplicate pods");
+    let crashy = pods.get("crashy").await.expect("crashy");
+    let restarts_after = container_status(&crashy)["restartCount"].as_i64().expect("restartCount");
+    assert!(restarts_after >= restarts_before, "restart counts go on: {restarts_before} then {restarts_after}");
     // The restarted agent loaded the handler's code from its on-disk compile cache.
     let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(cluster.client.clone(), "default");
     let pulled: Vec<String> = events
@@ -1056,4 +1064,52 @@ async fn a_cpu_limit_caps_a_busy_loop_at_its_share_of_a_core() {
     // The quota is checked at 10 ms epoch ticks, so a 100m loop may overrun by up to a tick per
     // 100 ms period; uncapped, it takes a whole core when it can. A noisy machine only lowers both.
     assert!(capped > 0.0 && capped < 0.3, "capped used {capped:.3} cores (free: {free:.3})");
+}
+
+#[tokio::test]
+async fn host_paths_mount_only_under_allowed_roots_and_working_dir_is_set() {
+    let cluster = TestCluster::start().await;
+    let allowed = cluster.dir.path().join("shared-data");
+    std::fs::create_dir_all(&allowed).expect("root");
+    std::fs::write(allowed.join("greeting.txt"), "from the host").expect("file");
+    let mut config = AgentConfig::new(NODE, "127.0.0.1".parse().expect("ip"), cluster.dir.path().join("agent"));
+    config.node_api_port = 0;
+    config.api_token = cluster.control.pki.admin_token.clone();
+    config.host_path_roots = vec![allowed.clone()];
+    let _agent = Agent::start(cluster.client.clone(), config).await.expect("agent starts");
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+
+    let with_host_path = |name: &str, path: String| {
+        let mut p = pod(
+            name,
+            "Never",
+            json!([{"name": "app", "image": image("inspect"), "workingDir": "/host",
+                    "args": ["cat:/host/greeting.txt", "write:/host/note=written", "env"],
+                    "volumeMounts": [{"name": "host", "mountPath": "/host"}]}]),
+        );
+        p.spec.as_mut().expect("spec").volumes =
+            Some(serde_json::from_value(json!([{"name": "host", "hostPath": {"path": path}}])).expect("volumes"));
+        p
+    };
+    pods.create(&PostParams::default(), &with_host_path("inside", allowed.display().to_string()))
+        .await
+        .expect("create");
+    // `..` that leaves the root is caught after canonicalization.
+    let escape = format!("{}/../", allowed.display());
+    pods.create(&PostParams::default(), &with_host_path("escape", escape)).await.expect("create");
+
+    let done = wait_for(&pods, "inside", "Succeeded", |p| phase(p) == "Succeeded").await;
+    let log = log_of(&cluster, &done, "app", 0);
+    assert!(log.contains("/host/greeting.txt: from the host"), "{log}");
+    // workingDir reaches the guest as wasi:cli's initial-cwd and as PWD (Rust's wasi-libc reads
+    // neither yet, so `current_dir()` stays "/" for this sample).
+    assert!(log.lines().any(|l| l == "PWD=/host"), "workingDir: {log}");
+    assert_eq!(std::fs::read_to_string(allowed.join("note")).expect("written through the mount"), "written");
+
+    let refused = wait_for(&pods, "escape", "CreateContainerConfigError", |p| {
+        container_status(p)["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+    })
+    .await;
+    let message = container_status(&refused)["state"]["waiting"]["message"].as_str().unwrap_or("").to_string();
+    assert!(message.contains("outside the allowed roots"), "{message}");
 }

@@ -44,6 +44,8 @@ pub enum ConfigError {
 pub struct Sources<'a> {
     pub client: &'a kube::Client,
     pub namespace: &'a str,
+    /// Directories `hostPath` volumes may point into.
+    pub host_path_roots: &'a [PathBuf],
 }
 
 impl Sources<'_> {
@@ -146,6 +148,11 @@ pub async fn environment(
     container: &Container,
 ) -> Result<Vec<(String, String)>, ConfigError> {
     let mut env: Vec<(String, String)> = Vec::new();
+    // `workingDir` goes to the guest as wasi:cli's initial-cwd (see `GuestConfig::working_dir`)
+    // and, since wasi-libc does not read that yet, as `PWD` too (an explicit `PWD` still wins).
+    if let Some(dir) = container.working_dir.as_ref().filter(|d| !d.is_empty()) {
+        env.push(("PWD".to_string(), dir.clone()));
+    }
     let mut set = |name: String, value: String| match env.iter_mut().find(|(n, _)| *n == name) {
         Some(slot) => slot.1 = value,
         None => env.push((name, value)),
@@ -269,10 +276,12 @@ async fn materialize(sources: &Sources<'_>, pod: &Pod, volume: &Volume, root: &P
         }
         return Ok(());
     }
-    if volume.host_path.is_some() {
-        return Err(unsupported("hostPath volumes are not allowed on this node"));
+    if let Some(host_path) = &volume.host_path {
+        allowed_host_path(&host_path.path, host_path.type_.as_deref(), sources.host_path_roots)
+            .map_err(|reason| unsupported(&reason))?;
+        return Ok(());
     }
-    Err(unsupported("unsupported volume type (supported: emptyDir, configMap, secret, downwardAPI)"))
+    Err(unsupported("unsupported volume type (supported: emptyDir, configMap, secret, downwardAPI, hostPath)"))
 }
 
 /// Writes `files` (all of them, or only the listed `items` under their paths).
@@ -297,8 +306,42 @@ fn project(
     Ok(())
 }
 
+/// The directory a `hostPath` volume names, if it is under one of `roots` (both canonicalized, so
+/// `..` and symlinks cannot leave a root). `DirectoryOrCreate` creates it; other types but
+/// directories are refused, since WASI preopens are directories.
+pub fn allowed_host_path(path: &str, kind: Option<&str>, roots: &[PathBuf]) -> Result<PathBuf, String> {
+    if roots.is_empty() {
+        return Err("hostPath volumes are not allowed on this node (no --host-path-root is configured)".into());
+    }
+    match kind.unwrap_or("") {
+        "" | "Directory" => {}
+        "DirectoryOrCreate" => {
+            let inside = roots.iter().any(|r| Path::new(path).starts_with(r));
+            if inside {
+                std::fs::create_dir_all(path).map_err(|e| format!("creating hostPath {path}: {e}"))?;
+            }
+        }
+        other => return Err(format!("hostPath type {other} is not supported (a Wasm guest mounts directories only)")),
+    }
+    let canonical = std::fs::canonicalize(path).map_err(|e| format!("hostPath {path}: {e}"))?;
+    if !canonical.is_dir() {
+        return Err(format!("hostPath {path} is not a directory"));
+    }
+    let inside = roots.iter().filter_map(|r| std::fs::canonicalize(r).ok()).any(|r| canonical.starts_with(r));
+    if !inside {
+        let roots: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+        return Err(format!("hostPath {path} is outside the allowed roots ({})", roots.join(", ")));
+    }
+    Ok(canonical)
+}
+
 /// The preopens of a container: (host dir, guest path, read-only) for each volumeMount.
-pub fn mounts(pod: &Pod, container: &Container, dir: &Path) -> Result<Vec<(PathBuf, String, bool)>, ConfigError> {
+pub fn mounts(
+    pod: &Pod,
+    container: &Container,
+    dir: &Path,
+    host_path_roots: &[PathBuf],
+) -> Result<Vec<(PathBuf, String, bool)>, ConfigError> {
     let volumes: Vec<&Volume> = pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()).collect();
     let mut out = Vec::new();
     for mount in container.volume_mounts.iter().flatten() {
@@ -309,7 +352,12 @@ pub fn mounts(pod: &Pod, container: &Container, dir: &Path) -> Result<Vec<(PathB
         // configMap, secret and downwardAPI volumes are always read-only, as in Kubernetes.
         let always_read_only = volume.config_map.is_some() || volume.secret.is_some() || volume.downward_api.is_some();
         let read_only = always_read_only || mount.read_only.unwrap_or(false);
-        out.push((dir.join(&mount.name), mount.mount_path.clone(), read_only));
+        let host_dir = match &volume.host_path {
+            Some(h) => allowed_host_path(&h.path, h.type_.as_deref(), host_path_roots)
+                .map_err(|reason| ConfigError::Volume { volume: volume.name.clone(), reason })?,
+            None => dir.join(&mount.name),
+        };
+        out.push((host_dir, mount.mount_path.clone(), read_only));
     }
     Ok(out)
 }

@@ -291,12 +291,13 @@ async fn start_and_wait(
     shared: &Shared,
     stop: &CancellationToken,
 ) -> Result<Option<Ended>, StartFailure> {
-    let sources = config::Sources { client: &pod.client, namespace: &pod.namespace };
+    let sources =
+        config::Sources { client: &pod.client, namespace: &pod.namespace, host_path_roots: &pod.host_path_roots };
     let volumes_dir = pod.dir.join("volumes");
     let configure = async {
         config::materialize_volumes(&sources, &pod.pod, &volumes_dir).await?;
         let env = config::environment(&sources, &pod.pod, &spec.container).await?;
-        let preopens = config::mounts(&pod.pod, &spec.container, &volumes_dir)?;
+        let preopens = config::mounts(&pod.pod, &spec.container, &volumes_dir, &pod.host_path_roots)?;
         Ok::<_, config::ConfigError>((env, preopens))
     };
     let (env, preopens) = configure.await.map_err(|e| StartFailure::Config(e.to_string()))?;
@@ -335,6 +336,7 @@ async fn start_and_wait(
         log: Some(log),
         memory_limit: spec.memory_limit,
         pod_ip: Some(IpAddr::V4(pod.ip)),
+        working_dir: spec.container.working_dir.clone().filter(|d| !d.is_empty()),
         usage: shared.usage(spec.index),
         cpu_quota: spec.cpu_limit.map(|m| Arc::new(CpuQuota::new(m, shared.usage(spec.index)))),
         stdio: None,

@@ -51,6 +51,8 @@ pub struct AgentConfig {
     /// its current and previous runs' logs, two files each (default 10 MiB, the kubelet's
     /// `containerLogMaxSize`).
     pub container_log_max_bytes: u64,
+    /// Directories under which `hostPath` volumes are allowed (none: hostPath is refused).
+    pub host_path_roots: Vec<PathBuf>,
     /// Port of the node API (pod logs) on the node IP; 0 picks a free one.
     pub node_api_port: u16,
     /// The bearer token the node API requires (the API server presents the cluster's token).
@@ -69,6 +71,7 @@ impl AgentConfig {
             backoff_base: Duration::from_secs(10),
             request_deadline: Duration::from_secs(30),
             container_log_max_bytes: 10 << 20,
+            host_path_roots: Vec::new(),
             node_api_port: 10250,
             api_token: String::new(),
             server_authority: None,
@@ -268,6 +271,7 @@ impl Manager {
             max_concurrency: settings.max_concurrency,
             grace: Duration::from_secs(grace),
             log_max_bytes: self.config.container_log_max_bytes,
+            host_path_roots: self.config.host_path_roots.clone(),
         };
         self.sandboxes.insert(uid(pod), Sandbox::start(ctx, pod));
         Ok(())

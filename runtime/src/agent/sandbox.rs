@@ -39,6 +39,8 @@ pub struct PodContext {
     pub dir: PathBuf,
     pub backoff_base: Duration,
     pub request_deadline: Duration,
+    /// Where `hostPath` volumes may point.
+    pub host_path_roots: Vec<PathBuf>,
     /// `wasmkube.dev/max-concurrency`: requests in flight per handler container.
     pub max_concurrency: Option<usize>,
     /// How long in-flight work may take to finish when the pod is stopped.
@@ -163,6 +165,19 @@ fn status_json(pod: &PodContext, statuses: &[Status], start_time: &str, transiti
     })
 }
 
+/// A container's first status in this sandbox. A pod re-adopted after an agent restart keeps the
+/// restart count it had reported, so counts (and the run numbers its logs are filed under) go on
+/// from there instead of starting over.
+fn resumed_status(pod: &Pod, container: &container::Spec) -> Status {
+    let mut status = Status::new(&container.name, &container.image);
+    let reported =
+        pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten()).find(|s| s.name == container.name);
+    if let Some(reported) = reported {
+        status.restart_count = reported.restart_count;
+    }
+    status
+}
+
 /// A running pod.
 pub struct Sandbox {
     pub ip: Ipv4Addr,
@@ -184,7 +199,7 @@ impl Sandbox {
             .map(|(i, c)| container::Spec::from_pod(i, c))
             .collect();
         let shared = Shared {
-            statuses: Arc::new(Mutex::new(containers.iter().map(|c| Status::new(&c.name, &c.image)).collect())),
+            statuses: Arc::new(Mutex::new(containers.iter().map(|c| resumed_status(pod, c)).collect())),
             changed: Arc::new(Notify::new()),
             usages: containers.iter().map(|_| Arc::new(Usage::new(ctx.metrics.instantiate_seconds.clone()))).collect(),
         };

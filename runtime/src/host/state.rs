@@ -58,6 +58,8 @@ pub struct GuestConfig {
     pub memory_limit: Option<usize>,
     /// The pod's IP: the guest may bind only there (and connect to loopback addresses).
     pub pod_ip: Option<IpAddr>,
+    /// `workingDir`: the guest's initial working directory (`wasi:cli/environment.initial-cwd`).
+    pub working_dir: Option<String>,
     /// Where the container's instances count what they use (for `/metrics`).
     pub usage: Arc<Usage>,
     /// `limits.cpu`, shared by the container's instances.
@@ -97,6 +99,9 @@ impl GuestConfig {
         b.args(&self.args).envs(&self.env);
         if let Some(log) = &self.log {
             b.stdout(log.stdout()).stderr(log.stderr());
+        }
+        if let Some(dir) = &self.working_dir {
+            b.initial_cwd(dir);
         }
         if let Some(io) = &self.stdio {
             b.stdin(io.stdin.clone()).stdout(io.stdout.clone()).stderr(io.stderr.clone());
