@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod objects;
 pub mod pki;
 pub mod registry;
+pub mod scheduler;
 pub mod status;
 pub mod store;
 
@@ -145,6 +146,8 @@ impl ControlPlane {
         });
         tasks.spawn(controller::namespace::run(objects.clone(), cancel.clone()));
         tasks.spawn(controller::node_ipam::run(objects.clone(), config.cluster_cidr.clone(), cancel.clone()));
+        tasks.spawn(controller::replicaset::run(objects.clone(), cancel.clone()));
+        tasks.spawn(scheduler::run(objects.clone(), scheduler::Scheduler::default(), cancel.clone()));
         tracing::info!(%addr, "control plane serving");
         Ok(Self { addr, pki, objects, cancel, tasks })
     }

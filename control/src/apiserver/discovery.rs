@@ -97,6 +97,9 @@ fn resource_list(group: &str, version: &str) -> Response {
                 "name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"],
             }));
             resources.push(json!({
+                "name": "pods/binding", "singularName": "", "namespaced": true, "kind": "Binding", "verbs": ["create"],
+            }));
+            resources.push(json!({
                 "name": "pods/exec", "singularName": "", "namespaced": true, "kind": "PodExecOptions",
                 "verbs": ["create", "get"],
             }));

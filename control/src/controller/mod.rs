@@ -2,3 +2,4 @@
 
 pub mod namespace;
 pub mod node_ipam;
+pub mod replicaset;

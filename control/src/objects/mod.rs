@@ -5,6 +5,8 @@
 //! `metadata.resourceVersion`, which is always the key's mod revision and is put back on read,
 //! exactly as kube-apiserver does over etcd.
 
+mod binding;
+pub(crate) use binding::set_condition;
 mod create;
 mod defaults;
 mod delete;

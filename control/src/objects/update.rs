@@ -19,6 +19,9 @@ pub enum Subresource {
     Scale,
     /// A namespace's `finalize`: only `spec.finalizers` changes.
     Finalize,
+    /// A pod's `binding`: `spec.nodeName` and the PodScheduled condition, as the binding computed
+    /// them from the current pod.
+    Binding,
 }
 
 /// The supported PATCH bodies.
@@ -115,7 +118,7 @@ impl Objects {
 
     /// The read-compute-compare-and-put loop behind every update. `desired` maps the current
     /// object (or, for `scale`, its Scale) to the requested one.
-    async fn guaranteed_update(
+    pub(super) async fn guaranteed_update(
         &self,
         target: &Target,
         sub: Subresource,
@@ -211,6 +214,7 @@ fn merge_server_owned(target: &Target, current: &Value, canonical: Value, sub: S
             }
             out
         }
+        Subresource::Binding => canonical,
         Subresource::Finalize => {
             let mut out = current.clone();
             out["spec"]["finalizers"] = canonical.pointer("/spec/finalizers").cloned().unwrap_or_else(|| json!([]));

@@ -1,0 +1,289 @@
+//! The scheduling framework, after Kubernetes': a [`Snapshot`] of the nodes with the pods bound to
+//! them; filter plugins that say whether a pod fits a node and, if not, why ([`Fit`]); score
+//! plugins that rank the nodes that fit. [`schedule`] runs them and either names a node or
+//! explains, in Kubernetes' words, why none fits ("0/3 nodes are available: 2 Insufficient
+//! memory, 1 node(s) had untolerated taint {dedicated: gpu}.").
+//!
+//! Plugins are small pure functions of (pod, node, snapshot): no I/O, no clock, so they are tested
+//! as tables of cases and properties.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use wasmkube_api::quantity::{cpu_millicores, memory_bytes};
+
+/// CPU, memory and pod count: what pods request and nodes offer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub milli_cpu: u64,
+    pub memory: u64,
+    pub pods: u64,
+}
+
+/// What Kubernetes assumes a container without requests uses, for scoring only (so such pods
+/// still spread instead of piling onto one node): 100m CPU and 200 MB.
+const DEFAULT_MILLI_CPU: u64 = 100;
+const DEFAULT_MEMORY: u64 = 200 * 1024 * 1024;
+
+impl Resources {
+    /// A pod's requests: the sum over its containers, or the largest init container's if larger
+    /// (init containers run one at a time, before the others); one pod.
+    pub fn requested_by(pod: &Pod) -> Self {
+        Self::sum_requests(pod, false)
+    }
+
+    /// Like [`Resources::requested_by`], with Kubernetes' non-zero defaults for containers that
+    /// request nothing: what scoring uses.
+    pub fn requested_for_scoring(pod: &Pod) -> Self {
+        Self::sum_requests(pod, true)
+    }
+
+    fn sum_requests(pod: &Pod, non_zero: bool) -> Self {
+        let Some(spec) = &pod.spec else { return Self { pods: 1, ..Self::default() } };
+        let of = |c: &k8s_openapi::api::core::v1::Container| {
+            let requests = c.resources.as_ref().and_then(|r| r.requests.as_ref());
+            let cpu = requests.and_then(|r| r.get("cpu")).and_then(|q| cpu_millicores(&q.0));
+            let memory = requests.and_then(|r| r.get("memory")).and_then(|q| memory_bytes(&q.0)).map(|b| b as u64);
+            let fallback = |v: Option<u64>, default: u64| if non_zero { v.unwrap_or(default) } else { v.unwrap_or(0) };
+            (fallback(cpu, DEFAULT_MILLI_CPU), fallback(memory, DEFAULT_MEMORY))
+        };
+        let (mut cpu, mut memory) = (0, 0);
+        for c in &spec.containers {
+            let (c_cpu, c_memory) = of(c);
+            cpu += c_cpu;
+            memory += c_memory;
+        }
+        for c in spec.init_containers.iter().flatten() {
+            let (c_cpu, c_memory) = of(c);
+            cpu = cpu.max(c_cpu);
+            memory = memory.max(c_memory);
+        }
+        Self { milli_cpu: cpu, memory, pods: 1 }
+    }
+
+    /// A node's `status.allocatable` (falling back to `capacity`).
+    pub fn allocatable(node: &Node) -> Self {
+        let status = node.status.as_ref();
+        let map = status.and_then(|s| s.allocatable.as_ref()).or_else(|| status.and_then(|s| s.capacity.as_ref()));
+        let get = |key: &str| map.and_then(|m| m.get(key)).map(|q| q.0.clone());
+        Self {
+            milli_cpu: get("cpu").and_then(|q| cpu_millicores(&q)).unwrap_or(0),
+            memory: get("memory").and_then(|q| memory_bytes(&q)).map(|b| b as u64).unwrap_or(0),
+            pods: get("pods").and_then(|q| q.parse().ok()).unwrap_or(0),
+        }
+    }
+
+    pub fn add(&mut self, other: &Resources) {
+        self.milli_cpu += other.milli_cpu;
+        self.memory += other.memory;
+        self.pods += other.pods;
+    }
+}
+
+/// One node and the (non-terminal) pods bound to it.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub node: Node,
+    pub pods: Vec<Pod>,
+    /// The sum of the bound pods' requests (as in [`Resources::requested_by`]).
+    pub requested: Resources,
+    /// The same with scoring defaults ([`Resources::requested_for_scoring`]).
+    pub requested_for_scoring: Resources,
+    pub allocatable: Resources,
+}
+
+impl NodeInfo {
+    pub fn new(node: Node) -> Self {
+        let allocatable = Resources::allocatable(&node);
+        Self {
+            node,
+            pods: Vec::new(),
+            requested: Resources::default(),
+            requested_for_scoring: Resources::default(),
+            allocatable,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.node.metadata.name.as_deref().unwrap_or("")
+    }
+
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+        self.node.metadata.labels.as_ref().unwrap_or(&EMPTY)
+    }
+
+    /// Counts a pod as bound here (also used for the pods this pass has just placed).
+    pub fn add_pod(&mut self, pod: Pod) {
+        self.requested.add(&Resources::requested_by(&pod));
+        self.requested_for_scoring.add(&Resources::requested_for_scoring(&pod));
+        self.pods.push(pod);
+    }
+}
+
+/// The cluster as one scheduling pass sees it.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub nodes: Vec<NodeInfo>,
+}
+
+impl Snapshot {
+    pub fn node(&self, name: &str) -> Option<&NodeInfo> {
+        self.nodes.iter().find(|n| n.name() == name)
+    }
+
+    /// Every bound pod with the node it is on.
+    pub fn pods(&self) -> impl Iterator<Item = (&NodeInfo, &Pod)> {
+        self.nodes.iter().flat_map(|n| n.pods.iter().map(move |p| (n, p)))
+    }
+}
+
+/// Whether a pod fits a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fit {
+    Fits,
+    /// It does not; `reason` is the phrase Kubernetes counts in its message ("Insufficient cpu",
+    /// "node(s) didn't match Pod's node affinity/selector"). `resolvable` is false when no change
+    /// to other pods could make it fit (Kubernetes' UnschedulableAndUnresolvable).
+    No {
+        reason: String,
+        resolvable: bool,
+    },
+}
+
+impl Fit {
+    pub fn no(reason: impl Into<String>) -> Self {
+        Fit::No { reason: reason.into(), resolvable: true }
+    }
+
+    pub fn never(reason: impl Into<String>) -> Self {
+        Fit::No { reason: reason.into(), resolvable: false }
+    }
+}
+
+/// A filter: can `pod` run on `node`?
+pub trait FilterPlugin: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn filter(&self, pod: &Pod, node: &NodeInfo, snapshot: &Snapshot) -> Fit;
+}
+
+/// A score: how good is `node` for `pod`, from 0 to [`MAX_SCORE`] (after [`ScorePlugin::normalize`]).
+pub trait ScorePlugin: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn weight(&self) -> u64 {
+        1
+    }
+    fn score(&self, pod: &Pod, node: &NodeInfo, snapshot: &Snapshot) -> i64;
+    /// Rescales the raw scores of all feasible nodes (e.g. to 0..=100 relative to the best).
+    fn normalize(&self, _scores: &mut [i64]) {}
+}
+
+pub const MAX_SCORE: i64 = 100;
+
+/// Why no node fits, worded as Kubernetes' FailedScheduling message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unschedulable {
+    pub message: String,
+}
+
+/// The node for `pod`: the feasible node with the highest weighted score (ties: the first in
+/// `snapshot` order, which callers keep sorted by name), or why there is none.
+pub fn schedule(
+    pod: &Pod,
+    snapshot: &Snapshot,
+    filters: &[Box<dyn FilterPlugin>],
+    scores: &[Box<dyn ScorePlugin>],
+) -> Result<String, Unschedulable> {
+    let mut feasible: Vec<&NodeInfo> = Vec::new();
+    // reason → number of nodes it ruled out (each node counts once, under its first failing filter).
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for node in &snapshot.nodes {
+        let failed = filters.iter().find_map(|f| match f.filter(pod, node, snapshot) {
+            Fit::Fits => None,
+            Fit::No { reason, .. } => Some(reason),
+        });
+        match failed {
+            None => feasible.push(node),
+            Some(reason) => *reasons.entry(reason).or_default() += 1,
+        }
+    }
+    if feasible.is_empty() {
+        return Err(Unschedulable { message: unschedulable_message(snapshot.nodes.len(), &reasons) });
+    }
+    let mut totals = vec![0i64; feasible.len()];
+    for plugin in scores {
+        let mut raw: Vec<i64> = feasible.iter().map(|n| plugin.score(pod, n, snapshot)).collect();
+        plugin.normalize(&mut raw);
+        for (total, score) in totals.iter_mut().zip(raw) {
+            *total += score.clamp(0, MAX_SCORE) * plugin.weight() as i64;
+        }
+    }
+    let best = totals.iter().enumerate().max_by(|(ia, a), (ib, b)| a.cmp(b).then(ib.cmp(ia))).map(|(i, _)| i);
+    Ok(feasible[best.unwrap_or(0)].name().to_string())
+}
+
+/// "0/3 nodes are available: 1 Insufficient memory, 2 node(s) had untolerated taint {k: v}."
+pub fn unschedulable_message(total: usize, reasons: &BTreeMap<String, usize>) -> String {
+    if total == 0 {
+        return "0/0 nodes are available: no nodes available to schedule pods.".to_string();
+    }
+    let parts: Vec<String> = reasons.iter().map(|(reason, n)| format!("{n} {reason}")).collect();
+    format!("0/{total} nodes are available: {}.", parts.join(", "))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    pub(crate) fn node(name: &str, cpu: &str, memory: &str) -> Node {
+        serde_json::from_value(json!({"metadata": {"name": name},
+            "status": {"allocatable": {"cpu": cpu, "memory": memory, "pods": "110"}}}))
+        .expect("node")
+    }
+
+    pub(crate) fn pod(cpu: Option<&str>, memory: Option<&str>) -> Pod {
+        let mut requests = serde_json::Map::new();
+        if let Some(cpu) = cpu {
+            requests.insert("cpu".into(), json!(cpu));
+        }
+        if let Some(memory) = memory {
+            requests.insert("memory".into(), json!(memory));
+        }
+        serde_json::from_value(json!({"metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c", "image": "i", "resources": {"requests": requests}}]}}))
+        .expect("pod")
+    }
+
+    #[test]
+    fn requests_sum_containers_and_scoring_fills_in_defaults() {
+        let p = pod(Some("250m"), None);
+        assert_eq!(Resources::requested_by(&p), Resources { milli_cpu: 250, memory: 0, pods: 1 });
+        assert_eq!(Resources::requested_for_scoring(&p), Resources { milli_cpu: 250, memory: DEFAULT_MEMORY, pods: 1 });
+        let n = node("a", "2", "4Gi");
+        assert_eq!(Resources::allocatable(&n), Resources { milli_cpu: 2000, memory: 4 << 30, pods: 110 });
+    }
+
+    struct Named(&'static str);
+    impl FilterPlugin for Named {
+        fn name(&self) -> &'static str {
+            "only"
+        }
+        fn filter(&self, _: &Pod, node: &NodeInfo, _: &Snapshot) -> Fit {
+            if node.name() == self.0 { Fit::Fits } else { Fit::no("node(s) were not the chosen one") }
+        }
+    }
+
+    #[test]
+    fn the_message_counts_nodes_per_reason() {
+        let snapshot = Snapshot { nodes: ["a", "b", "c"].iter().map(|n| NodeInfo::new(node(n, "1", "1Gi"))).collect() };
+        let filters: Vec<Box<dyn FilterPlugin>> = vec![Box::new(Named("z"))];
+        let err = schedule(&pod(None, None), &snapshot, &filters, &[]).expect_err("nothing fits");
+        assert_eq!(err.message, "0/3 nodes are available: 3 node(s) were not the chosen one.");
+        let filters: Vec<Box<dyn FilterPlugin>> = vec![Box::new(Named("b"))];
+        assert_eq!(schedule(&pod(None, None), &snapshot, &filters, &[]).as_deref(), Ok("b"));
+        let empty = Snapshot::default();
+        assert!(schedule(&pod(None, None), &empty, &[], &[]).expect_err("no nodes").message.starts_with("0/0 nodes"));
+    }
+}
