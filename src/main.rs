@@ -63,6 +63,11 @@ struct ServerArgs {
     /// listen address).
     #[arg(long = "tls-san-ip", value_name = "IP")]
     tls_san_ips: Vec<std::net::IpAddr>,
+
+    /// Manifests to apply once the cluster serves (a file or a directory of them; repeatable), as
+    /// `wasmkube apply -f` would: local `.wasm` images are pushed to the cluster registry.
+    #[arg(long = "apply", value_name = "FILE|DIR")]
+    apply: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -186,6 +191,9 @@ async fn serve(args: ServerArgs, node: Option<NodeArgs>, global: &ClientOptions)
         None => None,
     };
     println!("ready: api={url} kubeconfig={}", kubeconfig_path.display());
+    if !args.apply.is_empty() {
+        apply_at_start(&args.apply, &kubeconfig_path).await;
+    }
     shutdown_signal().await;
     tracing::info!("shutting down");
     if let Some(agent) = agent {
@@ -195,6 +203,17 @@ async fn serve(args: ServerArgs, node: Option<NodeArgs>, global: &ClientOptions)
     control.shutdown();
     control.stopped().await;
     Ok(())
+}
+
+/// `--apply`: applies manifests through the cluster's own API, like `wasmkube apply -f`. A
+/// failure is reported and the cluster keeps serving (the manifests can be fixed and applied
+/// again by hand).
+async fn apply_at_start(files: &[String], kubeconfig: &std::path::Path) {
+    let options = ClientOptions { kubeconfig: Some(kubeconfig.to_path_buf()), ..ClientOptions::default() };
+    let args = wasmkube_cli::apply::ApplyArgs { files: files.to_vec() };
+    if let Err(e) = wasmkube_cli::apply::run(&args, &options, &mut std::io::stdout()).await {
+        eprintln!("{e}");
+    }
 }
 
 async fn start_agent(

@@ -1113,3 +1113,30 @@ async fn host_paths_mount_only_under_allowed_roots_and_working_dir_is_set() {
     let message = container_status(&refused)["state"]["waiting"]["message"].as_str().unwrap_or("").to_string();
     assert!(message.contains("outside the allowed roots"), "{message}");
 }
+
+#[tokio::test]
+async fn a_startup_probe_holds_started_and_ready_until_it_passes() {
+    let (cluster, _agent) = cluster_with_agent().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let mut spec = pod(
+        "slow-start",
+        "Always",
+        json!([{"name": "app", "image": image("inspect"), "args": ["sleep:600000"],
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                "startupProbe": {"exec": {"command": ["need:/data/started"]}, "periodSeconds": 1, "failureThreshold": 60}}]),
+    );
+    spec.spec.as_mut().expect("spec").volumes =
+        Some(serde_json::from_value(json!([{"name": "data", "emptyDir": {}}])).expect("volumes"));
+    pods.create(&PostParams::default(), &spec).await.expect("create");
+    let running = wait_for(&pods, "slow-start", "Running", |p| phase(p) == "Running").await;
+    let status = container_status(&running);
+    assert_eq!((status["started"].as_bool(), status["ready"].as_bool()), (Some(false), Some(false)), "{status}");
+
+    // The container "finishes starting" when the file appears (written through exec).
+    let params = kube::api::AttachParams::default().stdout(true).stderr(true);
+    let mut process = pods.exec("slow-start", vec!["write:/data/started=yes"], &params).await.expect("exec");
+    let status_channel = process.take_status().expect("status");
+    assert_eq!(status_channel.await.and_then(|s| s.status).as_deref(), Some("Success"));
+    let started = wait_for(&pods, "slow-start", "started", |p| container_status(p)["started"] == true).await;
+    assert_eq!(container_status(&started)["ready"], true, "no readiness probe: ready once started");
+}

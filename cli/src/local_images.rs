@@ -4,7 +4,8 @@
 //! rebuilt binary is a new digest and a changed pod template.
 //!
 //! Files are found and read before anything is sent ([`find`]); relative paths are tried against
-//! the working directory, then the manifest's own directory.
+//! the manifest's own directory first (so a manifest works from anywhere), then the working
+//! directory.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -62,19 +63,20 @@ pub fn find(documents: &[Document]) -> Result<Vec<LocalImage>, PushError> {
     Ok(found)
 }
 
-/// The file an image path names: absolute as is; relative against the working directory, then
-/// against the manifest's directory. On failure, the places tried.
+/// The file an image path names: absolute as is; relative against the manifest's directory, then
+/// the working directory. On failure, the places tried.
 fn locate(image: &str, manifest: &str) -> Result<PathBuf, String> {
     let path = Path::new(image);
     if path.is_absolute() {
         return if path.is_file() { Ok(path.to_path_buf()) } else { Err(image.to_string()) };
     }
-    let mut tried = vec![path.to_path_buf()];
+    let mut tried = Vec::new();
     if manifest != "STDIN"
         && let Some(dir) = Path::new(manifest).parent()
     {
         tried.push(dir.join(path));
     }
+    tried.push(path.to_path_buf());
     tried
         .iter()
         .find(|p| p.is_file())
@@ -142,14 +144,14 @@ mod tests {
     }
 
     #[test]
-    fn relative_paths_are_tried_in_the_working_directory_then_beside_the_manifest() {
+    fn relative_paths_are_tried_beside_the_manifest_then_in_the_working_directory() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("app.wasm"), b"\0asm").expect("write");
         let manifest = dir.path().join("app.yaml");
         let found = locate("app.wasm", &manifest.display().to_string()).expect("found beside the manifest");
         assert_eq!(found, dir.path().join("app.wasm"));
         let err = locate("missing.wasm", &manifest.display().to_string()).expect_err("missing");
-        assert!(err.contains("missing.wasm and "), "{err}");
+        assert!(err.ends_with(" and missing.wasm"), "beside the manifest, then here: {err}");
         assert!(locate("missing.wasm", "STDIN").is_err());
     }
 }

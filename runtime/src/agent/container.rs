@@ -59,6 +59,8 @@ pub struct Status {
     pub last_state: Option<State>,
     pub restart_count: i32,
     pub ready: bool,
+    /// `started`: running, and past its startup probe if it has one.
+    pub started: bool,
     /// Terminated and will not be restarted.
     pub done: bool,
 }
@@ -73,12 +75,13 @@ impl Status {
             last_state: None,
             restart_count: 0,
             ready: false,
+            started: false,
             done: false,
         }
     }
 
     pub fn to_json(&self) -> Value {
-        let started = matches!(self.state, State::Running { .. });
+        let started = self.started && matches!(self.state, State::Running { .. });
         json!({
             "name": self.name,
             "image": self.image,
@@ -413,6 +416,7 @@ async fn mark_started(
     shared.update(spec.index, |s| {
         s.state = State::Running { started_at: started_at.to_string() };
         s.ready = probes.ready_at_start();
+        s.started = probes.started_at_start();
     });
     pod.event("Normal", "Started", &format!("Started container {} ({what})", spec.name)).await;
     started

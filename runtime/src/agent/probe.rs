@@ -171,6 +171,11 @@ impl Probes {
         }
     }
 
+    /// Whether the container counts as started as soon as it runs: no startup probe holds it.
+    pub fn started_at_start(&self) -> bool {
+        self.startup.is_none()
+    }
+
     /// Whether the container is ready as soon as it runs: no startup or readiness probe holds it.
     pub fn ready_at_start(&self) -> bool {
         self.startup.is_none() && self.readiness.is_none()
@@ -203,10 +208,12 @@ impl Probes {
             if let Some(kill) = startup.until_started(run).await {
                 return kill;
             }
-            // Started: with no readiness probe to wait for, that makes it ready.
-            if self.readiness.is_none() {
-                run.shared.update(run.spec.index, |s| s.ready = true);
-            }
+            // Started; with no readiness probe to wait for, that also makes it ready.
+            let ready = self.readiness.is_none();
+            run.shared.update(run.spec.index, |s| {
+                s.started = true;
+                s.ready |= ready;
+            });
         }
         let liveness = async {
             match &self.liveness {
