@@ -233,28 +233,9 @@ pub fn unschedulable_message(total: usize, reasons: &BTreeMap<String, usize>) ->
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use serde_json::json;
-
     use super::*;
-
-    pub(crate) fn node(name: &str, cpu: &str, memory: &str) -> Node {
-        serde_json::from_value(json!({"metadata": {"name": name},
-            "status": {"allocatable": {"cpu": cpu, "memory": memory, "pods": "110"}}}))
-        .expect("node")
-    }
-
-    pub(crate) fn pod(cpu: Option<&str>, memory: Option<&str>) -> Pod {
-        let mut requests = serde_json::Map::new();
-        if let Some(cpu) = cpu {
-            requests.insert("cpu".into(), json!(cpu));
-        }
-        if let Some(memory) = memory {
-            requests.insert("memory".into(), json!(memory));
-        }
-        serde_json::from_value(json!({"metadata": {"name": "p"},
-            "spec": {"containers": [{"name": "c", "image": "i", "resources": {"requests": requests}}]}}))
-        .expect("pod")
-    }
+    // The builders live with the plugins' tests; re-exported under their old path.
+    pub(crate) use crate::scheduler::plugins::testing::{node, pod};
 
     #[test]
     fn requests_sum_containers_and_scoring_fills_in_defaults() {
