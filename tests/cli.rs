@@ -9,29 +9,38 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wasmkube");
 
-/// A running `wasmkube up`, stopped with SIGTERM when dropped.
-struct Up(Child);
+/// A running `wasmkube up`, stopped with SIGTERM when dropped. Its stdout stays open (`--apply`
+/// reports there after the ready line).
+struct Up {
+    child: Child,
+    _stdout: BufReader<std::process::ChildStdout>,
+}
 
 impl Up {
     fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[])
+    }
+
+    fn start_with(data_dir: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(BIN)
             .args(["up", "--api-addr", "127.0.0.1:0", "--node-name", "local", "--node-api-port", "0"])
             .args(["--container-log-max-size", "1Mi", "--data-dir"])
             .arg(data_dir)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn wasmkube up");
-        let stdout = child.stdout.take().expect("piped stdout");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read the ready line");
+        stdout.read_line(&mut line).expect("read the ready line");
         assert!(line.starts_with("ready: api=https://127.0.0.1:"), "unexpected first line: {line:?}");
         assert!(line.contains(&format!("kubeconfig={}", data_dir.join("kubeconfig").display())), "{line}");
-        Up(child)
+        Up { child, _stdout: stdout }
     }
 
     fn stop(mut self) {
-        terminate(&mut self.0);
+        terminate(&mut self.child);
     }
 }
 
@@ -54,7 +63,7 @@ fn terminate(child: &mut Child) {
 
 impl Drop for Up {
     fn drop(&mut self) {
-        terminate(&mut self.0);
+        terminate(&mut self.child);
     }
 }
 
@@ -312,4 +321,37 @@ fn exec_runs_commands_in_a_pod_from_our_cli_and_from_kubectl() {
         .expect("kubectl runs");
     assert_eq!(failed.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&failed.stderr).contains("command terminated with exit code 1"));
+}
+
+/// The README's quickstart: `up --apply samples/manifests` on a fresh data dir serves `hello`.
+#[test]
+fn up_with_the_sample_manifests_serves_hello() {
+    support::sample("hello"); // builds the samples, as the README's first command does
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let _up = Up::start_with(&data, &["--apply", "samples/manifests"]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let ips = loop {
+        let pods: serde_json::Value =
+            serde_json::from_str(&ok(cli(&data, &["get", "pods", "-l", "app=hello", "-o", "json"], None)))
+                .expect("json");
+        let items = pods["items"].as_array().cloned().unwrap_or_default();
+        let ready = |p: &serde_json::Value| {
+            p["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        };
+        if items.len() == 2 && items.iter().all(ready) {
+            break items.iter().map(|p| p["status"]["podIP"].as_str().unwrap_or("").to_string()).collect::<Vec<_>>();
+        }
+        assert!(Instant::now() < deadline, "hello did not become ready: {items:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for ip in ips {
+        let mut stream = std::net::TcpStream::connect((ip.as_str(), 8080)).expect("connect to hello");
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: hello\r\nConnection: close\r\n\r\n").expect("send");
+        let mut response = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut response).expect("read");
+        assert!(response.starts_with("HTTP/1.1 200") && response.contains("Hello from wasmkube!"), "{response}");
+    }
 }

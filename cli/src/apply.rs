@@ -124,9 +124,27 @@ async fn apply_one(client: kube::Client, document: &Document) -> Result<Action, 
     let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_string()), ..PatchParams::default() };
     tracing::debug!(object = document.name(), %patch, "patching");
     let patched = api.patch(document.name(), &params, &Patch::Merge(&patch)).await.map_err(|e| (e, "patching"))?;
-    let unchanged = patched.metadata.resource_version.is_some()
-        && patched.metadata.resource_version == current.metadata.resource_version;
-    Ok(if unchanged { Action::Unchanged } else { Action::Configured })
+    let as_json = |o: &DynamicObject| serde_json::to_value(o).unwrap_or(Value::Null);
+    Ok(if same_where_patched(&patch, &as_json(&current), &as_json(&patched)) {
+        Action::Unchanged
+    } else {
+        Action::Configured
+    })
+}
+
+/// Whether every field the patch sets (or removes) reads the same before and after it. Only those
+/// fields count: controllers keep writing status and their own annotations meanwhile, and the
+/// server fills defaults into lists the patch replaces whole.
+fn same_where_patched(patch: &Value, before: &Value, after: &Value) -> bool {
+    match patch {
+        Value::Object(fields) => fields.iter().all(|(key, sub)| {
+            let pick = |v: &Value| v.get(key).cloned().unwrap_or(Value::Null);
+            same_where_patched(sub, &pick(before), &pick(after))
+        }),
+        // A removal changed something only if the field was there.
+        Value::Null => before.is_null(),
+        _ => before == after,
+    }
 }
 
 /// The configuration recorded by the previous apply, if the object has one that parses.
@@ -180,6 +198,22 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn only_the_patched_fields_decide_whether_anything_changed() {
+        let patch = json!({"metadata": {"labels": {"a": "1", "gone": null}}, "spec": {"containers": [{"name": "c"}]}});
+        let before = json!({"metadata": {"labels": {"a": "1"}, "annotations": {"x": "1"}, "resourceVersion": "1"},
+            "spec": {"containers": [{"name": "c", "imagePullPolicy": "Always"}]}, "status": {"n": 1}});
+        let mut after = before.clone();
+        after["metadata"]["annotations"]["x"] = json!("2");
+        after["status"]["n"] = json!(2);
+        assert!(same_where_patched(&patch, &before, &after), "controller-owned changes do not count");
+        after["spec"]["containers"][0]["image"] = json!("new");
+        assert!(!same_where_patched(&patch, &before, &after));
+        let mut labelled = before.clone();
+        labelled["metadata"]["labels"]["gone"] = json!("x");
+        assert!(!same_where_patched(&patch, &labelled, &before), "removing a field is a change");
+    }
 
     #[test]
     fn removed_keys_become_null_and_nested_maps_recurse() {

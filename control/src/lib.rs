@@ -147,6 +147,8 @@ impl ControlPlane {
         tasks.spawn(controller::namespace::run(objects.clone(), cancel.clone()));
         tasks.spawn(controller::node_ipam::run(objects.clone(), config.cluster_cidr.clone(), cancel.clone()));
         tasks.spawn(controller::replicaset::run(objects.clone(), cancel.clone()));
+        tasks.spawn(controller::deployment::run(objects.clone(), cancel.clone()));
+        tasks.spawn(controller::garbage_collector::run(objects.clone(), cancel.clone()));
         tasks.spawn(scheduler::run(objects.clone(), scheduler::Scheduler::default(), cancel.clone()));
         tracing::info!(%addr, "control plane serving");
         Ok(Self { addr, pki, objects, cancel, tasks })

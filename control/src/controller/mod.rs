@@ -1,5 +1,75 @@
 //! Controllers that run inside the control plane and act through the object service.
 
+pub mod deployment;
+pub mod garbage_collector;
 pub mod namespace;
 pub mod node_ipam;
 pub mod replicaset;
+
+use std::time::Duration;
+
+use futures::stream::{SelectAll, select_all};
+use futures::{FutureExt, StreamExt};
+
+use crate::objects::Objects;
+use crate::store::EventStream;
+
+/// An error with its causes (`deleting Pod web-x: Operation cannot be fulfilled ...`), for the log.
+pub(crate) fn describe(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Changes under a few store prefixes, for controllers that re-read what they need on any change
+/// (level-triggered), so a change only says "look again", never what to do.
+pub(crate) struct Changes {
+    objects: Objects,
+    prefixes: Vec<String>,
+    stream: SelectAll<EventStream>,
+}
+
+impl Changes {
+    pub(crate) fn new(objects: &Objects, prefixes: Vec<String>) -> Self {
+        let stream = Self::watch(objects, &prefixes);
+        Self { objects: objects.clone(), prefixes, stream }
+    }
+
+    fn watch(objects: &Objects, prefixes: &[String]) -> SelectAll<EventStream> {
+        let store = objects.store();
+        let revision = store.revision();
+        select_all(prefixes.iter().map(|p| store.watch(p, revision)))
+    }
+
+    /// Waits for the next change. A broken watch (compaction, shutdown) is started again from the
+    /// current revision and counts as a change: the full pass that follows misses nothing.
+    pub(crate) async fn next(&mut self) {
+        if let Some(Ok(_)) = self.stream.next().await {
+            return;
+        }
+        self.stream = Self::watch(&self.objects, &self.prefixes);
+        // A store that is shutting down ends every new watch at once: do not spin on it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    /// Gathers a burst: waits `window`, then takes every change queued meanwhile, so a burst of
+    /// writes (a ReplicaSet's pods reporting in) costs one pass, not one per write.
+    pub(crate) async fn settle(&mut self, window: Duration) {
+        tokio::time::sleep(window).await;
+        loop {
+            match self.stream.next().now_or_never() {
+                Some(Some(Ok(_))) => continue,
+                Some(_) => {
+                    self.stream = Self::watch(&self.objects, &self.prefixes);
+                    return;
+                }
+                None => return,
+            }
+        }
+    }
+}
