@@ -17,6 +17,11 @@ bench:
     cargo build --release -p wasmkube -p wasmkube-bench
     target/release/store-bench --wasmkube target/release/wasmkube --etcd /usr/bin/etcd
 
+# Pod benchmarks: `just pod-bench start-latency|density|http [FLAGS]` (see docs/benchmarks.md)
+pod-bench BENCH *ARGS: samples
+    cargo build --release -p wasmkube -p wasmkube-bench
+    target/release/pod-bench {{BENCH}} {{ARGS}}
+
 # Formatting and lints, as CI runs them
 lint:
     cargo fmt --all -- --check

@@ -216,6 +216,16 @@ async fn apply_at_start(files: &[String], kubeconfig: &std::path::Path) {
     }
 }
 
+/// Raises this process's open-files soft limit to the hard limit: each pod holds a listening
+/// socket and a log file, and distributions' default soft limit (1024) would stop a node at a few
+/// hundred pods.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-files limit"),
+    }
+}
+
 async fn start_agent(
     client: kube::Client,
     server: &str,
@@ -223,6 +233,7 @@ async fn start_agent(
     node: NodeArgs,
     data_dir: &std::path::Path,
 ) -> anyhow::Result<Agent> {
+    raise_open_files_limit();
     let name = node.node_name.unwrap_or_else(default_node_name);
     let mut config = AgentConfig::new(name, node.node_ip, data_dir.join("agent"));
     config.backoff_base = Duration::from_secs(node.backoff_base.max(1));

@@ -16,7 +16,7 @@ pub struct Machine {
     pub disk: Disk,
 }
 
-/// The filesystem both servers' data dirs are on.
+/// The filesystem the servers' data dirs are on.
 #[derive(Debug, Serialize)]
 pub struct Disk {
     pub work_dir: PathBuf,
@@ -48,11 +48,11 @@ pub fn describe(work_dir: &Path) -> Machine {
 }
 
 pub async fn versions(wasmkube: &Path, etcd: &Path) -> Result<Versions> {
-    Ok(Versions { wasmkube: first_line(wasmkube).await?, etcd: first_line(etcd).await? })
+    Ok(Versions { wasmkube: version(wasmkube).await?, etcd: version(etcd).await? })
 }
 
 /// The first line `BINARY --version` prints (`wasmkube 0.1.0`, `etcd Version: 3.4.23`).
-async fn first_line(binary: &Path) -> Result<String> {
+pub async fn version(binary: &Path) -> Result<String> {
     let output = Command::new(binary)
         .arg("--version")
         .output()

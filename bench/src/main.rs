@@ -12,14 +12,10 @@
 //! wasmkube/etcd ratios, and writes the same as JSON with the machine's facts. Both servers are
 //! killed and the temporary dir removed at the end, on error or Ctrl-C too.
 //!
-//! Start reading at [`run`]; [`load`] is the client loop, [`target`] the two kinds of write.
-//! `docs/benchmarks.md` has the commands, results and caveats.
+//! Start reading at [`run`]; `wasmkube_bench::load` is the client loop, [`target`] the two kinds
+//! of write. `docs/benchmarks.md` has the commands, results and caveats.
 
-mod connection;
-mod load;
-mod machine;
 mod report;
-mod servers;
 mod target;
 
 use std::path::{Path, PathBuf};
@@ -29,11 +25,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 
-use connection::Endpoint;
-use load::Plan;
 use report::{Report, Row, Usage, Workload};
-use servers::Servers;
 use target::Target;
+use wasmkube_bench::connection::Endpoint;
+use wasmkube_bench::load::{self, Plan};
+use wasmkube_bench::servers::Servers;
+use wasmkube_bench::{machine, process, summary};
 
 #[derive(Debug, Parser)]
 #[command(name = "store-bench", about = "Durable creates through wasmkube's API vs etcd 3.4 puts, side by side")]
@@ -100,7 +97,7 @@ async fn run(args: &Args, dir: &Path, servers: &mut Servers) -> Result<()> {
     let versions = machine::versions(&args.wasmkube, &args.etcd).await?;
     eprintln!("data dirs under {} ({} on {})", dir.display(), machine.disk.fstype, machine.disk.device);
 
-    let wk = servers.start_wasmkube(&args.wasmkube, &dir.join("wasmkube")).await?;
+    let wk = servers.start_wasmkube(&args.wasmkube, &["server"], &dir.join("wasmkube")).await?;
     let etcd = servers.start_etcd(&args.etcd, &dir.join("etcd")).await?;
     let wasmkube = Arc::new(Target::wasmkube(Endpoint::tls(wk.addr, &wk.ca_pem)?, wk.token, args.value_bytes));
     let stored_bytes = stored_object_bytes(&wasmkube).await?;
@@ -138,7 +135,7 @@ async fn run(args: &Args, dir: &Path, servers: &mut Servers) -> Result<()> {
         results,
     };
     report::print(&report);
-    report::write_json(&report, &args.out)?;
+    summary::write_json(&report, &args.out)?;
     eprintln!("wrote {}", args.out.display());
     Ok(())
 }
@@ -157,14 +154,14 @@ async fn stored_object_bytes(wasmkube: &Target) -> Result<usize> {
 async fn measure(target: &Arc<Target>, pid: u32, plan: Plan) -> Result<Row> {
     let pid = pid.to_string();
     let before = target.commit_totals().await?;
-    let (server_cpu, bench_cpu) = (servers::cpu_time(&pid)?, servers::cpu_time("self")?);
+    let (server_cpu, bench_cpu) = (process::cpu_time(&pid)?, process::cpu_time("self")?);
     let started = Instant::now();
     let prefix = format!("bench-c{}", plan.clients);
     let sample = load::run(target.clone(), plan, &prefix).await?;
     let usage = Usage {
         wall: started.elapsed(),
-        server_cpu: servers::cpu_time(&pid)? - server_cpu,
-        bench_cpu: servers::cpu_time("self")? - bench_cpu,
+        server_cpu: process::cpu_time(&pid)? - server_cpu,
+        bench_cpu: process::cpu_time("self")? - bench_cpu,
         before,
         after: target.commit_totals().await?,
     };

@@ -1,13 +1,12 @@
-//! Turning samples into rows, the printed table and the JSON file.
+//! Turning samples into rows and the printed table.
 
-use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use serde::Serialize;
+use wasmkube_bench::load::{Plan, Sample};
+use wasmkube_bench::machine::{Machine, Versions};
+use wasmkube_bench::summary::{Latency, ratio, round};
 
-use crate::load::{Plan, Sample};
-use crate::machine::{Machine, Versions};
 use crate::target::{CommitTotals, System};
 
 /// Everything one run measured, with its conditions; written as JSON.
@@ -53,15 +52,6 @@ pub struct Row {
     pub bench_cpu_pct: f64,
 }
 
-#[derive(Debug, Serialize)]
-pub struct Latency {
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub max: f64,
-    pub mean: f64,
-}
-
 /// wasmkube / etcd at one client count: above 1 means wasmkube wrote more per second, or took
 /// longer per write for the latency ratios.
 #[derive(Debug, Serialize)]
@@ -101,33 +91,18 @@ impl Row {
     }
 }
 
-impl Latency {
-    /// Nearest-rank percentiles of `sorted` latencies, in milliseconds.
-    fn of(sorted: &[Duration]) -> Self {
-        let ms = |d: Duration| round(d.as_secs_f64() * 1000.0, 2);
-        let at = |q: f64| match sorted.len() {
-            0 => 0.0,
-            n => ms(sorted[((q * n as f64).ceil() as usize).clamp(1, n) - 1]),
-        };
-        let total: Duration = sorted.iter().sum();
-        let mean = if sorted.is_empty() { Duration::ZERO } else { total / sorted.len() as u32 };
-        Self { p50: at(0.50), p90: at(0.90), p99: at(0.99), max: at(1.0), mean: ms(mean) }
-    }
-}
-
 /// The wasmkube/etcd ratios for every client count measured on both.
 pub fn ratios(rows: &[Row]) -> Vec<Ratio> {
     let find = |system, clients| rows.iter().find(|r| r.system == system && r.clients == clients);
-    let div = |a: f64, b: f64| if b > 0.0 { round(a / b, 2) } else { f64::NAN };
     rows.iter()
         .filter(|r| r.system == System::Wasmkube)
         .filter_map(|w| {
             let e = find(System::Etcd, w.clients)?;
             Some(Ratio {
                 clients: w.clients,
-                writes_per_sec: div(w.writes_per_sec, e.writes_per_sec),
-                p50: div(w.latency_ms.p50, e.latency_ms.p50),
-                p99: div(w.latency_ms.p99, e.latency_ms.p99),
+                writes_per_sec: ratio(w.writes_per_sec, e.writes_per_sec),
+                p50: ratio(w.latency_ms.p50, e.latency_ms.p50),
+                p99: ratio(w.latency_ms.p99, e.latency_ms.p99),
             })
         })
         .collect()
@@ -160,36 +135,5 @@ pub fn print(report: &Report) {
     }
     for r in report.results.iter().filter(|r| !r.error_examples.is_empty()) {
         println!("{} at {} clients, first errors: {:?}", r.system, r.clients, r.error_examples);
-    }
-}
-
-pub fn write_json(report: &Report, path: &Path) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let json = serde_json::to_string_pretty(report)?;
-    std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))
-}
-
-fn round(x: f64, decimals: i32) -> f64 {
-    let f = 10f64.powi(decimals);
-    (x * f).round() / f
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_use_the_nearest_rank() {
-        let sorted: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        let l = Latency::of(&sorted);
-        assert_eq!((l.p50, l.p90, l.p99, l.max), (50.0, 90.0, 99.0, 100.0));
-        assert_eq!(l.mean, 50.5);
-    }
-
-    #[test]
-    fn percentiles_of_nothing_are_zero() {
-        assert_eq!(Latency::of(&[]).p99, 0.0);
     }
 }

@@ -1,6 +1,6 @@
-//! Starting the two servers under test as child processes, waiting until they answer, and
-//! stopping them again. Each gets a data dir under the benchmark's one temporary dir, so both
-//! write to the same filesystem, and logs its stderr to a file there.
+//! Starting the servers under test as child processes, waiting until they answer, and stopping
+//! them again. Each logs its stderr to a file in the benchmark's one temporary dir (next to its
+//! data dir, if it has one), so both a failed start and a slow run can be read afterwards.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -25,7 +25,7 @@ pub struct Servers {
     children: Vec<Child>,
 }
 
-/// A started wasmkube control plane.
+/// A started wasmkube control plane (`server`) or all-in-one cluster (`up`).
 pub struct Wasmkube {
     pub pid: u32,
     pub addr: SocketAddr,
@@ -40,20 +40,13 @@ pub struct Etcd {
 }
 
 impl Servers {
-    /// Runs `wasmkube server` on a free loopback port with its data in `dir`, and waits for its
-    /// `ready:` line.
-    pub async fn start_wasmkube(&mut self, binary: &Path, dir: &Path) -> Result<Wasmkube> {
-        let log = dir.with_extension("log");
+    /// Runs `wasmkube ARGS --data-dir DIR --api-addr 127.0.0.1:0` (ARGS being `server`, or `up`
+    /// and its node flags) and waits for its `ready: api=URL ...` line.
+    pub async fn start_wasmkube(&mut self, binary: &Path, args: &[&str], dir: &Path) -> Result<Wasmkube> {
         let mut command = Command::new(binary);
-        command.arg("server").arg("--data-dir").arg(dir).args(["--api-addr", "127.0.0.1:0"]);
-        let child = self.spawn(command, &log, Stdio::piped())?;
-        let stdout = child.stdout.take().context("wasmkube stdout is piped")?;
-        let pid = child.id().context("wasmkube exited at once")?;
-        let ready = match tokio::time::timeout(START_TIMEOUT, ready_line(stdout)).await {
-            Ok(ready) => ready,
-            Err(_) => Err(anyhow!("no ready line within {START_TIMEOUT:?}")),
-        };
-        let url = ready.with_context(|| format!("starting wasmkube; its log ends:\n{}", log_tail(&log)))?;
+        command.args(args).arg("--data-dir").arg(dir).args(["--api-addr", "127.0.0.1:0"]);
+        let (pid, rest) = self.start_announcing(command, &dir.with_extension("log"), "ready: api=").await?;
+        let url = rest.split_whitespace().next().unwrap_or_default();
         let addr = url
             .strip_prefix("https://")
             .and_then(|a| a.parse().ok())
@@ -101,6 +94,45 @@ impl Servers {
         }
     }
 
+    /// Starts `command`, which announces itself with a stdout line starting `prefix`, and returns
+    /// its pid and the rest of that line. The rest of stdout is drained, so the server never blocks
+    /// on a full pipe; stderr goes to `log`.
+    pub async fn start_announcing(&mut self, command: Command, log: &Path, prefix: &str) -> Result<(u32, String)> {
+        let program = PathBuf::from(command.as_std().get_program());
+        let child = self.spawn(command, log, Stdio::piped())?;
+        let stdout = child.stdout.take().context("stdout is piped")?;
+        let pid = child.id().context("exited at once")?;
+        let line = match tokio::time::timeout(START_TIMEOUT, line_after(stdout, prefix)).await {
+            Ok(line) => line,
+            Err(_) => Err(anyhow!("no `{prefix}` line within {START_TIMEOUT:?}")),
+        };
+        let rest = line.with_context(|| format!("starting {}; its log ends:\n{}", program.display(), log_tail(log)))?;
+        Ok((pid, rest))
+    }
+
+    /// Starts `command`, with stdout and stderr appended to `log`, and waits until `addr` accepts
+    /// TCP connections. Returns its pid.
+    pub async fn start_listening(&mut self, command: Command, log: &Path, addr: SocketAddr) -> Result<u32> {
+        let program = PathBuf::from(command.as_std().get_program());
+        let child = self.spawn(command, log, append_to(log)?.into())?;
+        let pid = child.id().context("exited at once")?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            if let Some(status) = child.try_wait()? {
+                bail!("{} exited ({status}) before listening; its log ends:\n{}", program.display(), log_tail(log));
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not listen on {addr} in {START_TIMEOUT:?}; its log ends:\n{}",
+                    program.display(),
+                    log_tail(log)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(pid)
+    }
+
     /// Starts `command` with stderr appended to `log`.
     fn spawn(&mut self, mut command: Command, log: &Path, stdout: Stdio) -> Result<&mut Child> {
         let program = PathBuf::from(command.as_std().get_program());
@@ -117,17 +149,17 @@ fn append_to(log: &Path) -> Result<std::fs::File> {
     file.with_context(|| format!("opening {}", log.display()))
 }
 
-/// Reads wasmkube's stdout up to `ready: api=URL ...` and returns URL. The rest of stdout is
-/// drained on a task so the server never blocks on a full pipe.
-async fn ready_line(stdout: ChildStdout) -> Result<String> {
+/// Reads `stdout` up to a line starting with `prefix` and returns the rest of that line. The rest
+/// of stdout is drained on a task so the server never blocks on a full pipe.
+async fn line_after(stdout: ChildStdout, prefix: &str) -> Result<String> {
     let mut lines = BufReader::new(stdout).lines();
     while let Some(line) = lines.next_line().await? {
-        let Some(rest) = line.strip_prefix("ready: api=") else { continue };
-        let url = rest.split_whitespace().next().unwrap_or_default().to_string();
+        let Some(rest) = line.strip_prefix(prefix) else { continue };
+        let rest = rest.to_string();
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        return Ok(url);
+        return Ok(rest);
     }
-    bail!("wasmkube closed stdout before printing its ready line")
+    bail!("stdout closed before a `{prefix}` line")
 }
 
 async fn etcd_healthy(addr: SocketAddr) -> bool {
@@ -143,34 +175,20 @@ async fn etcd_healthy(addr: SocketAddr) -> bool {
 }
 
 /// Two loopback addresses whose ports were free a moment ago (both held while choosing, so they
-/// differ). etcd cannot be told to pick its own ports and report them, so this is the usual
-/// bind-and-release; a collision would fail startup loudly, not skew results.
-fn free_ports() -> Result<[SocketAddr; 2]> {
+/// differ). etcd (and `wasmtime serve`) cannot be told to pick their own ports and report them, so
+/// this is the usual bind-and-release; a collision would fail startup loudly, not skew results.
+pub fn free_ports() -> Result<[SocketAddr; 2]> {
     let a = TcpListener::bind("127.0.0.1:0")?;
     let b = TcpListener::bind("127.0.0.1:0")?;
     Ok([a.local_addr()?, b.local_addr()?])
 }
 
 /// The last lines of a server log, for startup errors.
-fn log_tail(log: &Path) -> String {
+pub fn log_tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     if lines.is_empty() {
         return "(nothing logged)".to_string();
     }
     lines[lines.len().saturating_sub(20)..].join("\n")
-}
-
-/// CPU time (user + system) a process has used so far, from `/proc/PID/stat` (`self` for this
-/// process).
-pub fn cpu_time(pid: &str) -> Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name start at field 3 (`state`); utime and stime are
-    // fields 14 and 15.
-    let (_, rest) = stat.rsplit_once(')').context("malformed /proc stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 =
-        fields.get(11).context("no utime")?.parse::<u64>()? + fields.get(12).context("no stime")?.parse::<u64>()?;
-    // USER_HZ is 100 on every Linux architecture this runs on; std offers no sysconf.
-    Ok(Duration::from_millis(ticks * 10))
 }

@@ -9,7 +9,8 @@ use http::{Method, Request, StatusCode, header};
 use http_body_util::Full;
 use serde::Serialize;
 
-use crate::connection::{Connection, Endpoint};
+use wasmkube_bench::connection::{Connection, Endpoint};
+use wasmkube_bench::load::LoadTarget;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -134,6 +135,20 @@ impl Target {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
         request.body(Full::new(Bytes::from(body))).expect("static method, path and header names are valid")
+    }
+}
+
+impl LoadTarget for Target {
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    fn request(&self, name: &str) -> Request<Full<Bytes>> {
+        self.create(name)
+    }
+
+    fn success(&self) -> StatusCode {
+        self.created()
     }
 }
 

@@ -11,7 +11,7 @@ mod state;
 pub mod usage;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -38,6 +38,9 @@ pub enum HostError {
     NoEntryPoint,
     #[error("the component's imports cannot be satisfied: {0}")]
     Link(String),
+    /// The same failure, met by another start of the same binary at the same time.
+    #[error("{0}")]
+    Shared(Arc<HostError>),
 }
 
 /// What a container's binary is, ready to instantiate.
@@ -61,10 +64,14 @@ impl Workload {
     }
 }
 
+/// One digest's link result, shared by every start of that binary.
+type LinkCell = OnceLock<Result<Workload, Arc<HostError>>>;
+
 /// The node's wasmtime engine and what it has compiled.
 pub struct Host {
     engine: Engine,
-    compiled: Mutex<HashMap<String, Workload>>,
+    /// Linked workloads by digest; a cell is filled once, by whoever compiles first.
+    compiled: Mutex<HashMap<String, Arc<LinkCell>>>,
     disk: Option<cache::DiskCache>,
 }
 
@@ -134,12 +141,25 @@ impl Host {
     /// `spawn_blocking`.
     pub fn prepare(&self, bytes: &[u8]) -> Result<(String, Workload, Source), HostError> {
         let digest = Self::digest(bytes);
-        if let Some(found) = self.compiled.lock().expect("compile cache lock").get(&digest) {
-            return Ok((digest, found.clone(), Source::Memory));
+        // One compile per digest even when many pods of the same image start at once: the first
+        // caller compiles (or loads from disk) while the others wait on the same cell.
+        let cell = self.compiled.lock().expect("compile cache lock").entry(digest.clone()).or_default().clone();
+        let mut fresh = None;
+        let linked = cell.get_or_init(|| {
+            let result = self.link(bytes, &digest).map_err(Arc::new);
+            if let Ok((_, source)) = &result {
+                fresh = Some(*source);
+            }
+            result.map(|(workload, _)| workload)
+        });
+        match linked {
+            Ok(workload) => Ok((digest, workload.clone(), fresh.unwrap_or(Source::Memory))),
+            Err(e) => {
+                // A failed link is not kept: the next start of this digest tries again.
+                self.compiled.lock().expect("compile cache lock").remove(&digest);
+                Err(HostError::Shared(e.clone()))
+            }
         }
-        let (workload, source) = self.link(bytes, &digest)?;
-        self.compiled.lock().expect("compile cache lock").insert(digest.clone(), workload.clone());
-        Ok((digest, workload, source))
     }
 
     fn link(&self, bytes: &[u8], digest: &str) -> Result<(Workload, Source), HostError> {

@@ -1,0 +1,14 @@
+//! What wasmkube's benchmark binaries share: one HTTP/1.1 connection per client ([`connection`]),
+//! the closed-loop load ([`load`]), starting and stopping the servers under test as child
+//! processes ([`servers`]), what `/proc` says about them ([`process`]), the machine's facts
+//! ([`machine`]) and the numbers and JSON file every report has ([`summary`]).
+//!
+//! The binaries are `store-bench` (`src/main.rs`: durable writes against etcd) and `pod-bench`
+//! (`src/pod/main.rs`: pod start latency, pod density, and HTTP serving against `wasmtime serve`).
+
+pub mod connection;
+pub mod load;
+pub mod machine;
+pub mod process;
+pub mod servers;
+pub mod summary;
