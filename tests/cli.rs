@@ -355,3 +355,230 @@ fn up_with_the_sample_manifests_serves_hello() {
         assert!(response.starts_with("HTTP/1.1 200") && response.contains("Hello from wasmkube!"), "{response}");
     }
 }
+
+// ---- rollout, scale, cordon, drain ----------------------------------------------------------
+
+/// A `hello` Deployment on `port` (distinct per test: every `up` hands out the same pod IPs, so
+/// tests running side by side must not serve on the same port), optionally with a greeting.
+fn hello_deployment(name: &str, port: u16, greeting: Option<&str>, change_cause: Option<&str>) -> String {
+    let annotations =
+        change_cause.map(|c| format!("\n  annotations:\n    kubernetes.io/change-cause: \"{c}\"")).unwrap_or_default();
+    let env = greeting.map(|g| format!("\n          env: [{{name: GREETING, value: \"{g}\"}}]")).unwrap_or_default();
+    let image = support::sample("hello");
+    format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}{annotations}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      containers:
+        - name: hello
+          image: {}
+          ports: [{{containerPort: {port}}}]{env}
+",
+        image.display()
+    )
+}
+
+/// The object `get ... -o json` prints.
+fn get_json(data: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["get"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", "json"]);
+    serde_json::from_str(&ok(cli(data, &all, None))).expect("json")
+}
+
+/// Polls `check` every 200ms until it holds, failing the test after `within`.
+fn wait_until(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A command that must fail; returns its stderr.
+fn fails(out: Output) -> String {
+    assert_eq!(out.status.code(), Some(1), "expected failure: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8(out.stderr).expect("utf-8")
+}
+
+fn rolled_out(data: &Path, deployment: &str) {
+    let status = ok(cli(data, &["rollout", "status", deployment, "--timeout", "2m"], None));
+    assert!(status.ends_with("successfully rolled out\n"), "{status}");
+}
+
+#[test]
+fn rollout_status_history_undo_pause_restart_and_scale_drive_a_deployment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let _up = Up::start(&data);
+
+    let missing = fails(cli(&data, &["rollout", "status", "deployment/web"], None));
+    assert!(missing.contains("Error from server (NotFound): deployments.apps \"web\" not found"), "{missing}");
+    ok(cli(&data, &["apply", "-f", "-"], Some(&hello_deployment("web", 18301, None, None))));
+    let status = ok(cli(&data, &["rollout", "status", "deployment/web", "--timeout", "2m"], None));
+    assert!(status.ends_with("deployment \"web\" successfully rolled out\n"), "{status}");
+    assert!(status.lines().all(|l| l.starts_with("Waiting for deployment") || l.ends_with("successfully rolled out")));
+
+    // Revision 2: a new environment and a change-cause.
+    let v2 = hello_deployment("web", 18301, Some("v2"), Some("greet with v2"));
+    ok(cli(&data, &["apply", "-f", "-"], Some(&v2)));
+    rolled_out(&data, "deploy/web");
+    let history = ok(cli(&data, &["rollout", "history", "deployment/web"], None));
+    assert_eq!(history, "deployment.apps/web \nREVISION  CHANGE-CAUSE\n1         <none>\n2         greet with v2\n\n");
+    let one = ok(cli(&data, &["rollout", "history", "deployment", "web", "--revision", "1"], None));
+    assert!(one.starts_with("deployment.apps/web with revision #1\nPod Template:\n"), "{one}");
+    assert!(one.contains("Environment:\t<none>") && !one.contains("GREETING"), "{one}");
+    let two = ok(cli(&data, &["rollout", "history", "deployments/web", "--revision=2"], None));
+    assert!(two.contains("GREETING:\tv2") && two.contains("kubernetes.io/change-cause: greet with v2"), "{two}");
+
+    // Undo puts revision 1's template back (without its hash label); it becomes revision 3.
+    let bad = fails(cli(&data, &["rollout", "undo", "deployment/web", "--to-revision", "9"], None));
+    assert!(bad.contains("error: unable to find specified revision 9 in history"), "{bad}");
+    let undo = cli(&data, &["rollout", "undo", "deployment/web"], None);
+    assert!(String::from_utf8_lossy(&undo.stderr).contains("previously managed with 'wasmkube apply'"));
+    assert_eq!(ok(undo), "deployment.apps/web rolled back\n");
+    let web = get_json(&data, &["deployment", "web"]);
+    let template = &web["spec"]["template"];
+    assert!(template["spec"]["containers"][0].get("env").is_none(), "{template}");
+    assert_eq!(template["metadata"]["labels"], serde_json::json!({"app": "web"}), "{template}");
+    rolled_out(&data, "deployment/web");
+    let history = ok(cli(&data, &["rollout", "history", "deploy/web"], None));
+    assert_eq!(history, "deployment.apps/web \nREVISION  CHANGE-CAUSE\n2         greet with v2\n3         <none>\n\n");
+    let pods = get_json(&data, &["pods", "-l", "app=web"]);
+    let running = pods["items"].as_array().cloned().unwrap_or_default();
+    assert!(running.iter().all(|p| p["spec"]["containers"][0].get("env").is_none()), "old template runs: {pods}");
+
+    // Pause refuses a restart; resume, then restart rolls out a new template.
+    assert_eq!(ok(cli(&data, &["rollout", "pause", "deployment/web"], None)), "deployment.apps/web paused\n");
+    let again = fails(cli(&data, &["rollout", "pause", "deployment/web"], None));
+    assert!(again.contains("error: deployments.apps \"web\" is already paused"), "{again}");
+    let refused = fails(cli(&data, &["rollout", "restart", "deployment/web"], None));
+    assert!(refused.contains("can't restart paused deployment (run rollout resume first)"), "{refused}");
+    assert_eq!(get_json(&data, &["deploy", "web"])["spec"]["paused"], true);
+    assert_eq!(ok(cli(&data, &["rollout", "resume", "deploy", "web"], None)), "deployment.apps/web resumed\n");
+    assert_eq!(ok(cli(&data, &["rollout", "restart", "deployment/web"], None)), "deployment.apps/web restarted\n");
+    let web = get_json(&data, &["deploy", "web"]);
+    let stamp = web["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"].as_str();
+    assert!(stamp.is_some_and(|s| s.parse::<jiff::Timestamp>().is_ok()), "{web}");
+    rolled_out(&data, "deployment/web");
+    let once = ok(cli(&data, &["rollout", "status", "deployment/web", "--watch=false"], None));
+    assert_eq!(once, "deployment \"web\" successfully rolled out\n");
+
+    // Scale to zero and back through the scale subresource.
+    let wrong = fails(cli(&data, &["scale", "deployment/web", "--current-replicas", "5", "--replicas", "1"], None));
+    assert!(wrong.contains("Expected replicas to be 5, was 2"), "{wrong}");
+    assert_eq!(ok(cli(&data, &["scale", "deployment/web", "--replicas", "0"], None)), "deployment.apps/web scaled\n");
+    let pods_of_web = || get_json(&data, &["pods", "-l", "app=web"])["items"].as_array().map_or(0, Vec::len);
+    wait_until(Duration::from_secs(60), "web's pods to go", || pods_of_web() == 0);
+    rolled_out(&data, "deployment/web");
+    assert_eq!(ok(cli(&data, &["scale", "--replicas=2", "deploy", "web"], None)), "deployment.apps/web scaled\n");
+    rolled_out(&data, "deployment/web");
+    assert_eq!(get_json(&data, &["deploy", "web"])["status"]["availableReplicas"], 2);
+    let rs = ok(cli(&data, &["get", "rs", "-l", "app=web", "-o", "name"], None));
+    assert!(rs.lines().count() >= 2, "old revisions are kept: {rs}");
+}
+
+#[test]
+fn cordon_uncordon_and_drain_move_a_deployments_pods_off_the_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let _up = Up::start(&data);
+    ok(cli(&data, &["apply", "-f", "-"], Some(&hello_deployment("drained", 18302, None, None))));
+    rolled_out(&data, "deployment/drained");
+    let unschedulable = || get_json(&data, &["node", "local"])["spec"]["unschedulable"] == true;
+
+    assert_eq!(ok(cli(&data, &["cordon", "local"], None)), "node/local cordoned\n");
+    assert!(unschedulable());
+    assert_eq!(ok(cli(&data, &["cordon", "node/local"], None)), "node/local already cordoned\n");
+    assert_eq!(ok(cli(&data, &["uncordon", "local"], None)), "node/local uncordoned\n");
+    assert!(!unschedulable());
+    assert_eq!(ok(cli(&data, &["uncordon", "local"], None)), "node/local already uncordoned\n");
+
+    // A pod no controller would recreate stops the drain unless --force.
+    let bare = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: bare\nspec:\n  containers:\n    - name: shell
+      image: {}\n      args: [\"sleep:600000\"]\n",
+        support::sample("inspect").display()
+    );
+    ok(cli(&data, &["apply", "-f", "-"], Some(&bare)));
+    wait_until(Duration::from_secs(60), "bare to be scheduled", || {
+        get_json(&data, &["pod", "bare"])["spec"]["nodeName"] == "local"
+    });
+    let refused = cli(&data, &["drain", "local"], None);
+    assert_eq!(String::from_utf8_lossy(&refused.stdout), "node/local cordoned\n");
+    let stderr = fails(refused);
+    assert!(
+        stderr.contains(
+            "error: unable to drain node \"local\" due to error: cannot delete Pods that declare no controller \
+             (use --force to override): default/bare, continuing command..."
+        ) && stderr.contains("There are pending nodes to be drained:\n local\n"),
+        "{stderr}"
+    );
+
+    let owned: Vec<String> = get_json(&data, &["pods", "-l", "app=drained"])["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(owned.len(), 2, "{owned:?}");
+    let drained = cli(&data, &["drain", "local", "--force", "--ignore-daemonsets", "--timeout", "2m"], None);
+    let stderr = String::from_utf8_lossy(&drained.stderr).to_string();
+    assert!(stderr.contains("Warning: deleting Pods that declare no controller: default/bare"), "{stderr}");
+    let stdout = ok(drained);
+    assert!(
+        stdout.starts_with("node/local already cordoned\n") && stdout.ends_with("node/local drained\n"),
+        "{stdout}"
+    );
+    // The server has no eviction subresource, so drain deletes (kubectl's lines for that path);
+    // a server with eviction gets `evicting pod default/NAME` and `pod/NAME evicted`.
+    for name in owned.iter().chain(std::iter::once(&"bare".to_string())) {
+        let evicted = stdout.contains(&format!("evicting pod default/{name}\n"))
+            && stdout.contains(&format!("pod/{name} evicted\n"));
+        assert!(evicted || stdout.contains(&format!("pod/{name} deleted\n")), "{name}: {stdout}");
+    }
+    assert!(fails(cli(&data, &["get", "pod", "bare"], None)).contains("NotFound"), "bare pods are gone for good");
+
+    // The ReplicaSet replaces its pods, but nothing can schedule them on the cordoned node.
+    wait_until(Duration::from_secs(60), "replacement pods to be Pending as unschedulable", || {
+        let pods = get_json(&data, &["pods", "-l", "app=drained"]);
+        let items = pods["items"].as_array().cloned().unwrap_or_default();
+        let unscheduled = |p: &serde_json::Value| {
+            let name = p["metadata"]["name"].as_str().unwrap_or_default();
+            let conditions = p["status"]["conditions"].as_array().cloned().unwrap_or_default();
+            !owned.iter().any(|o| o == name)
+                && p["status"]["phase"] == "Pending"
+                && conditions.iter().any(|c| {
+                    c["type"] == "PodScheduled"
+                        && c["status"] == "False"
+                        && c["reason"] == "Unschedulable"
+                        && c["message"].as_str().is_some_and(|m| m.contains("node(s) were unschedulable"))
+                })
+        };
+        items.len() == 2 && items.iter().all(unscheduled)
+    });
+    let waiting = ok(cli(&data, &["rollout", "status", "deployment/drained", "--watch=false"], None));
+    assert!(
+        waiting.starts_with(
+            "Waiting for deployment \"drained\" rollout to finish: 0 of 2 updated replicas are available..."
+        ),
+        "{waiting}"
+    );
+    let timed_out = fails(cli(&data, &["rollout", "status", "deployment/drained", "--timeout", "1s"], None));
+    assert!(timed_out.contains("error: timed out waiting for the condition"), "{timed_out}");
+
+    assert_eq!(ok(cli(&data, &["uncordon", "local"], None)), "node/local uncordoned\n");
+    rolled_out(&data, "deployment/drained");
+    let pods = get_json(&data, &["pods", "-l", "app=drained"]);
+    let items = pods["items"].as_array().cloned().unwrap_or_default();
+    assert!(items.len() == 2 && items.iter().all(|p| p["status"]["phase"] == "Running"), "{pods}");
+}

@@ -1,18 +1,23 @@
-//! The client verbs of the `wasmkube` binary — `apply`, `get`, `describe`, `delete`, `logs`, `exec`, `push`,
-//! `version` — a
-//! small kubectl that talks to any Kubernetes-shaped API server through `kube::Api<DynamicObject>`.
+//! The client verbs of the `wasmkube` binary — `apply`, `get`, `describe`, `delete`, `logs`, `exec`,
+//! `rollout`, `scale`, `cordon`, `uncordon`, `drain`, `push`, `version` — a small kubectl that talks
+//! to any Kubernetes-shaped API server through `kube::Api`.
 //!
 //! Start at [`run`]: it dispatches a parsed [`ClientCommand`]. [`config`] finds the kubeconfig and
 //! builds the client, [`manifest`] turns `-f` files into resolved [`manifest::Document`]s before
 //! anything is sent, and each verb lives in its own module with a testable core function taking a
 //! `kube::Client` and an output writer ([`apply::apply`], [`get::get`], [`describe::describe`],
-//! [`delete::delete`]). Table columns are pure functions in [`printers`] so they can later move
-//! server-side. Failures are one-line [`Error`]s worded like kubectl's.
+//! [`delete::delete`]); [`rollout`] holds its subcommands as kubectl nests them, and the pure parts
+//! of every verb (status wording, history tables, patches, drain filters) are plain functions.
+//! Table columns are pure functions in [`printers`] so they can later move server-side. Failures
+//! are one-line [`Error`]s worded like kubectl's.
 
 pub mod apply;
 pub mod config;
+pub mod cordon;
 pub mod delete;
 pub mod describe;
+pub mod drain;
+pub mod duration;
 pub mod error;
 pub mod exec;
 pub mod get;
@@ -23,6 +28,8 @@ pub mod output;
 pub mod printers;
 pub mod push;
 pub mod resource;
+pub mod rollout;
+pub mod scale;
 pub mod version;
 
 use std::path::PathBuf;
@@ -72,6 +79,16 @@ pub enum ClientCommand {
     Exec(exec::ExecArgs),
     /// Upload a Wasm binary to the cluster registry as NAME:TAG.
     Push(push::PushArgs),
+    /// Manage a Deployment's rollout: status, history, undo, pause, resume, restart.
+    Rollout(rollout::RolloutArgs),
+    /// Set the number of replicas of a Deployment or ReplicaSet.
+    Scale(scale::ScaleArgs),
+    /// Mark a node unschedulable.
+    Cordon(cordon::CordonArgs),
+    /// Mark a node schedulable again.
+    Uncordon(cordon::CordonArgs),
+    /// Cordon a node and move its pods off it (evicting or deleting them).
+    Drain(drain::DrainArgs),
     /// Print the client and server versions.
     Version(version::VersionArgs),
 }
@@ -92,6 +109,11 @@ pub async fn run(cmd: ClientCommand, global: &ClientOptions) -> anyhow::Result<(
         ClientCommand::Logs(args) => logs::run(&args, global, &mut out).await,
         ClientCommand::Exec(args) => exec::run(&args, global, &mut out).await,
         ClientCommand::Push(args) => push::run(&args, global, &mut out).await,
+        ClientCommand::Rollout(args) => rollout::run(&args, global, &mut out).await,
+        ClientCommand::Scale(args) => scale::run(&args, global, &mut out).await,
+        ClientCommand::Cordon(args) => cordon::run(&args, true, global, &mut out).await,
+        ClientCommand::Uncordon(args) => cordon::run(&args, false, global, &mut out).await,
+        ClientCommand::Drain(args) => drain::run(&args, global, &mut out).await,
         ClientCommand::Version(args) => version::run(&args, global, &mut out).await,
     };
     Ok(result?)
@@ -122,5 +144,32 @@ mod tests {
             .expect("valid command line");
         assert_eq!(cli.global.namespace.as_deref(), Some("kube-system"));
         assert!(matches!(cli.command, ClientCommand::Get(_)));
+    }
+
+    #[test]
+    fn rollout_and_node_verbs_take_kubectls_command_lines() {
+        let parse = |line: &[&str]| Cli::try_parse_from(std::iter::once("wasmkube").chain(line.iter().copied()));
+        let cli = parse(&["rollout", "status", "deploy/web", "--watch=false", "--timeout", "30s"]).expect("valid");
+        let ClientCommand::Rollout(rollout::RolloutArgs { command: rollout::RolloutCommand::Status(status) }) =
+            cli.command
+        else {
+            panic!("parsed as rollout status");
+        };
+        assert!(!status.watch);
+        assert_eq!(status.timeout, Some(std::time::Duration::from_secs(30)));
+        for line in [
+            &["rollout", "history", "deployment", "web", "--revision", "2"][..],
+            &["rollout", "undo", "deployments/web", "--to-revision=1"],
+            &["rollout", "pause", "deploy/web"],
+            &["rollout", "resume", "deploy/web"],
+            &["rollout", "restart", "deploy/web", "-n", "apps"],
+            &["scale", "deployment/web", "--replicas", "0"],
+            &["cordon", "n1"],
+            &["uncordon", "node/n1"],
+            &["drain", "n1", "--ignore-daemonsets", "--force", "--grace-period", "0", "--delete-emptydir-data"],
+        ] {
+            assert!(parse(line).is_ok(), "{line:?}");
+        }
+        assert!(parse(&["rollout", "status"]).is_err(), "an object is required");
     }
 }
