@@ -59,6 +59,16 @@ struct ServerArgs {
     #[arg(long, default_value_t = 60)]
     bookmark_interval: u64,
 
+    /// Seconds a node may go without renewing its Lease or posting its Ready heartbeat before the
+    /// control plane marks it Unknown and taints it `node.kubernetes.io/unreachable:NoExecute`.
+    #[arg(long, value_name = "SECS", default_value_t = 40)]
+    node_monitor_grace_period: u64,
+
+    /// `tolerationSeconds` of the not-ready/unreachable NoExecute tolerations given to pods created
+    /// without their own: how long such pods stay on a lost node before they are evicted.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    default_toleration_seconds: u32,
+
     /// Extra IP addresses the API server certificate is valid for (besides 127.0.0.1 and the
     /// listen address).
     #[arg(long = "tls-san-ip", value_name = "IP")]
@@ -179,6 +189,8 @@ async fn serve(args: ServerArgs, node: Option<NodeArgs>, global: &ClientOptions)
     config.event_window = args.watch_window.max(1);
     config.bookmark_interval = Duration::from_secs(args.bookmark_interval.max(1));
     config.extra_ips = args.tls_san_ips;
+    config.node_monitor_grace_period = Duration::from_secs(args.node_monitor_grace_period.max(1));
+    config.default_toleration_seconds = i64::from(args.default_toleration_seconds);
     let control = ControlPlane::start(config).await?;
     let url = client_url(control.addr);
     let kubeconfig_path = data_dir.join("kubeconfig");

@@ -46,6 +46,13 @@ pub struct ControlPlaneConfig {
     pub bookmark_interval: Duration,
     /// Where nodes' pod CIDRs come from.
     pub cluster_cidr: controller::node_ipam::ClusterCidr,
+    /// How long a node may go without renewing its Lease or posting its Ready heartbeat before it
+    /// is marked Unknown and tainted unreachable (kube-controller-manager's
+    /// `--node-monitor-grace-period`; default 40 s).
+    pub node_monitor_grace_period: Duration,
+    /// `tolerationSeconds` of the not-ready/unreachable NoExecute tolerations given to pods created
+    /// without them: how long their pods stay bound to a lost node before eviction (default 300).
+    pub default_toleration_seconds: i64,
 }
 
 impl ControlPlaneConfig {
@@ -58,6 +65,8 @@ impl ControlPlaneConfig {
             event_window: RedbConfig::default().event_window,
             bookmark_interval: Duration::from_secs(60),
             cluster_cidr: controller::node_ipam::ClusterCidr::default(),
+            node_monitor_grace_period: controller::node_lifecycle::DEFAULT_GRACE_PERIOD,
+            default_toleration_seconds: 300,
         }
     }
 }
@@ -109,7 +118,7 @@ impl ControlPlane {
             RedbConfig { event_window: config.event_window },
             metrics.store.clone(),
         )?;
-        let objects = Objects::new(Arc::new(store));
+        let objects = Objects::new(Arc::new(store)).with_default_toleration_seconds(config.default_toleration_seconds);
         controller::namespace::ensure_built_in(&objects).await.map_err(StartError::Bootstrap)?;
 
         let mut ips = config.extra_ips.clone();
@@ -149,6 +158,9 @@ impl ControlPlane {
         tasks.spawn(controller::replicaset::run(objects.clone(), cancel.clone()));
         tasks.spawn(controller::deployment::run(objects.clone(), cancel.clone()));
         tasks.spawn(controller::garbage_collector::run(objects.clone(), cancel.clone()));
+        let grace = config.node_monitor_grace_period;
+        tasks.spawn(controller::node_lifecycle::run(objects.clone(), grace, cancel.clone()));
+        tasks.spawn(controller::service_account::run(objects.clone(), cancel.clone()));
         tasks.spawn(scheduler::run(objects.clone(), scheduler::Scheduler::default(), cancel.clone()));
         tracing::info!(%addr, "control plane serving");
         Ok(Self { addr, pki, objects, cancel, tasks })

@@ -4,7 +4,9 @@ pub mod deployment;
 pub mod garbage_collector;
 pub mod namespace;
 pub mod node_ipam;
+pub mod node_lifecycle;
 pub mod replicaset;
+pub mod service_account;
 
 use std::time::Duration;
 

@@ -18,6 +18,7 @@ impl Objects {
         self.place_in_namespace(target, &mut object)?;
         let name = assign_name(&mut object)?;
         defaults::apply(kind, &mut object);
+        defaults::tolerate_lost_nodes(kind, &mut object, self.default_toleration_seconds);
         defaults::prepare_status_for_create(kind, &mut object);
         let meta = metadata_mut(&mut object).expect("canonical objects have metadata");
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));

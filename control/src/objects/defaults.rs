@@ -1,7 +1,8 @@
 //! Server-side defaults and status preparation, as kube-apiserver applies them before validation.
 //!
 //! Only defaults that clients and controllers rely on are filled (restart policy, Service type and
-//! target ports, Deployment strategy, ...); each is set only when the field is absent.
+//! target ports, Deployment strategy, ...); each is set only when the field is absent. Pods also
+//! get what Kubernetes' DefaultTolerationSeconds admission adds ([`tolerate_lost_nodes`]).
 
 use serde_json::{Value, json};
 use wasmkube_api::Kind;
@@ -109,6 +110,39 @@ fn default_service(object: &mut Value) {
     }
 }
 
+/// How long a pod tolerates a not-ready or unreachable node unless configured otherwise
+/// (kube-apiserver's `--default-not-ready-toleration-seconds`, `--default-unreachable-...`).
+pub const DEFAULT_TOLERATION_SECONDS: i64 = 300;
+
+/// The node lifecycle controller's NoExecute taints (see `controller::node_lifecycle`).
+const LOST_NODE_TAINTS: [&str; 2] = ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"];
+
+/// Kubernetes' DefaultTolerationSeconds admission: a new pod that does not already tolerate the
+/// `not-ready` / `unreachable` NoExecute taints tolerates each for `seconds`, so a node that stops
+/// answering has its pods evicted (and replaced elsewhere by their controllers) after that long
+/// instead of at once or never. A toleration with an empty key or empty effect counts as
+/// tolerating them, as in Kubernetes.
+pub fn tolerate_lost_nodes(kind: &Kind, object: &mut Value, seconds: i64) {
+    if !(kind.group.is_empty() && kind.kind == "Pod") {
+        return;
+    }
+    let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) else { return };
+    let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
+    if tolerations.is_null() {
+        *tolerations = json!([]);
+    }
+    let Some(list) = tolerations.as_array_mut() else { return };
+    for key in LOST_NODE_TAINTS {
+        let covered = list.iter().any(|t| {
+            let field = |name: &str| t.get(name).and_then(Value::as_str).unwrap_or("");
+            (field("key") == key || field("key").is_empty()) && matches!(field("effect"), "NoExecute" | "")
+        });
+        if !covered {
+            list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds}));
+        }
+    }
+}
+
 /// Sets the status an object starts with: controllers own status, so most kinds start empty.
 pub fn prepare_status_for_create(kind: &Kind, object: &mut Value) {
     let Some(map) = object.as_object_mut() else { return };
@@ -127,5 +161,60 @@ pub fn prepare_status_for_create(kind: &Kind, object: &mut Value) {
             map.remove("status");
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pods() -> &'static Kind {
+        wasmkube_api::kinds::by_resource("", "v1", "pods").expect("registered")
+    }
+
+    fn keys(pod: &Value) -> Vec<(String, Option<i64>)> {
+        let list = pod.pointer("/spec/tolerations").and_then(Value::as_array).cloned().unwrap_or_default();
+        list.iter().map(|t| (t["key"].as_str().unwrap_or("").to_string(), t["tolerationSeconds"].as_i64())).collect()
+    }
+
+    #[test]
+    fn pods_get_lost_node_tolerations_unless_they_have_their_own() {
+        let (nr, ur) = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable");
+        // (tolerations given, (key, tolerationSeconds) after defaulting with 300)
+        type Case<'a> = (Value, Vec<(&'a str, Option<i64>)>);
+        let cases: Vec<Case> = vec![
+            (Value::Null, vec![(nr, Some(300)), (ur, Some(300))]),
+            (json!([{"key": "gpu", "operator": "Exists"}]), vec![("gpu", None), (nr, Some(300)), (ur, Some(300))]),
+            (
+                json!([{"key": ur, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}]),
+                vec![(ur, Some(5)), (nr, Some(300))],
+            ),
+            // No effect: tolerates every effect of that key, NoExecute included.
+            (json!([{"key": nr, "operator": "Exists"}]), vec![(nr, None), (ur, Some(300))]),
+            // Only NoSchedule: the NoExecute taint is still not tolerated.
+            (
+                json!([{"key": nr, "operator": "Exists", "effect": "NoSchedule"}]),
+                vec![(nr, None), (nr, Some(300)), (ur, Some(300))],
+            ),
+            // An empty key with Exists tolerates everything.
+            (json!([{"operator": "Exists"}]), vec![("", None)]),
+        ];
+        for (given, want) in cases {
+            let mut pod = json!({"spec": {"containers": []}});
+            if !given.is_null() {
+                pod["spec"]["tolerations"] = given.clone();
+            }
+            tolerate_lost_nodes(pods(), &mut pod, 300);
+            let want: Vec<(String, Option<i64>)> = want.into_iter().map(|(k, s)| (k.to_string(), s)).collect();
+            assert_eq!(keys(&pod), want, "{given}");
+        }
+    }
+
+    #[test]
+    fn only_pods_get_lost_node_tolerations() {
+        let rs = wasmkube_api::kinds::by_resource("apps", "v1", "replicasets").expect("registered");
+        let mut object = json!({"spec": {"template": {"spec": {}}}});
+        tolerate_lost_nodes(rs, &mut object, 300);
+        assert_eq!(object, json!({"spec": {"template": {"spec": {}}}}));
     }
 }

@@ -74,11 +74,21 @@ pub struct Written {
 #[derive(Clone)]
 pub struct Objects {
     store: Arc<dyn Store>,
+    /// `tolerationSeconds` of the not-ready/unreachable tolerations pods get at create
+    /// ([`defaults::tolerate_lost_nodes`]).
+    default_toleration_seconds: i64,
 }
 
 impl Objects {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self { store, default_toleration_seconds: defaults::DEFAULT_TOLERATION_SECONDS }
+    }
+
+    /// Sets how long new pods tolerate a not-ready or unreachable node (Kubernetes'
+    /// `--default-not-ready-toleration-seconds` and `--default-unreachable-toleration-seconds`).
+    pub fn with_default_toleration_seconds(mut self, seconds: i64) -> Self {
+        self.default_toleration_seconds = seconds;
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -27,6 +27,8 @@ pub use node_resources::{NodeResourcesBalancedAllocation, NodeResourcesFit};
 pub use node_unschedulable::{NodeName, NodeUnschedulable};
 pub use pod_topology_spread::PodTopologySpread;
 pub use taint_toleration::TaintToleration;
+// The node lifecycle controller evicts by the same toleration rule the scheduler filters by.
+pub(crate) use taint_toleration::{NOT_READY, UNREACHABLE, tolerates};
 
 use super::framework::{FilterPlugin, MAX_SCORE, ScorePlugin};
 

@@ -3,8 +3,9 @@
 //!
 //! A node whose Ready condition is False or Unknown counts as tainted
 //! `node.kubernetes.io/not-ready:NoSchedule` or `node.kubernetes.io/unreachable:NoSchedule`:
-//! in Kubernetes the node lifecycle controller writes those taints and the scheduler only reads
-//! taints; here nothing writes them yet, so the scheduler reads the condition the same way.
+//! the node lifecycle controller writes those taints once a node's heartbeat is overdue, and
+//! until it has, the scheduler reads the condition itself (so a node never looks schedulable in
+//! the gap).
 
 use std::borrow::Cow;
 
