@@ -35,7 +35,7 @@ use tracing::Instrument;
 use wasmkube_api::Kind;
 use wasmkube_api::selector::LabelSelector;
 
-use super::{Changes, describe};
+use super::{Changes, beyond_status, describe};
 use crate::objects::{ListOptions, Objects, PatchKind, Subresource, Target, WriteOptions};
 use crate::status::ApiError;
 use rollout::{Plan, ReplicaSetView, Strategy, Verb};
@@ -122,7 +122,10 @@ impl SyncError {
 /// Runs until `cancel` fires.
 pub async fn run(objects: Objects, cancel: CancellationToken) {
     let prefixes = [deployments(), replica_sets(), kind("", "pods")].map(Kind::key_prefix).to_vec();
-    let mut changes = Changes::new(&objects, prefixes);
+    // Pods matter only as they come and go (Recreate waits for old ones); their status reaches
+    // this controller through the ReplicaSets' status.
+    let pods = kind("", "pods").key_prefix();
+    let mut changes = Changes::filtered(&objects, prefixes, move |e| !e.key.starts_with(&pods) || beyond_status(e));
     loop {
         let next = match sync_all(&objects).await {
             Ok(next) => next,

@@ -14,7 +14,7 @@ use futures::stream::{SelectAll, select_all};
 use futures::{FutureExt, StreamExt};
 
 use crate::objects::Objects;
-use crate::store::EventStream;
+use crate::store::{Event, EventStream};
 
 /// An error with its causes (`deleting Pod web-x: Operation cannot be fulfilled ...`), for the log.
 pub(crate) fn describe(e: &dyn std::error::Error) -> String {
@@ -34,12 +34,38 @@ pub(crate) struct Changes {
     objects: Objects,
     prefixes: Vec<String>,
     stream: SelectAll<EventStream>,
+    /// Which events count as a change (default: all).
+    relevant: Box<dyn Fn(&Event) -> bool + Send>,
+}
+
+/// Whether an event changed more than an object's status: a create, a delete, or a write to its
+/// metadata or spec. Status reports (agents, controllers) are most writes in a busy cluster, and
+/// most controllers need not look again for them.
+pub(crate) fn beyond_status(event: &Event) -> bool {
+    let (Some(new), Some(prev)) = (&event.value, &event.prev) else { return true };
+    let without_status = |bytes: &[u8]| {
+        let mut v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or(serde_json::Value::Null);
+        if let Some(o) = v.as_object_mut() {
+            o.remove("status");
+        }
+        v
+    };
+    without_status(new) != without_status(&prev.value)
 }
 
 impl Changes {
     pub(crate) fn new(objects: &Objects, prefixes: Vec<String>) -> Self {
+        Self::filtered(objects, prefixes, |_| true)
+    }
+
+    /// Like [`Changes::new`], counting only the events `relevant` accepts.
+    pub(crate) fn filtered(
+        objects: &Objects,
+        prefixes: Vec<String>,
+        relevant: impl Fn(&Event) -> bool + Send + 'static,
+    ) -> Self {
         let stream = Self::watch(objects, &prefixes);
-        Self { objects: objects.clone(), prefixes, stream }
+        Self { objects: objects.clone(), prefixes, stream, relevant: Box::new(relevant) }
     }
 
     fn watch(objects: &Objects, prefixes: &[String]) -> SelectAll<EventStream> {
@@ -51,8 +77,12 @@ impl Changes {
     /// Waits for the next change. A broken watch (compaction, shutdown) is started again from the
     /// current revision and counts as a change: the full pass that follows misses nothing.
     pub(crate) async fn next(&mut self) {
-        if let Some(Ok(_)) = self.stream.next().await {
-            return;
+        loop {
+            match self.stream.next().await {
+                Some(Ok(event)) if (self.relevant)(&event) => return,
+                Some(Ok(_)) => continue,
+                _ => break,
+            }
         }
         self.stream = Self::watch(&self.objects, &self.prefixes);
         // A store that is shutting down ends every new watch at once: do not spin on it.

@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use wasmkube_api::Kind;
 
-use super::{Changes, describe};
+use super::{Changes, beyond_status, describe};
 use crate::objects::{DeleteOptions, ListOptions, Objects, PatchKind, Subresource, Target, WriteOptions};
 use crate::scheduler::plugins::UNREACHABLE;
 use crate::status::ApiError;
@@ -79,7 +79,9 @@ pub async fn run(objects: Objects, grace_period: Duration, cancel: CancellationT
         format!("{}{LEASE_NAMESPACE}/", kind("coordination.k8s.io", "leases").key_prefix()),
         kind("", "pods").key_prefix(),
     ];
-    let mut changes = Changes::new(&objects, prefixes);
+    // Node and Lease heartbeats all count; pods only when they arrive, move or go.
+    let pods = kind("", "pods").key_prefix();
+    let mut changes = Changes::filtered(&objects, prefixes, move |e| !e.key.starts_with(&pods) || beyond_status(e));
     let grace = SignedDuration::try_from(grace_period).unwrap_or(SignedDuration::from_secs(40));
     let mut controller = NodeLifecycle { objects, grace, probes: BTreeMap::new(), first_seen: BTreeMap::new() };
     loop {

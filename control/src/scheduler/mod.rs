@@ -60,19 +60,30 @@ pub async fn run(objects: Objects, scheduler: Scheduler, cancel: CancellationTok
                 true
             }
         };
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            change = pod_changes.next() => {
-                if change.is_none_or(|c| c.is_err()) {
-                    pod_changes = watch(kind("pods").key_prefix());
+        let retry = tokio::time::sleep(RETRY);
+        tokio::pin!(retry);
+        // Wait for a change worth a pass.
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                change = pod_changes.next() => match change {
+                    // A status report changes nothing the scheduler decides on (a pod that
+                    // finished frees room, which the periodic retry picks up).
+                    Some(Ok(event)) if !crate::controller::beyond_status(&event) => continue,
+                    Some(Ok(_)) => break,
+                    _ => {
+                        pod_changes = watch(kind("pods").key_prefix());
+                        break;
+                    }
+                },
+                change = node_changes.next() => {
+                    if change.is_none_or(|c| c.is_err()) {
+                        node_changes = watch(kind("nodes").key_prefix());
+                    }
+                    break;
                 }
+                _ = &mut retry, if waiting => break,
             }
-            change = node_changes.next() => {
-                if change.is_none_or(|c| c.is_err()) {
-                    node_changes = watch(kind("nodes").key_prefix());
-                }
-            }
-            _ = tokio::time::sleep(RETRY), if waiting => {}
         }
         tokio::time::sleep(BATCH).await;
     }
