@@ -75,18 +75,10 @@ pub async fn run(args: &RolloutArgs, options: &ClientOptions, out: &mut impl Wri
         report.notes.push(format!("No resources found in {namespace} namespace."));
     }
     let api: Api<Deployment> = Api::namespaced(cluster.client, &namespace);
-    for (kind, name) in &objects {
-        if !is_deployment(kind) {
-            report.errors.push(format!("error: {} \"{name}\" {}", kind.qualified_plural(), toggle.unsupported()));
-            continue;
-        }
-        let deployment = match api.get(name).await {
-            Ok(d) => d,
-            Err(err) => {
-                report.errors.push(render(&err));
-                continue;
-            }
-        };
+    let unsupported =
+        |kind: &Kind, name: &str| format!("error: {} \"{name}\" {}", kind.qualified_plural(), toggle.unsupported());
+    for deployment in fetch_deployments(&api, &objects, &mut report, unsupported).await {
+        let name = deployment.metadata.name.clone().unwrap_or_default();
         let patch = match toggle.patch(&deployment, &restart_stamp()) {
             Ok(patch) => patch,
             Err(refusal) => {
@@ -96,8 +88,8 @@ pub async fn run(args: &RolloutArgs, options: &ClientOptions, out: &mut impl Wri
         };
         // kubectl sends a strategic merge patch; this server takes merge patches, which say the
         // same for these fields (a scalar and one map key).
-        match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-            Ok(_) => writeln!(out, "{}/{name} {}", kind.qualified_singular(), toggle.done())?,
+        match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => writeln!(out, "deployment.apps/{name} {}", toggle.done())?,
             Err(err) => report.errors.push(format!("error: failed to patch: {}", render(&err))),
         }
     }
@@ -173,6 +165,29 @@ pub(crate) fn is_deployment(kind: &Kind) -> bool {
 /// `Kind.group` (`Deployment.apps`, `Pod`), as Go prints a GroupKind in kubectl's messages.
 pub(crate) fn group_kind(kind: &Kind) -> String {
     if kind.group.is_empty() { kind.kind.to_string() } else { format!("{}.{}", kind.kind, kind.group) }
+}
+
+/// The named objects that are Deployments, fetched in order. Other kinds (`unsupported` words
+/// their refusal) and failed reads become errors in `report`, and the rest go on, as kubectl's
+/// rollout verbs do.
+pub(crate) async fn fetch_deployments(
+    api: &kube::Api<Deployment>,
+    objects: &[(&'static Kind, String)],
+    report: &mut crate::output::Report,
+    unsupported: impl Fn(&Kind, &str) -> String,
+) -> Vec<Deployment> {
+    let mut found = Vec::new();
+    for (kind, name) in objects {
+        if !is_deployment(kind) {
+            report.errors.push(unsupported(kind, name));
+            continue;
+        }
+        match api.get(name).await {
+            Ok(d) => found.push(d),
+            Err(err) => report.errors.push(crate::error::render(&err)),
+        }
+    }
+    found
 }
 
 /// The named objects, in order; a target without names stands for every object of its kind in

@@ -10,10 +10,11 @@ use kube::Api;
 use kube::api::ListParams;
 use wasmkube_api::selector::LabelSelector;
 
-use super::{group_kind, is_deployment, named_objects, template};
+use super::{fetch_deployments, group_kind, named_objects, template};
 use crate::error::{Error, render};
 use crate::output::{self, Report};
 use crate::{ClientOptions, config, resource};
+use wasmkube_api::Kind;
 
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
 pub const CHANGE_CAUSE: &str = "kubernetes.io/change-cause";
@@ -40,25 +41,17 @@ pub async fn run(args: &HistoryArgs, options: &ClientOptions, out: &mut impl Wri
         report.notes.push(format!("No resources found in {namespace} namespace."));
     }
     let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), &namespace);
-    for (kind, name) in &objects {
-        if !is_deployment(kind) {
-            report.errors.push(format!("error: no history viewer has been implemented for {:?}", group_kind(kind)));
-            continue;
-        }
-        let deployment = match api.get(name).await {
-            Ok(d) => d,
-            Err(err) => {
-                report.errors.push(render(&err));
-                continue;
-            }
-        };
+    let unsupported =
+        |kind: &Kind, _: &str| format!("error: no history viewer has been implemented for {:?}", group_kind(kind));
+    for deployment in fetch_deployments(&api, &objects, &mut report, unsupported).await {
+        let name = deployment.metadata.name.clone().unwrap_or_default();
         let sets = owned_replica_sets(cluster.client.clone(), &deployment).await?;
         match view(&sets, args.revision) {
             Ok(text) => {
                 let with = if args.revision > 0 { format!("with revision #{}", args.revision) } else { String::new() };
                 // kubectl's name printer: `deployment.apps/web <operation>`, the operation being
                 // the (possibly empty) revision note, a newline and the history.
-                writeln!(out, "{}/{name} {with}\n{text}", kind.qualified_singular())?;
+                writeln!(out, "deployment.apps/{name} {with}\n{text}")?;
             }
             Err(message) => report.errors.push(format!("error: {message}")),
         }

@@ -13,11 +13,12 @@ use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
 use super::history::{self, REVISION};
-use super::{group_kind, is_deployment, named_objects};
+use super::{fetch_deployments, group_kind, named_objects};
 use crate::apply::LAST_APPLIED;
 use crate::error::{Error, render};
 use crate::output::Report;
 use crate::{ClientOptions, config, resource};
+use wasmkube_api::Kind;
 
 /// The label the controller adds to a ReplicaSet's template; a Deployment's template has none.
 const HASH_LABEL: &str = "pod-template-hash";
@@ -49,18 +50,10 @@ pub async fn run(args: &UndoArgs, options: &ClientOptions, out: &mut impl Write)
     let objects = named_objects(cluster.client.clone(), &targets, &namespace).await?;
     let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), &namespace);
     let mut report = Report::default();
-    for (kind, name) in &objects {
-        if !is_deployment(kind) {
-            report.errors.push(format!("error: no rollbacker has been implemented for {:?}", group_kind(kind)));
-            continue;
-        }
-        let deployment = match api.get(name).await {
-            Ok(d) => d,
-            Err(err) => {
-                report.errors.push(render(&err));
-                continue;
-            }
-        };
+    let unsupported =
+        |kind: &Kind, _: &str| format!("error: no rollbacker has been implemented for {:?}", group_kind(kind));
+    for deployment in fetch_deployments(&api, &objects, &mut report, unsupported).await {
+        let name = deployment.metadata.name.clone().unwrap_or_default();
         if deployment.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(LAST_APPLIED)) {
             eprintln!(
                 "Warning: resource deployments.apps/{name} was previously managed with 'wasmkube apply'. Rolling back \
@@ -77,7 +70,7 @@ pub async fn run(args: &UndoArgs, options: &ClientOptions, out: &mut impl Write)
                 continue;
             }
         };
-        writeln!(out, "{}/{name} {line}", kind.qualified_singular())?;
+        writeln!(out, "deployment.apps/{name} {line}")?;
     }
     report.finish()
 }

@@ -28,15 +28,14 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentSpec, DeploymentStatus, ReplicaSet};
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use wasmkube_api::Kind;
 use wasmkube_api::selector::LabelSelector;
 
-use super::{Changes, beyond_status, describe};
-use crate::objects::{ListOptions, Objects, PatchKind, Subresource, Target, WriteOptions};
+use super::{Changes, beyond_status, describe, list_typed};
+use crate::objects::{Objects, PatchKind, Subresource, Target, WriteOptions};
 use crate::status::ApiError;
 use rollout::{Plan, ReplicaSetView, Strategy, Verb};
 
@@ -141,22 +140,6 @@ pub async fn run(objects: Objects, cancel: CancellationToken) {
         }
         changes.settle(BATCH).await;
     }
-}
-
-async fn list_typed<T: DeserializeOwned>(
-    objects: &Objects,
-    kind: &'static Kind,
-    namespace: Option<&str>,
-) -> Result<Vec<T>, ApiError> {
-    let target = Target { kind, namespace: namespace.map(str::to_string), name: None };
-    let listed = objects.list(&target, &ListOptions::default()).await?;
-    Ok(listed
-        .get("items")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|v| serde_json::from_value(v.clone()).ok())
-        .collect())
 }
 
 /// Syncs every Deployment; returns how soon one needs looking at without any change (a rollout

@@ -16,6 +16,24 @@ use futures::{FutureExt, StreamExt};
 use crate::objects::Objects;
 use crate::store::{Event, EventStream};
 
+/// Every object of `kind` (in `namespace`, or all), typed; objects that do not decode are skipped
+/// (the API validated them on the way in).
+pub(crate) async fn list_typed<T: serde::de::DeserializeOwned>(
+    objects: &Objects,
+    kind: &'static wasmkube_api::Kind,
+    namespace: Option<&str>,
+) -> Result<Vec<T>, crate::status::ApiError> {
+    let target = crate::objects::Target { kind, namespace: namespace.map(str::to_string), name: None };
+    let listed = objects.list(&target, &crate::objects::ListOptions::default()).await?;
+    Ok(listed
+        .get("items")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| serde_json::from_value(v.clone()).ok())
+        .collect())
+}
+
 /// An error with its causes (`deleting Pod web-x: Operation cannot be fulfilled ...`), for the log.
 pub(crate) fn describe(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();

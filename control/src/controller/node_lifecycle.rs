@@ -30,8 +30,8 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use wasmkube_api::Kind;
 
-use super::{Changes, beyond_status, describe};
-use crate::objects::{DeleteOptions, ListOptions, Objects, PatchKind, Subresource, Target, WriteOptions};
+use super::{Changes, beyond_status, describe, list_typed};
+use crate::objects::{DeleteOptions, Objects, PatchKind, Subresource, Target, WriteOptions};
 use crate::scheduler::plugins::UNREACHABLE;
 use crate::status::ApiError;
 use eviction::{Eviction, eviction};
@@ -104,22 +104,6 @@ pub async fn run(objects: Objects, grace_period: Duration, cancel: CancellationT
         }
         changes.settle(BATCH).await;
     }
-}
-
-async fn list_typed<T: serde::de::DeserializeOwned>(
-    objects: &Objects,
-    kind: &'static Kind,
-    namespace: Option<&str>,
-) -> Result<Vec<T>, ApiError> {
-    let target = Target { kind, namespace: namespace.map(str::to_string), name: None };
-    let listed = objects.list(&target, &ListOptions::default()).await?;
-    Ok(listed
-        .get("items")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|v| serde_json::from_value(v.clone()).ok())
-        .collect())
 }
 
 fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {

@@ -21,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 use wasmkube_api::kinds;
 use wasmkube_api::selector::LabelSelector;
 
-use crate::objects::{DeleteOptions, ListOptions, Objects, PatchKind, Subresource, Target, WriteOptions};
+use super::list_typed;
+use crate::objects::{DeleteOptions, Objects, PatchKind, Subresource, Target, WriteOptions};
 use crate::status::ApiError;
 
 /// Pods a sync creates at most (Kubernetes' burstReplicas).
@@ -72,22 +73,6 @@ pub async fn run(objects: Objects, cancel: CancellationToken) {
         // Gather a burst of changes (pods reporting status) into one pass.
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-}
-
-async fn list_typed<T: serde::de::DeserializeOwned>(
-    objects: &Objects,
-    kind: &'static wasmkube_api::Kind,
-    namespace: Option<&str>,
-) -> Result<Vec<T>, ApiError> {
-    let target = Target { kind, namespace: namespace.map(str::to_string), name: None };
-    let listed = objects.list(&target, &ListOptions::default()).await?;
-    Ok(listed
-        .get("items")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|v| serde_json::from_value(v.clone()).ok())
-        .collect())
 }
 
 /// Syncs every ReplicaSet; true if some are not settled yet.
