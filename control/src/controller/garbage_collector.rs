@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use wasmkube_api::Kind;
 
-use super::{Changes, beyond_status, describe};
+use super::{Changes, describe, ownership_changed};
 use crate::objects::{DeleteOptions, ListOptions, Objects, PatchKind, Subresource, Target, WriteOptions};
 use crate::status::ApiError;
 use graph::{Action, Graph, Object, OwnerRef};
@@ -76,8 +76,8 @@ pub fn covered_kinds() -> Vec<&'static Kind> {
 /// Runs until `cancel` fires.
 pub async fn run(objects: Objects, cancel: CancellationToken) {
     let kinds = covered_kinds();
-    // Ownership lives in metadata: status reports cannot orphan or free anything.
-    let mut changes = Changes::filtered(&objects, kinds.iter().map(|k| k.key_prefix()).collect(), beyond_status);
+    // Only ownership changes can leave something to collect; the periodic resync covers the rest.
+    let mut changes = Changes::filtered(&objects, kinds.iter().map(|k| k.key_prefix()).collect(), ownership_changed);
     loop {
         let wait = match collect(&objects, &kinds).await {
             Ok(true) => RESYNC,

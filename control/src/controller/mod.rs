@@ -16,6 +16,22 @@ use futures::{FutureExt, StreamExt};
 use crate::objects::Objects;
 use crate::store::{Event, EventStream};
 
+/// Whether an event can matter to ownership: an object going, one arriving with owners, or a
+/// change to its owners, finalizers or deletion mark. Creating ownerless objects and every status
+/// or spec write leave the garbage collector nothing to do.
+pub(crate) fn ownership_changed(event: &Event) -> bool {
+    let Some(new) = &event.value else { return true };
+    let parse = |bytes: &[u8]| serde_json::from_slice::<serde_json::Value>(bytes).unwrap_or(serde_json::Value::Null);
+    let fields = |v: &serde_json::Value| {
+        ["ownerReferences", "finalizers", "deletionTimestamp"].map(|f| v.pointer(&format!("/metadata/{f}")).cloned())
+    };
+    let new = fields(&parse(new));
+    match &event.prev {
+        None => new[0].as_ref().and_then(|o| o.as_array()).is_some_and(|owners| !owners.is_empty()),
+        Some(prev) => fields(&parse(&prev.value)) != new,
+    }
+}
+
 /// Every object of `kind` (in `namespace`, or all), typed; objects that do not decode are skipped
 /// (the API validated them on the way in).
 pub(crate) async fn list_typed<T: serde::de::DeserializeOwned>(
@@ -121,5 +137,43 @@ impl Changes {
                 None => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::KeyValue;
+
+    fn event(prev: Option<serde_json::Value>, new: Option<serde_json::Value>) -> Event {
+        let bytes = |v: serde_json::Value| serde_json::to_vec(&v).expect("json");
+        Event {
+            revision: 2,
+            key: "/registry/core/pods/default/p".into(),
+            value: new.map(bytes),
+            prev: prev.map(|v| KeyValue {
+                key: "/registry/core/pods/default/p".into(),
+                value: bytes(v),
+                mod_revision: 1,
+            }),
+        }
+    }
+
+    #[test]
+    fn only_ownership_changes_wake_the_garbage_collector() {
+        let owned = json!({"metadata": {"ownerReferences": [{"uid": "u"}]}, "status": {"phase": "Pending"}});
+        let running = json!({"metadata": {"ownerReferences": [{"uid": "u"}]}, "status": {"phase": "Running"}});
+        let orphan = json!({"metadata": {}});
+        assert!(ownership_changed(&event(None, Some(owned.clone()))), "an owned object arrives");
+        assert!(!ownership_changed(&event(None, Some(orphan.clone()))), "an ownerless one does not matter");
+        assert!(!ownership_changed(&event(Some(owned.clone()), Some(running.clone()))), "a status report");
+        assert!(ownership_changed(&event(Some(running), Some(orphan.clone()))), "released");
+        assert!(ownership_changed(&event(Some(orphan), None)), "deleted");
+        assert!(!beyond_status(&event(
+            Some(owned.clone()),
+            Some(json!({"metadata": {"ownerReferences": [{"uid": "u"}]}}))
+        )));
     }
 }
