@@ -12,7 +12,9 @@ pub mod plugins;
 
 use std::time::Duration;
 
-use futures::StreamExt;
+use std::collections::HashMap;
+
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -20,6 +22,7 @@ use wasmkube_api::kinds;
 
 use crate::objects::{ListOptions, Objects, PatchKind, Subresource, Target, WriteOptions};
 use crate::status::ApiError;
+use crate::store::{Event, EventStream};
 use framework::{FilterPlugin, NodeInfo, ScorePlugin, Snapshot};
 
 /// The `schedulerName` pods get by default, and the name events are reported under.
@@ -48,12 +51,25 @@ fn kind(resource: &str) -> &'static wasmkube_api::Kind {
 
 /// Runs until `cancel` fires.
 pub async fn run(objects: Objects, scheduler: Scheduler, cancel: CancellationToken) {
-    let store = objects.store().clone();
-    let watch = |prefix: String| store.watch(&prefix, store.revision());
-    let mut pod_changes = watch(kind("pods").key_prefix());
-    let mut node_changes = watch(kind("nodes").key_prefix());
+    let mut cache: Option<(Cache, EventStream)> = None;
     loop {
-        let waiting = match scheduler.pass(&objects).await {
+        // The informer: a full read once (and after a broken watch), then the watch's events.
+        let (state, changes) = match cache.take() {
+            Some(ready) => ready,
+            None => match Cache::load(&objects).await {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    tracing::warn!(error = %e, "loading the scheduler's cache failed");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(RETRY) => continue,
+                    }
+                }
+            },
+        };
+        let mut state = state;
+        let mut changes = changes;
+        let waiting = match scheduler.pass(&objects, &mut state).await {
             Ok(waiting) => waiting,
             Err(e) => {
                 tracing::warn!(error = %e, "scheduling pass failed");
@@ -62,30 +78,137 @@ pub async fn run(objects: Objects, scheduler: Scheduler, cancel: CancellationTok
         };
         let retry = tokio::time::sleep(RETRY);
         tokio::pin!(retry);
-        // Wait for a change worth a pass.
-        loop {
+        // Apply changes until one is worth a pass: a pod arriving, moving or going, or any change
+        // to a node. A status report changes nothing the scheduler decides on (a pod that
+        // finished frees room, which the periodic retry picks up).
+        let healthy = loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                change = pod_changes.next() => match change {
-                    // A status report changes nothing the scheduler decides on (a pod that
-                    // finished frees room, which the periodic retry picks up).
-                    Some(Ok(event)) if !crate::controller::beyond_status(&event) => continue,
-                    Some(Ok(_)) => break,
-                    _ => {
-                        pod_changes = watch(kind("pods").key_prefix());
-                        break;
+                change = changes.next() => match change {
+                    Some(Ok(event)) => {
+                        let worth_a_pass = state.apply(&event);
+                        if worth_a_pass {
+                            break true;
+                        }
                     }
+                    _ => break false,
                 },
-                change = node_changes.next() => {
-                    if change.is_none_or(|c| c.is_err()) {
-                        node_changes = watch(kind("nodes").key_prefix());
+                _ = &mut retry, if waiting => break true,
+            }
+        };
+        tokio::time::sleep(BATCH).await;
+        if healthy {
+            // Take in what arrived during the batching delay too.
+            while let Some(Some(Ok(event))) = changes.next().now_or_never() {
+                state.apply(&event);
+            }
+            cache = Some((state, changes));
+        }
+    }
+}
+
+/// Pods and nodes as the store has them, kept up to date from its watch.
+struct Cache {
+    pods: HashMap<String, Pod>,
+    nodes: HashMap<String, Node>,
+    /// Pods this scheduler bound whose binding the watch has not delivered yet, and their node
+    /// (Kubernetes' "assumed" pods): counted on that node, so the next pass does not place
+    /// another pod into room that is already taken.
+    assumed: HashMap<String, String>,
+}
+
+impl Cache {
+    /// Reads every pod and node, and opens the watch that keeps them current. Events between the
+    /// revision noted first and the read are applied again afterwards, in order, so the cache
+    /// converges on the store whatever the read saw.
+    async fn load(objects: &Objects) -> Result<(Self, EventStream), ApiError> {
+        let store = objects.store().clone();
+        let revision = store.revision();
+        let changes: EventStream = Box::pin(futures::stream::select(
+            store.watch(&kind("pods").key_prefix(), revision),
+            store.watch(&kind("nodes").key_prefix(), revision),
+        ));
+        let list = |resource: &'static str| async move {
+            let all = Target { kind: kind(resource), namespace: None, name: None };
+            let listed = objects.list(&all, &ListOptions::default()).await?;
+            Ok::<_, ApiError>(listed.get("items").and_then(Value::as_array).cloned().unwrap_or_default())
+        };
+        let key = |kind: &'static wasmkube_api::Kind,
+                   meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            let target = Target { kind, namespace: meta.namespace.clone(), name: meta.name.clone() };
+            target.key().unwrap_or_default()
+        };
+        let pods = list("pods")
+            .await?
+            .into_iter()
+            .filter_map(|p| serde_json::from_value::<Pod>(p).ok())
+            .map(|p| (key(kind("pods"), &p.metadata), p))
+            .collect();
+        let nodes = list("nodes")
+            .await?
+            .into_iter()
+            .filter_map(|n| serde_json::from_value::<Node>(n).ok())
+            .map(|n| (key(kind("nodes"), &n.metadata), n))
+            .collect();
+        Ok((Self { pods, nodes, assumed: HashMap::new() }, changes))
+    }
+
+    /// Applies one store event; true when it can change a scheduling decision.
+    fn apply(&mut self, event: &Event) -> bool {
+        let is_pod = event.key.starts_with(&kind("pods").key_prefix());
+        let worth_a_pass = !is_pod || crate::controller::beyond_status(event);
+        let decoded = event.value.as_ref().and_then(|bytes| {
+            let mut object: Value = serde_json::from_slice(bytes).ok()?;
+            crate::objects::set_resource_version(&mut object, event.revision);
+            Some(object)
+        });
+        match (is_pod, decoded) {
+            (true, Some(object)) => {
+                if let Ok(pod) = serde_json::from_value::<Pod>(object) {
+                    if !unscheduled(&pod) {
+                        self.assumed.remove(&event.key);
                     }
-                    break;
+                    self.pods.insert(event.key.clone(), pod);
                 }
-                _ = &mut retry, if waiting => break,
+            }
+            (true, None) => {
+                self.assumed.remove(&event.key);
+                self.pods.remove(&event.key);
+            }
+            (false, Some(object)) => {
+                if let Ok(node) = serde_json::from_value::<Node>(object) {
+                    self.nodes.insert(event.key.clone(), node);
+                }
+            }
+            (false, None) => {
+                self.nodes.remove(&event.key);
             }
         }
-        tokio::time::sleep(BATCH).await;
+        worth_a_pass
+    }
+
+    /// Nodes (sorted by name) with their bound, non-terminal pods, and the pods waiting for a node.
+    fn snapshot(&self) -> (Snapshot, Vec<Pod>) {
+        let mut nodes: Vec<NodeInfo> = self.nodes.values().cloned().map(NodeInfo::new).collect();
+        nodes.sort_by(|a, b| a.name().cmp(b.name()));
+        let index: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.name().to_string(), i)).collect();
+        let mut queue = Vec::new();
+        for (key, pod) in &self.pods {
+            let assumed = self.assumed.get(key);
+            if unscheduled(pod) && assumed.is_none() {
+                queue.push(pod.clone());
+                continue;
+            }
+            if terminal(pod) {
+                continue;
+            }
+            let node = assumed.map(String::as_str);
+            let node = node.or(pod.spec.as_ref().and_then(|s| s.node_name.as_deref())).unwrap_or_default();
+            if let Some(i) = index.get(node) {
+                nodes[*i].add_pod(pod.clone());
+            }
+        }
+        (Snapshot { nodes }, queue)
     }
 }
 
@@ -104,8 +227,8 @@ fn terminal(pod: &Pod) -> bool {
 
 impl Scheduler {
     /// One pass over every unscheduled pod; true if some are still waiting.
-    pub async fn pass(&self, objects: &Objects) -> Result<bool, ApiError> {
-        let (mut snapshot, mut queue) = take_snapshot(objects).await?;
+    async fn pass(&self, objects: &Objects, cache: &mut Cache) -> Result<bool, ApiError> {
+        let (mut snapshot, mut queue) = cache.snapshot();
         if queue.is_empty() {
             return Ok(false);
         }
@@ -120,6 +243,7 @@ impl Scheduler {
             match framework::schedule(&pod, &snapshot, &self.filters, &self.scores) {
                 Ok(node) => match bind(objects, &pod, &node).await {
                     Ok(()) => {
+                        cache.assumed.insert(target_of(&pod).key().unwrap_or_default(), node.clone());
                         if let Some(info) = snapshot.nodes.iter_mut().find(|n| n.name() == node) {
                             info.add_pod(pod);
                         }
@@ -136,37 +260,6 @@ impl Scheduler {
         }
         Ok(waiting)
     }
-}
-
-/// Nodes (sorted by name) with their bound, non-terminal pods, and the pods waiting for a node.
-async fn take_snapshot(objects: &Objects) -> Result<(Snapshot, Vec<Pod>), ApiError> {
-    let list = |resource: &'static str| async move {
-        let all = Target { kind: kind(resource), namespace: None, name: None };
-        let listed = objects.list(&all, &ListOptions::default()).await?;
-        Ok::<_, ApiError>(listed.get("items").and_then(Value::as_array).cloned().unwrap_or_default())
-    };
-    let mut nodes: Vec<NodeInfo> = list("nodes")
-        .await?
-        .into_iter()
-        .filter_map(|n| serde_json::from_value::<Node>(n).ok())
-        .map(NodeInfo::new)
-        .collect();
-    nodes.sort_by(|a, b| a.name().cmp(b.name()));
-    let mut queue = Vec::new();
-    for pod in list("pods").await?.into_iter().filter_map(|p| serde_json::from_value::<Pod>(p).ok()) {
-        if unscheduled(&pod) {
-            queue.push(pod);
-            continue;
-        }
-        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
-        if terminal(&pod) {
-            continue;
-        }
-        if let Some(info) = nodes.iter_mut().find(|n| n.name() == node) {
-            info.add_pod(pod);
-        }
-    }
-    Ok((Snapshot { nodes }, queue))
 }
 
 fn target_of(pod: &Pod) -> Target {
