@@ -540,16 +540,21 @@ async fn kubectl_rollout_status_undo_and_history_work_against_the_controller() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("exceeded its progress deadline"), "{out:?}");
 }
 
+/// Creates a Deployment `web` of 2 replicas; once its first ReplicaSet has created both pods,
+/// returns that ReplicaSet's name.
+async fn web_with_two_pods(a: &Apis) -> String {
+    a.deployments.create(&PostParams::default(), &deployment("web", 2, "web:1", json!({}))).await.expect("create");
+    let rs = set_of_revision(a, "web", 1).await;
+    eventually(WITHIN, "two pods", || async { (pods_of(a, &set_named(a, &rs).await).await.len() == 2).then_some(()) })
+        .await;
+    rs
+}
+
 #[tokio::test]
 async fn deleting_an_owner_in_the_background_deletes_its_dependents() {
     let cluster = TestCluster::start().await;
     let a = apis(&cluster);
-    a.deployments.create(&PostParams::default(), &deployment("web", 2, "web:1", json!({}))).await.expect("create");
-    let rs = set_of_revision(&a, "web", 1).await;
-    eventually(WITHIN, "two pods", || async {
-        (pods_of(&a, &set_named(&a, &rs).await).await.len() == 2).then_some(())
-    })
-    .await;
+    web_with_two_pods(&a).await;
 
     a.deployments.delete("web", &DeleteParams::default()).await.expect("delete");
     assert!(a.deployments.get_opt("web").await.expect("get").is_none(), "the owner goes at once");
@@ -607,12 +612,7 @@ async fn foreground_deletion_keeps_the_owner_until_its_dependents_are_gone() {
 async fn orphaning_leaves_dependents_without_the_owner_reference() {
     let cluster = TestCluster::start().await;
     let a = apis(&cluster);
-    a.deployments.create(&PostParams::default(), &deployment("web", 2, "web:1", json!({}))).await.expect("create");
-    let rs = set_of_revision(&a, "web", 1).await;
-    eventually(WITHIN, "two pods", || async {
-        (pods_of(&a, &set_named(&a, &rs).await).await.len() == 2).then_some(())
-    })
-    .await;
+    let rs = web_with_two_pods(&a).await;
 
     // A dry run shows what a real Orphan delete does first: mark the object and add `orphan`.
     let orphan = DeleteParams { propagation_policy: Some(PropagationPolicy::Orphan), ..Default::default() };

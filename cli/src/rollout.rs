@@ -15,13 +15,11 @@ pub mod undo;
 use std::io::Write;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use wasmkube_api::Kind;
 
 use crate::error::{Error, render};
-use crate::output::Report;
 use crate::{ClientOptions, config, resource};
 
 /// The template annotation `rollout restart` sets; a new value is a new template, so a new rollout.
@@ -66,15 +64,9 @@ pub async fn run(args: &RolloutArgs, options: &ClientOptions, out: &mut impl Wri
         RolloutCommand::Resume(a) => (&a.resources, Toggle::Resume),
         RolloutCommand::Restart(a) => (&a.resources, Toggle::Restart),
     };
-    let targets = resource::parse_targets(resources)?;
-    let cluster = config::connect(options).await?;
-    let namespace = cluster.namespace_for(options);
-    let objects = named_objects(cluster.client.clone(), &targets, &namespace).await?;
-    let mut report = Report::default();
-    if objects.is_empty() {
-        report.notes.push(format!("No resources found in {namespace} namespace."));
-    }
-    let api: Api<Deployment> = Api::namespaced(cluster.client, &namespace);
+    let mut scope = Scope::of(resources, options).await?;
+    scope.note_if_empty();
+    let Scope { api, objects, mut report, .. } = scope;
     let unsupported =
         |kind: &Kind, name: &str| format!("error: {} \"{name}\" {}", kind.qualified_plural(), toggle.unsupported());
     for deployment in fetch_deployments(&api, &objects, &mut report, unsupported).await {
@@ -165,6 +157,35 @@ pub(crate) fn is_deployment(kind: &Kind) -> bool {
 /// `Kind.group` (`Deployment.apps`, `Pod`), as Go prints a GroupKind in kubectl's messages.
 pub(crate) fn group_kind(kind: &Kind) -> String {
     if kind.group.is_empty() { kind.kind.to_string() } else { format!("{}.{}", kind.kind, kind.group) }
+}
+
+/// What a rollout verb works on: the namespace's Deployments API, the objects the arguments
+/// name, and a report for the refusals along the way.
+pub(crate) struct Scope {
+    pub client: kube::Client,
+    pub namespace: String,
+    pub api: kube::Api<Deployment>,
+    pub objects: Vec<(&'static Kind, String)>,
+    pub report: crate::output::Report,
+}
+
+impl Scope {
+    /// Connects and resolves `resources` (`deployment/NAME`, `deployment NAME`, ...).
+    pub(crate) async fn of(resources: &[String], options: &ClientOptions) -> Result<Self, Error> {
+        let targets = resource::parse_targets(resources)?;
+        let cluster = config::connect(options).await?;
+        let namespace = cluster.namespace_for(options);
+        let objects = named_objects(cluster.client.clone(), &targets, &namespace).await?;
+        let api = kube::Api::namespaced(cluster.client.clone(), &namespace);
+        Ok(Self { client: cluster.client, namespace, api, objects, report: crate::output::Report::default() })
+    }
+
+    /// kubectl's note when the arguments select nothing.
+    pub(crate) fn note_if_empty(&mut self) {
+        if self.objects.is_empty() {
+            self.report.notes.push(format!("No resources found in {} namespace.", self.namespace));
+        }
+    }
 }
 
 /// The named objects that are Deployments, fetched in order. Other kinds (`unsupported` words

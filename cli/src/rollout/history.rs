@@ -10,10 +10,10 @@ use kube::Api;
 use kube::api::ListParams;
 use wasmkube_api::selector::LabelSelector;
 
-use super::{fetch_deployments, group_kind, named_objects, template};
+use super::{Scope, fetch_deployments, group_kind, template};
+use crate::ClientOptions;
 use crate::error::{Error, render};
-use crate::output::{self, Report};
-use crate::{ClientOptions, config, resource};
+use crate::output::{self};
 use wasmkube_api::Kind;
 
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
@@ -32,20 +32,14 @@ pub struct HistoryArgs {
 }
 
 pub async fn run(args: &HistoryArgs, options: &ClientOptions, out: &mut impl Write) -> Result<(), Error> {
-    let targets = resource::parse_targets(&args.resources)?;
-    let cluster = config::connect(options).await?;
-    let namespace = cluster.namespace_for(options);
-    let objects = named_objects(cluster.client.clone(), &targets, &namespace).await?;
-    let mut report = Report::default();
-    if objects.is_empty() {
-        report.notes.push(format!("No resources found in {namespace} namespace."));
-    }
-    let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), &namespace);
+    let mut scope = Scope::of(&args.resources, options).await?;
+    scope.note_if_empty();
+    let Scope { client, api, objects, mut report, .. } = scope;
     let unsupported =
         |kind: &Kind, _: &str| format!("error: no history viewer has been implemented for {:?}", group_kind(kind));
     for deployment in fetch_deployments(&api, &objects, &mut report, unsupported).await {
         let name = deployment.metadata.name.clone().unwrap_or_default();
-        let sets = owned_replica_sets(cluster.client.clone(), &deployment).await?;
+        let sets = owned_replica_sets(client.clone(), &deployment).await?;
         match view(&sets, args.revision) {
             Ok(text) => {
                 let with = if args.revision > 0 { format!("with revision #{}", args.revision) } else { String::new() };

@@ -10,10 +10,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use kube::api::{WatchEvent, WatchParams};
 
-use super::{group_kind, is_deployment, named_objects};
+use super::{Scope, group_kind, is_deployment};
 use crate::error::Error;
-use crate::output::Report;
-use crate::{ClientOptions, config, duration, resource};
+use crate::{ClientOptions, duration};
 
 /// The Progressing condition's reason once `spec.progressDeadlineSeconds` passed without progress.
 const TIMED_OUT_REASON: &str = "ProgressDeadlineExceeded";
@@ -91,15 +90,12 @@ pub async fn run(args: &StatusArgs, options: &ClientOptions, out: &mut impl Writ
     if args.revision < 0 {
         return Err(Error::Usage(format!("revision must be a positive integer: {}", args.revision)));
     }
-    let targets = resource::parse_targets(&args.resources)?;
-    let cluster = config::connect(options).await?;
-    let namespace = cluster.namespace_for(options);
-    let objects = named_objects(cluster.client.clone(), &targets, &namespace).await?;
-    if objects.is_empty() {
-        let report = Report { notes: vec![format!("No resources found in {namespace} namespace.")], errors: vec![] };
-        return report.finish();
+    let mut scope = Scope::of(&args.resources, options).await?;
+    if scope.objects.is_empty() {
+        scope.note_if_empty();
+        return scope.report.finish();
     }
-    let api: Api<Deployment> = Api::namespaced(cluster.client, &namespace);
+    let Scope { api, objects, .. } = scope;
     for (kind, name) in &objects {
         if !is_deployment(kind) {
             return Err(Error::Usage(format!("no status viewer has been implemented for {}", group_kind(kind))));

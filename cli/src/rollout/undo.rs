@@ -13,11 +13,10 @@ use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
 use super::history::{self, REVISION};
-use super::{fetch_deployments, group_kind, named_objects};
+use super::{Scope, fetch_deployments, group_kind};
+use crate::ClientOptions;
 use crate::apply::LAST_APPLIED;
 use crate::error::{Error, render};
-use crate::output::Report;
-use crate::{ClientOptions, config, resource};
 use wasmkube_api::Kind;
 
 /// The label the controller adds to a ReplicaSet's template; a Deployment's template has none.
@@ -44,12 +43,7 @@ pub struct UndoArgs {
 }
 
 pub async fn run(args: &UndoArgs, options: &ClientOptions, out: &mut impl Write) -> Result<(), Error> {
-    let targets = resource::parse_targets(&args.resources)?;
-    let cluster = config::connect(options).await?;
-    let namespace = cluster.namespace_for(options);
-    let objects = named_objects(cluster.client.clone(), &targets, &namespace).await?;
-    let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), &namespace);
-    let mut report = Report::default();
+    let Scope { client, api, objects, mut report, .. } = Scope::of(&args.resources, options).await?;
     let unsupported =
         |kind: &Kind, _: &str| format!("error: no rollbacker has been implemented for {:?}", group_kind(kind));
     for deployment in fetch_deployments(&api, &objects, &mut report, unsupported).await {
@@ -62,7 +56,7 @@ pub async fn run(args: &UndoArgs, options: &ClientOptions, out: &mut impl Write)
                  instead."
             );
         }
-        let sets = history::owned_replica_sets(cluster.client.clone(), &deployment).await?;
+        let sets = history::owned_replica_sets(client.clone(), &deployment).await?;
         let line = match rollback(&api, &deployment, &sets, args.to_revision).await {
             Ok(result) => result,
             Err(message) => {

@@ -13,7 +13,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
@@ -21,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use wasmkube_api::kinds;
 use wasmkube_api::selector::LabelSelector;
 
-use super::list_typed;
+use super::{Changes, list_typed};
 use crate::objects::{DeleteOptions, Objects, PatchKind, Subresource, Target, WriteOptions};
 use crate::status::ApiError;
 
@@ -29,6 +28,8 @@ use crate::status::ApiError;
 const BURST: usize = 500;
 /// How soon a ReplicaSet is looked at again while it is not yet where it should be.
 const REQUEUE: Duration = Duration::from_secs(1);
+/// How long a burst of writes is gathered into one pass.
+const BATCH: Duration = Duration::from_millis(5);
 
 fn kind(group: &str, version: &str, resource: &str) -> &'static wasmkube_api::Kind {
     kinds::by_resource(group, version, resource).expect("built-in kinds are registered")
@@ -44,10 +45,8 @@ fn pods() -> &'static wasmkube_api::Kind {
 
 /// Runs until `cancel` fires.
 pub async fn run(objects: Objects, cancel: CancellationToken) {
-    let store = objects.store().clone();
-    let watch = |prefix: String| store.watch(&prefix, store.revision());
-    let mut rs_changes = watch(replica_sets().key_prefix());
-    let mut pod_changes = watch(pods().key_prefix());
+    // Every pod write counts, status included: readiness is what the ReplicaSet's status reports.
+    let mut changes = Changes::new(&objects, vec![replica_sets().key_prefix(), pods().key_prefix()]);
     loop {
         let pending = match sync_all(&objects).await {
             Ok(pending) => pending,
@@ -58,20 +57,11 @@ pub async fn run(objects: Objects, cancel: CancellationToken) {
         };
         tokio::select! {
             _ = cancel.cancelled() => return,
-            change = rs_changes.next() => {
-                if change.is_none_or(|c| c.is_err()) {
-                    rs_changes = watch(replica_sets().key_prefix());
-                }
-            }
-            change = pod_changes.next() => {
-                if change.is_none_or(|c| c.is_err()) {
-                    pod_changes = watch(pods().key_prefix());
-                }
-            }
+            _ = changes.next() => {}
             _ = tokio::time::sleep(REQUEUE), if pending => {}
         }
         // Gather a burst of changes (pods reporting status) into one pass.
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        changes.settle(BATCH).await;
     }
 }
 
