@@ -157,6 +157,32 @@ async fn a_crashing_container_is_restarted_with_backoff() {
 }
 
 #[tokio::test]
+async fn a_crash_loop_counts_up_one_event_per_reason_instead_of_adding_one_per_restart() {
+    let (cluster, _agent) = cluster_with_agent().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let containers = json!([{"name": "crasher", "image": image("crasher"),
+        "env": [{"name": "CRASH_AFTER_MS", "value": "10"}]}]);
+    pods.create(&PostParams::default(), &pod("crash-loop", "Always", containers)).await.expect("create");
+    wait_for(&pods, "crash-loop", "three restarts", |p| container_status(p)["restartCount"].as_i64().unwrap_or(0) >= 3)
+        .await;
+    let events: Api<Event> = Api::namespaced(cluster.client.clone(), "default");
+    let listed =
+        events.list(&ListParams::default().fields("involvedObject.name=crash-loop")).await.expect("events").items;
+    let summary: Vec<String> =
+        listed.iter().map(|e| format!("{:?} x{:?} {:?}", e.reason, e.count, e.message)).collect();
+    // The agent records these on every run or restart: each is one Event whose count grows. The
+    // BackOff of the restart that was seen last may still be on its way, hence "at least 2".
+    for (reason, at_least) in [("BackOff", 2), ("Created", 3), ("Started", 3)] {
+        let repeated: Vec<&Event> = listed.iter().filter(|e| e.reason.as_deref() == Some(reason)).collect();
+        assert_eq!(repeated.len(), 1, "one {reason} event: {summary:#?}");
+        let event = repeated[0];
+        assert!(event.count.unwrap_or(0) >= at_least, "{reason} counted up: {summary:#?}");
+        let (first, last) = (event.first_timestamp.as_ref().map(|t| t.0), event.last_timestamp.as_ref().map(|t| t.0));
+        assert!(first.is_some() && last >= first, "{reason}: first {first:?}, last {last:?}");
+    }
+}
+
+#[tokio::test]
 async fn an_invalid_binary_is_a_terminated_start_error() {
     let (cluster, _agent) = cluster_with_agent().await;
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");

@@ -539,12 +539,11 @@ fn cordon_uncordon_and_drain_move_a_deployments_pods_off_the_node() {
         stdout.starts_with("node/local already cordoned\n") && stdout.ends_with("node/local drained\n"),
         "{stdout}"
     );
-    // The server has no eviction subresource, so drain deletes (kubectl's lines for that path);
-    // a server with eviction gets `evicting pod default/NAME` and `pod/NAME evicted`.
+    // The server lists `pods/eviction`, so drain evicts (kubectl's lines for that path).
     for name in owned.iter().chain(std::iter::once(&"bare".to_string())) {
         let evicted = stdout.contains(&format!("evicting pod default/{name}\n"))
             && stdout.contains(&format!("pod/{name} evicted\n"));
-        assert!(evicted || stdout.contains(&format!("pod/{name} deleted\n")), "{name}: {stdout}");
+        assert!(evicted, "{name}: {stdout}");
     }
     assert!(fails(cli(&data, &["get", "pod", "bare"], None)).contains("NotFound"), "bare pods are gone for good");
 

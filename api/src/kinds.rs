@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use k8s_openapi::api::{
     apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch, coordination::v1 as coordination,
-    core::v1 as core, discovery::v1 as discovery, networking::v1 as networking, rbac::v1 as rbac,
+    core::v1 as core, discovery::v1 as discovery, networking::v1 as networking, policy::v1 as policy, rbac::v1 as rbac,
 };
 
 /// One served kind: what the REST paths, discovery documents and storage keys are made of.
@@ -124,6 +124,7 @@ pub static ALL: &[Kind] = &[
     kind!(rbac::ClusterRole, "rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", "clusterrole", short: [], namespaced: false, status: false, scale: false, categories: []),
     kind!(rbac::RoleBinding, "rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", "rolebinding", short: [], namespaced: true, status: false, scale: false, categories: []),
     kind!(rbac::ClusterRoleBinding, "rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", "clusterrolebinding", short: [], namespaced: false, status: false, scale: false, categories: []),
+    kind!(policy::PodDisruptionBudget, "policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", short: ["pdb"], namespaced: true, status: true, scale: false, categories: []),
     kind!(networking::NetworkPolicy, "networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", "networkpolicy", short: ["netpol"], namespaced: true, status: false, scale: false, categories: []),
 ];
 

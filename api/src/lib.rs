@@ -3,9 +3,11 @@
 //!
 //! Start at [`kinds::ALL`], the one registry every other part routes by. [`meta`] has small readers
 //! of object metadata used on both sides; [`oci`] is the shape of Wasm images in the cluster
-//! registry.
+//! registry; [`events`] decides how Events are compacted (create one, or count up an existing one),
+//! for every component that records them.
 
 pub mod annotations;
+pub mod events;
 pub mod kinds;
 pub mod meta;
 pub mod oci;

@@ -96,9 +96,13 @@ pub async fn connect(options: &ClientOptions) -> Result<Cluster, ConfigError> {
     let paths = kubeconfig_paths(options.kubeconfig.as_deref().map(Path::as_os_str), &options.data_dir());
     tracing::debug!(?paths, "reading kubeconfig");
     let kubeconfig = read_kubeconfig(&paths)?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .map_err(ConfigError::Load)?;
+    // kube retries 429/503/504 by itself for up to minutes by default. kubectl does not (client-go
+    // waits only when the server sends Retry-After), and verbs need to see a 429 themselves:
+    // `drain` reports a disruption budget's refusal and retries on kubectl's schedule.
+    config.default_retry = false;
     let namespace = config.default_namespace.clone();
     let client = kube::Client::try_from(config).map_err(ConfigError::Client)?;
     Ok(Cluster { client, namespace })

@@ -3,11 +3,11 @@
 //! remove its pods and wait until they are gone, as kubectl's drain does. Their controllers
 //! recreate them elsewhere — or leave them Pending while no other node takes pods.
 //!
-//! kubectl evicts through `pods/{name}/eviction` when the server lists that subresource (so
-//! PodDisruptionBudgets are honoured) and otherwise deletes. The wasmkube API server has no
-//! eviction subresource (nor PodDisruptionBudgets) yet, so drain against it takes the delete path,
-//! with the grace period, and prints kubectl's lines for that path (`pod/NAME deleted`); against a
-//! server with eviction it evicts (`evicting pod NS/NAME`, `pod/NAME evicted`).
+//! Like kubectl, it evicts through `pods/{name}/eviction` when the server lists that subresource
+//! (wasmkube's does), so PodDisruptionBudgets are honoured: an eviction a budget refuses (429) is
+//! retried every 5 s until the timeout. It prints kubectl's lines (`evicting pod NS/NAME`,
+//! `pod/NAME evicted`). Against a server without eviction, or with `--disable-eviction`, it
+//! deletes with the grace period (`pod/NAME deleted`).
 
 pub mod filter;
 
@@ -110,8 +110,8 @@ async fn drain(client: kube::Client, node: &str, args: &DrainArgs, out: &mut imp
         let evicted = evict(&client, plan.pods, &params, deadline, out).await?;
         wait_gone(&client, evicted, "evicted", deadline, out).await
     } else {
-        // No eviction subresource (wasmkube's API server has none): delete with the grace
-        // period, as kubectl does against such servers.
+        // No eviction subresource, or eviction disabled: delete with the grace period, as
+        // kubectl does.
         for pod in &plan.pods {
             let (namespace, name) = identity(pod);
             match Api::<Pod>::namespaced(client.clone(), namespace).delete(name, &params).await {
@@ -212,12 +212,13 @@ async fn evict(
                     eprintln!(
                         "error when evicting pods/{name:?} -n {namespace:?} (will retry after {}): {}",
                         duration::go_format(EVICTION_RETRY),
-                        render(&err)
+                        status_message(&err)
                     );
                     tokio::time::sleep(EVICTION_RETRY).await;
                 }
                 Err(err) => {
-                    let message = format!("error when evicting pods/{name:?} -n {namespace:?}: {}", render(&err));
+                    let message =
+                        format!("error when evicting pods/{name:?} -n {namespace:?}: {}", status_message(&err));
                     return Err(DrainError::Failed(message));
                 }
             }

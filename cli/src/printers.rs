@@ -163,6 +163,14 @@ static CRON_JOB: &[Column] = &[
     wide("SELECTOR", |o, _| label_selector(o.pointer("/spec/jobTemplate/spec/selector"))),
 ];
 
+static POD_DISRUPTION_BUDGET: &[Column] = &[
+    NAME,
+    col("MIN AVAILABLE", |o, _| int_or_string(o.pointer("/spec/minAvailable"))),
+    col("MAX UNAVAILABLE", |o, _| int_or_string(o.pointer("/spec/maxUnavailable"))),
+    col("ALLOWED DISRUPTIONS", |o, _| int_at(o, "/status/disruptionsAllowed").to_string()),
+    AGE,
+];
+
 static LEASE: &[Column] = &[NAME, col("HOLDER", |o, _| text_at(o, "/spec/holderIdentity")), AGE];
 
 static DEFAULT: &[Column] = &[NAME, AGE];
@@ -185,11 +193,21 @@ fn columns_of(kind: &Kind) -> &'static [Column] {
         ("batch", "Job") => JOB,
         ("batch", "CronJob") => CRON_JOB,
         ("coordination.k8s.io", "Lease") => LEASE,
+        ("policy", "PodDisruptionBudget") => POD_DISRUPTION_BUDGET,
         _ => DEFAULT,
     }
 }
 
 /// The column headers `get` prints for `kind` (without the NAMESPACE column `-A` adds).
+/// An IntOrString field as kubectl prints it (`1`, `50%`), `N/A` when unset.
+fn int_or_string(value: Option<&Value>) -> String {
+    match value {
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        _ => "N/A".to_string(),
+    }
+}
+
 pub fn columns(kind: &Kind, wide: bool) -> Vec<&'static str> {
     columns_of(kind).iter().filter(|c| wide || !c.wide).map(|c| c.header).collect()
 }

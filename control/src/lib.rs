@@ -4,11 +4,13 @@
 //! Start at [`ControlPlane::start`], which opens the [`store`], wraps it in the [`objects`] service
 //! (Kubernetes' create/update/patch/delete/list/watch semantics), serves that through the
 //! [`apiserver`] over HTTPS with the material from [`pki`] (beside the image [`registry`]), and runs
-//! the [`controller`]s. Errors
+//! the [`controller`]s and the [`scheduler`], which record Events through one shared [`events`]
+//! recorder. Errors
 //! reach clients as Kubernetes `Status` objects ([`status`]); [`metrics`] are served at `/metrics`.
 
 pub mod apiserver;
 pub mod controller;
+pub mod events;
 pub mod metrics;
 pub mod objects;
 pub mod pki;
@@ -155,13 +157,16 @@ impl ControlPlane {
         });
         tasks.spawn(controller::namespace::run(objects.clone(), cancel.clone()));
         tasks.spawn(controller::node_ipam::run(objects.clone(), config.cluster_cidr.clone(), cancel.clone()));
-        tasks.spawn(controller::replicaset::run(objects.clone(), cancel.clone()));
-        tasks.spawn(controller::deployment::run(objects.clone(), cancel.clone()));
+        // One recorder (one correlator, one bounded cache) for every task that records Events.
+        let recorder = events::Recorder::new(objects.clone());
+        tasks.spawn(controller::replicaset::run(objects.clone(), recorder.clone(), cancel.clone()));
+        tasks.spawn(controller::deployment::run(objects.clone(), recorder.clone(), cancel.clone()));
+        tasks.spawn(controller::disruption::run(objects.clone(), cancel.clone()));
         tasks.spawn(controller::garbage_collector::run(objects.clone(), cancel.clone()));
         let grace = config.node_monitor_grace_period;
-        tasks.spawn(controller::node_lifecycle::run(objects.clone(), grace, cancel.clone()));
+        tasks.spawn(controller::node_lifecycle::run(objects.clone(), recorder.clone(), grace, cancel.clone()));
         tasks.spawn(controller::service_account::run(objects.clone(), cancel.clone()));
-        tasks.spawn(scheduler::run(objects.clone(), scheduler::Scheduler::default(), cancel.clone()));
+        tasks.spawn(scheduler::run(objects.clone(), recorder, scheduler::Scheduler::default(), cancel.clone()));
         tracing::info!(%addr, "control plane serving");
         Ok(Self { addr, pki, objects, cancel, tasks })
     }

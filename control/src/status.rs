@@ -38,6 +38,10 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 429: try again later, e.g. an eviction a disruption budget refuses now. `causes` are
+    /// (type, message) pairs.
+    #[error("{message}")]
+    TooManyRequests { message: String, causes: Vec<(String, String)> },
     #[error("Internal error occurred: {0}")]
     Internal(String),
 }
@@ -88,6 +92,7 @@ impl ApiError {
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -104,6 +109,7 @@ impl ApiError {
             ApiError::Gone(_) => "Expired",
             ApiError::MethodNotAllowed => "MethodNotAllowed",
             ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
+            ApiError::TooManyRequests { .. } => "TooManyRequests",
             ApiError::Internal(_) => "InternalError",
         }
     }
@@ -123,6 +129,10 @@ impl ApiError {
                 "causes": causes.iter().map(|c| json!({
                     "reason": c.reason.as_str(), "message": c.message, "field": c.field,
                 })).collect::<Vec<_>>(),
+            })),
+            ApiError::TooManyRequests { causes, .. } => Some(json!({
+                "causes": causes.iter().map(|(kind, message)| json!({"reason": kind, "message": message}))
+                    .collect::<Vec<_>>(),
             })),
             _ => None,
         }

@@ -71,8 +71,10 @@ pub async fn client_for(url: &str, ca_pem: &str, token: Option<&str>) -> kube::C
         "current-context": "c",
     }))
     .expect("kubeconfig");
-    let config =
+    let mut config =
         kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("kube config");
+    // Tests look at every answer as the server gave it (kube would retry a 429 for minutes).
+    config.default_retry = false;
     kube::Client::try_from(config).expect("kube client")
 }
 

@@ -100,6 +100,10 @@ fn resource_list(group: &str, version: &str) -> Response {
                 "name": "pods/binding", "singularName": "", "namespaced": true, "kind": "Binding", "verbs": ["create"],
             }));
             resources.push(json!({
+                "name": "pods/eviction", "singularName": "", "namespaced": true, "group": "policy",
+                "version": "v1", "kind": "Eviction", "verbs": ["create"],
+            }));
+            resources.push(json!({
                 "name": "pods/exec", "singularName": "", "namespaced": true, "kind": "PodExecOptions",
                 "verbs": ["create", "get"],
             }));

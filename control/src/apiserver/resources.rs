@@ -123,6 +123,15 @@ async fn dispatch(
             serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
         return ok_json(StatusCode::CREATED, &success);
     }
+    if subresource.as_deref() == Some("eviction") && target.kind.kind == "Pod" && target.kind.group.is_empty() {
+        if method != Method::POST {
+            return Err(ApiError::MethodNotAllowed);
+        }
+        state.objects.evict(&target, &json_body(headers, &body)?, &params.write_options()?).await?;
+        let success =
+            serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+        return ok_json(StatusCode::CREATED, &success);
+    }
     let sub = match subresource.as_deref() {
         None => Subresource::Main,
         Some("status") if target.kind.has_status => Subresource::Status,

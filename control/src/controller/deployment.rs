@@ -23,7 +23,6 @@ pub mod status;
 pub mod template;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -32,9 +31,11 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use wasmkube_api::Kind;
+use wasmkube_api::events::{EventType, InvolvedObject};
 use wasmkube_api::selector::LabelSelector;
 
 use super::{Changes, beyond_status, describe, list_typed};
+use crate::events::Recorder;
 use crate::objects::{Objects, PatchKind, Subresource, Target, WriteOptions};
 use crate::status::ApiError;
 use rollout::{Plan, ReplicaSetView, Strategy, Verb};
@@ -119,14 +120,15 @@ impl SyncError {
 }
 
 /// Runs until `cancel` fires.
-pub async fn run(objects: Objects, cancel: CancellationToken) {
+pub async fn run(objects: Objects, events: Recorder, cancel: CancellationToken) {
+    let events = events.for_component(COMPONENT);
     let prefixes = [deployments(), replica_sets(), kind("", "pods")].map(Kind::key_prefix).to_vec();
     // Pods matter only as they come and go (Recreate waits for old ones); their status reaches
     // this controller through the ReplicaSets' status.
     let pods = kind("", "pods").key_prefix();
     let mut changes = Changes::filtered(&objects, prefixes, move |e| !e.key.starts_with(&pods) || beyond_status(e));
     loop {
-        let next = match sync_all(&objects).await {
+        let next = match sync_all(&objects, &events).await {
             Ok(next) => next,
             Err(e) => {
                 tracing::warn!(error = %describe(&e), "deployment pass failed");
@@ -144,7 +146,7 @@ pub async fn run(objects: Objects, cancel: CancellationToken) {
 
 /// Syncs every Deployment; returns how soon one needs looking at without any change (a rollout
 /// whose progress deadline is running, or a sync that failed).
-async fn sync_all(objects: &Objects) -> Result<Option<Duration>, ApiError> {
+async fn sync_all(objects: &Objects, events: &Recorder) -> Result<Option<Duration>, ApiError> {
     let all: Vec<Deployment> = list_typed(objects, deployments(), None).await?;
     if all.is_empty() {
         return Ok(None);
@@ -158,7 +160,7 @@ async fn sync_all(objects: &Objects) -> Result<Option<Duration>, ApiError> {
         let namespace = d.metadata.namespace.clone().unwrap_or_default();
         let span = tracing::info_span!("reconcile", deployment = %format!("{namespace}/{}", meta_name(&d)));
         let candidates = sets.get(&namespace).map(Vec::as_slice).unwrap_or_default();
-        let after = match DeploymentSync::start(objects, d) {
+        let after = match DeploymentSync::start(objects, events, d) {
             Ok(sync) => sync.run(candidates).instrument(span).await,
             Err(e) => Err(e),
         };
@@ -225,6 +227,7 @@ fn spec_replicas(rs: &ReplicaSet) -> i32 {
 /// One Deployment's sync: the Deployment as read, its ReplicaSets, the status being built.
 struct DeploymentSync<'a> {
     objects: &'a Objects,
+    events: &'a Recorder,
     d: Deployment,
     spec: DeploymentSpec,
     name: String,
@@ -238,11 +241,12 @@ struct DeploymentSync<'a> {
 }
 
 impl<'a> DeploymentSync<'a> {
-    fn start(objects: &'a Objects, d: Deployment) -> Result<Self, SyncError> {
+    fn start(objects: &'a Objects, events: &'a Recorder, d: Deployment) -> Result<Self, SyncError> {
         let spec = d.spec.clone().unwrap_or_default();
         let plan = Plan::from_spec(&spec)?;
         Ok(Self {
             objects,
+            events,
             name: meta_name(&d),
             namespace: d.metadata.namespace.clone().unwrap_or_default(),
             status: d.status.clone().unwrap_or_default(),
@@ -464,26 +468,8 @@ impl<'a> DeploymentSync<'a> {
         }
     }
 
-    /// Records a core/v1 Event about the Deployment (best effort), named `<deployment>.<hex>` as
-    /// Kubernetes' recorder names them.
-    async fn event(&self, type_: &str, reason: &str, message: &str) {
-        static LAST: AtomicI64 = AtomicI64::new(0);
-        let now = Timestamp::now().as_nanosecond() as i64;
-        // Distinct even for two events in the same nanosecond.
-        let unique = match LAST.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some(now.max(last + 1))) {
-            Ok(last) | Err(last) => now.max(last + 1),
-        };
-        let stamp = wasmkube_api::meta::now_rfc3339();
-        let body = json!({"apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": format!("{}.{unique:x}", self.name), "namespace": self.namespace},
-            "involvedObject": {"kind": "Deployment", "apiVersion": "apps/v1", "namespace": self.namespace,
-                "name": self.name, "uid": self.d.metadata.uid, "resourceVersion": self.d.metadata.resource_version},
-            "reason": reason, "message": message, "type": type_,
-            "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
-            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1});
-        let target = Target { kind: kind("", "events"), namespace: Some(self.namespace.clone()), name: None };
-        if let Err(e) = self.objects.create(&target, body, &WriteOptions::default()).await {
-            tracing::debug!(error = %e, reason, "recording a deployment event failed");
-        }
+    /// Records a core/v1 Event about the Deployment (best effort).
+    async fn event(&self, type_: EventType, reason: &str, message: &str) {
+        self.events.event(InvolvedObject::of(&self.d), type_, reason, message).await;
     }
 }

@@ -1,6 +1,7 @@
 //! Controllers that run inside the control plane and act through the object service.
 
 pub mod deployment;
+pub mod disruption;
 pub mod garbage_collector;
 pub mod namespace;
 pub mod node_ipam;

@@ -29,8 +29,10 @@ use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use wasmkube_api::Kind;
+use wasmkube_api::events::{EventType, InvolvedObject};
 
 use super::{Changes, beyond_status, describe, list_typed};
+use crate::events::Recorder;
 use crate::objects::{DeleteOptions, Objects, PatchKind, Subresource, Target, WriteOptions};
 use crate::scheduler::plugins::UNREACHABLE;
 use crate::status::ApiError;
@@ -65,6 +67,7 @@ struct Synced {
 
 struct NodeLifecycle {
     objects: Objects,
+    events: Recorder,
     grace: SignedDuration,
     probes: BTreeMap<String, Probe>,
     /// When a NoExecute taint without `timeAdded` (set by hand) was first seen, per (node, key).
@@ -73,7 +76,7 @@ struct NodeLifecycle {
 
 /// Runs until `cancel` fires. Passes run on any change to nodes, node Leases or pods, and at the
 /// next moment something falls due without one (a node going stale, a toleration running out).
-pub async fn run(objects: Objects, grace_period: Duration, cancel: CancellationToken) {
+pub async fn run(objects: Objects, events: Recorder, grace_period: Duration, cancel: CancellationToken) {
     let prefixes = vec![
         kind("", "nodes").key_prefix(),
         format!("{}{LEASE_NAMESPACE}/", kind("coordination.k8s.io", "leases").key_prefix()),
@@ -83,7 +86,8 @@ pub async fn run(objects: Objects, grace_period: Duration, cancel: CancellationT
     let pods = kind("", "pods").key_prefix();
     let mut changes = Changes::filtered(&objects, prefixes, move |e| !e.key.starts_with(&pods) || beyond_status(e));
     let grace = SignedDuration::try_from(grace_period).unwrap_or(SignedDuration::from_secs(40));
-    let mut controller = NodeLifecycle { objects, grace, probes: BTreeMap::new(), first_seen: BTreeMap::new() };
+    let events = events.for_component(COMPONENT);
+    let mut controller = NodeLifecycle { objects, events, grace, probes: BTreeMap::new(), first_seen: BTreeMap::new() };
     loop {
         let now = Timestamp::now();
         let wait = match controller.pass(now).await {
@@ -255,7 +259,8 @@ impl NodeLifecycle {
         let name = pod.metadata.name.clone().unwrap_or_default();
         tracing::info!(pod = %format!("{namespace}/{name}"), unreachable, "evicting pod from tainted node");
         if !terminating {
-            self.event(pod, &format!("Marking for deletion Pod {namespace}/{name}")).await;
+            let message = format!("Marking for deletion Pod {namespace}/{name}");
+            self.events.event(InvolvedObject::of(pod), EventType::Normal, "TaintManagerEviction", &message).await;
         }
         let uid = pod.metadata.uid.as_deref().unwrap_or_default();
         let options = DeleteOptions {
@@ -267,25 +272,6 @@ impl NodeLifecycle {
             Ok(_) => Ok(()),
             Err(e) if is_race(&e) => Ok(()),
             Err(e) => Err(e),
-        }
-    }
-
-    /// Records the `TaintManagerEviction` event Kubernetes records (best effort).
-    async fn event(&self, pod: &Pod, message: &str) {
-        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        let stamp = wasmkube_api::meta::now_rfc3339();
-        let unique = Timestamp::now().as_nanosecond();
-        let body = json!({"apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": format!("{name}.{unique:x}"), "namespace": namespace},
-            "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": namespace, "name": name,
-                               "uid": pod.metadata.uid, "resourceVersion": pod.metadata.resource_version},
-            "reason": "TaintManagerEviction", "message": message, "type": "Normal",
-            "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
-            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1});
-        let target = Target { kind: kind("", "events"), namespace: Some(namespace), name: None };
-        if let Err(e) = self.objects.create(&target, body, &WriteOptions::default()).await {
-            tracing::debug!(error = %e, "recording an eviction event failed");
         }
     }
 }

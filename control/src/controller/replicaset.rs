@@ -8,7 +8,8 @@
 //! (unscheduled, then pending, then not ready, then the newest). Kubernetes guards against double
 //! creates with "expectations" because its informer caches lag its own writes; this controller
 //! reads the store directly, and those reads are linearizable, so each sync sees every pod the
-//! previous one created and no expectations are needed.
+//! previous one created and no expectations are needed. Each pod created or deleted is an Event on
+//! the ReplicaSet (`SuccessfulCreate`, `SuccessfulDelete`; `FailedCreate`, `FailedDelete`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,13 +18,18 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+use wasmkube_api::events::{EventType, InvolvedObject};
 use wasmkube_api::kinds;
+use wasmkube_api::meta;
 use wasmkube_api::selector::LabelSelector;
 
 use super::{Changes, list_typed};
+use crate::events::Recorder;
 use crate::objects::{DeleteOptions, Objects, PatchKind, Subresource, Target, WriteOptions};
 use crate::status::ApiError;
 
+/// The component events are reported under.
+pub const COMPONENT: &str = "replicaset-controller";
 /// Pods a sync creates at most (Kubernetes' burstReplicas).
 const BURST: usize = 500;
 /// How soon a ReplicaSet is looked at again while it is not yet where it should be.
@@ -44,11 +50,12 @@ fn pods() -> &'static wasmkube_api::Kind {
 }
 
 /// Runs until `cancel` fires.
-pub async fn run(objects: Objects, cancel: CancellationToken) {
+pub async fn run(objects: Objects, events: Recorder, cancel: CancellationToken) {
+    let events = events.for_component(COMPONENT);
     // Every pod write counts, status included: readiness is what the ReplicaSet's status reports.
     let mut changes = Changes::new(&objects, vec![replica_sets().key_prefix(), pods().key_prefix()]);
     loop {
-        let pending = match sync_all(&objects).await {
+        let pending = match sync_all(&objects, &events).await {
             Ok(pending) => pending,
             Err(e) => {
                 tracing::warn!(error = %e, "replicaset pass failed");
@@ -66,7 +73,7 @@ pub async fn run(objects: Objects, cancel: CancellationToken) {
 }
 
 /// Syncs every ReplicaSet; true if some are not settled yet.
-async fn sync_all(objects: &Objects) -> Result<bool, ApiError> {
+async fn sync_all(objects: &Objects, events: &Recorder) -> Result<bool, ApiError> {
     let sets: Vec<ReplicaSet> = list_typed(objects, replica_sets(), None).await?;
     if sets.is_empty() {
         return Ok(false);
@@ -80,7 +87,7 @@ async fn sync_all(objects: &Objects) -> Result<bool, ApiError> {
     for rs in &sets {
         let namespace = rs.metadata.namespace.clone().unwrap_or_default();
         let pods = by_namespace.get(&namespace).map(Vec::as_slice).unwrap_or_default();
-        match sync(objects, rs, pods).await {
+        match sync(objects, events, rs, pods).await {
             Ok(settled) => pending |= !settled,
             Err(e) => {
                 tracing::warn!(error = %e, replicaset = ?rs.metadata.name, "replicaset sync failed");
@@ -117,7 +124,7 @@ fn ready(pod: &Pod) -> bool {
 }
 
 /// One ReplicaSet; true when it has the pods it wants.
-async fn sync(objects: &Objects, rs: &ReplicaSet, namespace_pods: &[Pod]) -> Result<bool, ApiError> {
+async fn sync(objects: &Objects, events: &Recorder, rs: &ReplicaSet, namespace_pods: &[Pod]) -> Result<bool, ApiError> {
     let uid = rs.metadata.uid.clone().unwrap_or_default();
     let Some(selector) = selector_of(rs) else { return Ok(true) };
     let deleting = rs.metadata.deletion_timestamp.is_some();
@@ -143,12 +150,12 @@ async fn sync(objects: &Objects, rs: &ReplicaSet, namespace_pods: &[Pod]) -> Res
     let want = if deleting { 0 } else { rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as usize };
     let settled = match live.len().cmp(&want) {
         std::cmp::Ordering::Less => {
-            create_pods(objects, rs, (want - live.len()).min(BURST)).await?;
+            create_pods(objects, events, rs, (want - live.len()).min(BURST)).await?;
             false
         }
         std::cmp::Ordering::Greater => {
             for victim in victims(&live, live.len() - want) {
-                delete_pod(objects, victim).await?;
+                delete_pod(objects, events, rs, victim).await?;
             }
             false
         }
@@ -176,7 +183,7 @@ pub fn victims(pods: &[Pod], count: usize) -> Vec<&Pod> {
     ranked.into_iter().take(count).collect()
 }
 
-async fn create_pods(objects: &Objects, rs: &ReplicaSet, count: usize) -> Result<(), ApiError> {
+async fn create_pods(objects: &Objects, events: &Recorder, rs: &ReplicaSet, count: usize) -> Result<(), ApiError> {
     let namespace = rs.metadata.namespace.clone().unwrap_or_default();
     let name = rs.metadata.name.clone().unwrap_or_default();
     let template = rs.spec.as_ref().and_then(|s| s.template.clone()).unwrap_or_default();
@@ -196,8 +203,22 @@ async fn create_pods(objects: &Objects, rs: &ReplicaSet, count: usize) -> Result
             async move { objects.create(target, pod, &WriteOptions::default()).await }
         }))
         .await;
+        let mut failed = None;
         for result in results {
-            result?;
+            let (type_, reason, message) = match result {
+                Ok(written) => {
+                    (EventType::Normal, "SuccessfulCreate", format!("Created pod: {}", meta::name(&written.object)))
+                }
+                Err(e) => {
+                    let message = format!("Error creating: {e}");
+                    failed.get_or_insert(e);
+                    (EventType::Warning, "FailedCreate", message)
+                }
+            };
+            events.event(InvolvedObject::of(rs), type_, reason, &message).await;
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         created += this_batch;
         batch *= 2;
@@ -239,8 +260,22 @@ async fn release(objects: &Objects, pod: &Pod, owner: &str) -> Result<(), ApiErr
     )
 }
 
-async fn delete_pod(objects: &Objects, pod: &Pod) -> Result<(), ApiError> {
-    ignore_races(objects.delete(&pod_target(pod), &DeleteOptions::default()).await)
+async fn delete_pod(objects: &Objects, events: &Recorder, rs: &ReplicaSet, pod: &Pod) -> Result<(), ApiError> {
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    match objects.delete(&pod_target(pod), &DeleteOptions::default()).await {
+        Ok(_) => {
+            let message = format!("Deleted pod: {name}");
+            events.event(InvolvedObject::of(rs), EventType::Normal, "SuccessfulDelete", &message).await;
+            Ok(())
+        }
+        // Changed or gone meanwhile: the next sync's business, as in `ignore_races`.
+        Err(ApiError::Conflict { .. } | ApiError::NotFound { .. }) => Ok(()),
+        Err(e) => {
+            let message = format!("Error deleting: {e}");
+            events.event(InvolvedObject::of(rs), EventType::Warning, "FailedDelete", &message).await;
+            Err(e)
+        }
+    }
 }
 
 /// A pod that changed or went meanwhile is the next sync's business.
@@ -316,6 +351,8 @@ async fn write_status(objects: &Objects, rs: &ReplicaSet, live: &[Pod]) -> Resul
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::api::core::v1::Event;
+
     use super::*;
 
     fn pod(name: &str, node: Option<&str>, phase: &str, ready: bool, created: &str) -> Pod {
@@ -358,5 +395,67 @@ mod tests {
         );
         assert_eq!(s["observedGeneration"], 3);
         assert_eq!(s["fullyLabeledReplicas"], 0, "the test pods carry no labels");
+    }
+
+    /// `(reason, message, involvedObject kind/apiVersion/name, source component)` of every Event.
+    async fn events(objects: &Objects) -> Vec<[String; 6]> {
+        let listed: Vec<Event> =
+            list_typed(objects, kind("", "v1", "events"), Some("default")).await.expect("events list");
+        listed
+            .into_iter()
+            .map(|e| {
+                let o = e.involved_object;
+                let component = e.source.and_then(|s| s.component);
+                [e.reason, e.message, o.kind, o.api_version, o.name, component].map(Option::unwrap_or_default)
+            })
+            .collect()
+    }
+
+    async fn wait_for_events(objects: &Objects, reason: &str, count: usize) -> Vec<[String; 6]> {
+        for _ in 0..500 {
+            let matching: Vec<[String; 6]> = events(objects).await.into_iter().filter(|e| e[0] == reason).collect();
+            if matching.len() >= count {
+                return matching;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no {count} {reason} events in {:?}", events(objects).await);
+    }
+
+    #[tokio::test]
+    async fn creating_and_deleting_pods_are_events_on_the_replica_set() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::redb::RedbStore::open(
+            &dir.path().join("store.redb"),
+            crate::store::redb::RedbConfig::default(),
+            crate::metrics::Metrics::new().store,
+        )
+        .expect("store opens");
+        let objects = Objects::new(std::sync::Arc::new(store));
+        crate::controller::namespace::ensure_built_in(&objects).await.expect("namespaces");
+        let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}},
+                                  "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+        let collection = Target { kind: replica_sets(), namespace: Some("default".into()), name: None };
+        objects.create(&collection, rs, &WriteOptions::default()).await.expect("create the replica set");
+        let cancel = CancellationToken::new();
+        let controller = tokio::spawn(run(objects.clone(), Recorder::new(objects.clone()), cancel.clone()));
+
+        let created = wait_for_events(&objects, "SuccessfulCreate", 2).await;
+        assert_eq!(created.len(), 2, "{created:?}");
+        for [_, message, kind, api_version, name, component] in &created {
+            assert!(message.starts_with("Created pod: web-"), "{message}");
+            assert_eq!([kind, api_version, name, component], ["ReplicaSet", "apps/v1", "web", COMPONENT]);
+        }
+
+        let one = Target { name: Some("web".into()), ..collection };
+        let scale = json!({"spec": {"replicas": 1}});
+        objects.patch(&one, scale, PatchKind::Merge, Subresource::Main, &WriteOptions::default()).await.expect("scale");
+        let deleted = wait_for_events(&objects, "SuccessfulDelete", 1).await;
+        let victim = deleted[0][1].trim_start_matches("Deleted pod: ");
+        assert!(created.iter().any(|e| e[1] == format!("Created pod: {victim}")), "{deleted:?} {created:?}");
+        cancel.cancel();
+        controller.await.expect("the controller stops");
     }
 }

@@ -10,6 +10,7 @@ pub(crate) use binding::set_condition;
 mod create;
 mod defaults;
 mod delete;
+mod eviction;
 mod fields;
 mod list;
 mod update;

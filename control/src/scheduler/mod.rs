@@ -18,8 +18,10 @@ use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+use wasmkube_api::events::{EventType, InvolvedObject};
 use wasmkube_api::kinds;
 
+use crate::events::Recorder;
 use crate::objects::{ListOptions, Objects, PatchKind, Subresource, Target, WriteOptions};
 use crate::status::ApiError;
 use crate::store::{Event, EventStream};
@@ -50,7 +52,8 @@ fn kind(resource: &str) -> &'static wasmkube_api::Kind {
 }
 
 /// Runs until `cancel` fires.
-pub async fn run(objects: Objects, scheduler: Scheduler, cancel: CancellationToken) {
+pub async fn run(objects: Objects, events: Recorder, scheduler: Scheduler, cancel: CancellationToken) {
+    let events = events.for_component(SCHEDULER_NAME);
     let mut cache: Option<(Cache, EventStream)> = None;
     loop {
         // The informer: a full read once (and after a broken watch), then the watch's events.
@@ -69,7 +72,7 @@ pub async fn run(objects: Objects, scheduler: Scheduler, cancel: CancellationTok
         };
         let mut state = state;
         let mut changes = changes;
-        let waiting = match scheduler.pass(&objects, &mut state).await {
+        let waiting = match scheduler.pass(&objects, &events, &mut state).await {
             Ok(waiting) => waiting,
             Err(e) => {
                 tracing::warn!(error = %e, "scheduling pass failed");
@@ -227,7 +230,7 @@ fn terminal(pod: &Pod) -> bool {
 
 impl Scheduler {
     /// One pass over every unscheduled pod; true if some are still waiting.
-    async fn pass(&self, objects: &Objects, cache: &mut Cache) -> Result<bool, ApiError> {
+    async fn pass(&self, objects: &Objects, events: &Recorder, cache: &mut Cache) -> Result<bool, ApiError> {
         let (mut snapshot, mut queue) = cache.snapshot();
         if queue.is_empty() {
             return Ok(false);
@@ -241,7 +244,7 @@ impl Scheduler {
         let mut waiting = false;
         for pod in queue {
             match framework::schedule(&pod, &snapshot, &self.filters, &self.scores) {
-                Ok(node) => match bind(objects, &pod, &node).await {
+                Ok(node) => match bind(objects, events, &pod, &node).await {
                     Ok(()) => {
                         cache.assumed.insert(target_of(&pod).key().unwrap_or_default(), node.clone());
                         if let Some(info) = snapshot.nodes.iter_mut().find(|n| n.name() == node) {
@@ -254,7 +257,7 @@ impl Scheduler {
                 },
                 Err(unschedulable) => {
                     waiting = true;
-                    mark_unschedulable(objects, &pod, &unschedulable.message).await?;
+                    mark_unschedulable(objects, events, &pod, &unschedulable.message).await?;
                 }
             }
         }
@@ -266,7 +269,7 @@ fn target_of(pod: &Pod) -> Target {
     Target { kind: kind("pods"), namespace: pod.metadata.namespace.clone(), name: pod.metadata.name.clone() }
 }
 
-async fn bind(objects: &Objects, pod: &Pod, node: &str) -> Result<(), ApiError> {
+async fn bind(objects: &Objects, events: &Recorder, pod: &Pod, node: &str) -> Result<(), ApiError> {
     let name = pod.metadata.name.clone().unwrap_or_default();
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let binding = json!({"apiVersion": "v1", "kind": "Binding",
@@ -274,13 +277,14 @@ async fn bind(objects: &Objects, pod: &Pod, node: &str) -> Result<(), ApiError> 
         "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
     objects.bind(&target_of(pod), &binding, &WriteOptions::default()).await?;
     tracing::debug!(pod = %name, %node, "bound");
-    event(objects, pod, "Normal", "Scheduled", &format!("Successfully assigned {namespace}/{name} to {node}")).await;
+    let message = format!("Successfully assigned {namespace}/{name} to {node}");
+    events.event(InvolvedObject::of(pod), EventType::Normal, "Scheduled", &message).await;
     Ok(())
 }
 
 /// `PodScheduled=False`, reason `Unschedulable`, and a `FailedScheduling` event — written only
 /// when the message changes, so a pod waiting for room does not rewrite itself every pass.
-async fn mark_unschedulable(objects: &Objects, pod: &Pod, message: &str) -> Result<(), ApiError> {
+async fn mark_unschedulable(objects: &Objects, events: &Recorder, pod: &Pod, message: &str) -> Result<(), ApiError> {
     let current = pod
         .status
         .as_ref()
@@ -299,25 +303,6 @@ async fn mark_unschedulable(objects: &Objects, pod: &Pod, message: &str) -> Resu
         Ok(_) | Err(ApiError::NotFound { .. }) => {}
         Err(e) => return Err(e),
     }
-    event(objects, pod, "Warning", "FailedScheduling", message).await;
+    events.event(InvolvedObject::of(pod), EventType::Warning, "FailedScheduling", message).await;
     Ok(())
-}
-
-/// Records a core/v1 Event about a pod (best effort).
-async fn event(objects: &Objects, pod: &Pod, kind_: &str, reason: &str, message: &str) {
-    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    let now = wasmkube_api::meta::now_rfc3339();
-    let unique = jiff::Timestamp::now().as_nanosecond();
-    let body = json!({"apiVersion": "v1", "kind": "Event",
-        "metadata": {"name": format!("{name}.{unique:x}"), "namespace": namespace},
-        "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": namespace, "name": name,
-                           "uid": pod.metadata.uid, "resourceVersion": pod.metadata.resource_version},
-        "reason": reason, "message": message, "type": kind_,
-        "source": {"component": SCHEDULER_NAME}, "reportingComponent": SCHEDULER_NAME,
-        "firstTimestamp": now, "lastTimestamp": now, "count": 1});
-    let target = Target { kind: kind("events"), namespace: Some(namespace), name: None };
-    if let Err(e) = objects.create(&target, body, &WriteOptions::default()).await {
-        tracing::debug!(error = %e, reason, "recording a scheduler event failed");
-    }
 }

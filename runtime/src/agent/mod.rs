@@ -16,7 +16,7 @@ pub mod sandbox;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -28,6 +28,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use wasmkube_api::annotations::WasmSettings;
+use wasmkube_api::events::Correlator;
 
 use crate::host::{Host, PoolSize};
 use ipam::PodIps;
@@ -122,6 +123,7 @@ impl Agent {
             ips: PodIps::new(&pod_cidr)?,
             sandboxes: HashMap::new(),
             finished: HashSet::new(),
+            events: Arc::new(Mutex::new(Correlator::default())),
         };
         tasks.spawn(manager.run(cancel.clone()));
         tracing::info!(%pod_cidr, "agent running");
@@ -151,6 +153,8 @@ struct Manager {
     sandboxes: HashMap<String, Sandbox>,
     /// Pods whose containers are all done or that are being torn down: never started again.
     finished: HashSet<String>,
+    /// Compacts the Events of every pod on this node (one cache, bounded for the whole agent).
+    events: Arc<Mutex<Correlator>>,
 }
 
 fn uid(pod: &Pod) -> String {
@@ -272,6 +276,7 @@ impl Manager {
             grace: Duration::from_secs(grace),
             log_max_bytes: self.config.container_log_max_bytes,
             host_path_roots: self.config.host_path_roots.clone(),
+            events: self.events.clone(),
         };
         self.sandboxes.insert(uid(pod), Sandbox::start(ctx, pod));
         Ok(())

@@ -12,10 +12,14 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use wasmkube_api::events::{Correlator, Decision, EventType, InvolvedObject, Occurrence, Reporter, Write};
 
 use super::container::{self, State, Status, now};
 use crate::host::Host;
 use crate::host::usage::Usage;
+
+/// The component the agent's events are reported under (`source.host` is the node).
+pub const COMPONENT: &str = "wasmkube-agent";
 
 /// What a pod's containers share.
 pub struct PodContext {
@@ -47,30 +51,70 @@ pub struct PodContext {
     pub grace: Duration,
     /// A container's log file is rotated when it reaches this size (`agent::log`).
     pub log_max_bytes: u64,
+    /// The agent's event correlator, shared by all its pods.
+    pub events: Arc<Mutex<Correlator>>,
 }
 
 impl PodContext {
-    /// Posts a core/v1 Event about this pod (best effort: a failure is only logged).
+    /// Records a core/v1 Event about this pod (best effort: a failure is only logged), compacted
+    /// as Kubernetes' kubelet does: a repeat (a crash loop's `BackOff`) counts up the Event
+    /// already there instead of adding another ([`wasmkube_api::events`]). `kind` is `Warning`
+    /// or `Normal`.
     pub async fn event(&self, kind: &str, reason: &str, message: &str) {
-        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
-        let event = serde_json::from_value::<Event>(json!({
-            // Named `<pod>.<unique hex>` like Kubernetes' event recorder (a trailing '.' is not a
-            // valid generateName prefix).
-            "metadata": {"name": format!("{}.{:x}", self.name, jiff::Timestamp::now().as_nanosecond())},
-            "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": self.namespace,
-                               "name": self.name, "uid": self.uid},
-            "reason": reason, "message": message, "type": kind,
-            "source": {"component": "wasmkube-agent", "host": self.node_name},
-            "reportingComponent": "wasmkube-agent", "reportingInstance": self.node_name,
-            "firstTimestamp": now(), "lastTimestamp": now(), "count": 1,
-        }));
-        match event {
-            Ok(event) => {
-                if let Err(e) = events.create(&PostParams::default(), &event).await {
-                    tracing::warn!(error = %e, reason, "posting an event failed");
-                }
+        let occurrence = Occurrence {
+            object: InvolvedObject {
+                api_version: "v1".into(),
+                kind: "Pod".into(),
+                namespace: self.namespace.clone(),
+                name: self.name.clone(),
+                uid: self.uid.clone(),
+                resource_version: None,
+            },
+            type_: if kind == "Warning" { EventType::Warning } else { EventType::Normal },
+            reason: reason.to_string(),
+            message: message.to_string(),
+            reporter: Reporter::new(COMPONENT, Some(self.node_name.clone())),
+        };
+        if let Err(e) = self.record(&occurrence).await {
+            tracing::warn!(error = %e, reason, "posting an event failed");
+        }
+    }
+
+    fn correlator(&self) -> std::sync::MutexGuard<'_, Correlator> {
+        // The correlator's state stays consistent whatever panicked while holding it.
+        self.events.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn record(&self, occurrence: &Occurrence) -> Result<(), kube::Error> {
+        let decision = self.correlator().observe(occurrence, jiff::Timestamp::now());
+        match self.write_event(occurrence, &decision).await {
+            // The Event expired or was deleted: start a new one.
+            Err(kube::Error::Api(status)) if status.is_not_found() && decision.write == Write::Patch => {
+                self.correlator().forget(&decision.key);
+                let again = self.correlator().observe(occurrence, jiff::Timestamp::now());
+                self.write_event(occurrence, &again).await
             }
-            Err(e) => tracing::debug!(error = %e, "building an event failed"),
+            other => other,
+        }
+    }
+
+    async fn write_event(&self, occurrence: &Occurrence, decision: &Decision) -> Result<(), kube::Error> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), occurrence.event_namespace());
+        match decision.write {
+            Write::Create => {
+                let event: Event =
+                    serde_json::from_value(decision.event(occurrence)).map_err(kube::Error::SerdeError)?;
+                let created = events.create(&PostParams::default(), &event).await;
+                if created.is_err() {
+                    // Never written: the next occurrence must create it, not patch nothing.
+                    self.correlator().forget(&decision.key);
+                }
+                created.map(drop)
+            }
+            Write::Patch => {
+                let patch = Patch::Merge(decision.patch());
+                events.patch(&decision.name, &PatchParams::default(), &patch).await.map(drop)
+            }
         }
     }
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use serde_json::{Value, json};
+use wasmkube_api::events::EventType;
 use wasmkube_api::selector::LabelSelector;
 
 use super::rollout::{self, ReplicaSetView, ScaleOp, Verb};
@@ -178,13 +179,17 @@ impl DeploymentSync<'_> {
                     // The failure to report matters more than a failure to report it.
                     let _ = self.write_status().await;
                 }
-                self.event("Warning", reason::FAILED_RS_CREATE, &message).await;
+                self.event(EventType::Warning, reason::FAILED_RS_CREATE, &message).await;
                 return Err(SyncError::Create { name, source });
             }
         };
         if created && replicas > 0 {
-            self.event("Normal", "ScalingReplicaSet", &format!("Scaled up replica set {name} from 0 to {replicas}"))
-                .await;
+            self.event(
+                EventType::Normal,
+                "ScalingReplicaSet",
+                &format!("Scaled up replica set {name} from 0 to {replicas}"),
+            )
+            .await;
         }
         self.set_revision(&new_revision.to_string()).await?;
         if created && self.deadline().is_some() {
@@ -253,7 +258,7 @@ impl DeploymentSync<'_> {
         self.patch_rs(i, patch).await.map_err(|source| SyncError::UpdateReplicaSet { name: name.clone(), source })?;
         if resized {
             let message = format!("Scaled {} replica set {name} from {from} to {to}", verb.as_str());
-            self.event("Normal", "ScalingReplicaSet", &message).await;
+            self.event(EventType::Normal, "ScalingReplicaSet", &message).await;
         }
         Ok(resized)
     }
