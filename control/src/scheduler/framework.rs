@@ -121,20 +121,58 @@ impl NodeInfo {
     }
 }
 
-/// The cluster as one scheduling pass sees it.
+/// The cluster as one scheduling pass sees it. Add pods through [`Snapshot::add_pod`], which
+/// keeps the index of pods with affinity terms current.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub nodes: Vec<NodeInfo>,
+    /// (node index, pod index) of the bound pods that declare pod affinity or anti-affinity:
+    /// usually few, and all that the affinity plugins need to look at for a pod without terms
+    /// of its own (what Kubernetes keeps as `HavePodsWithAffinityList`).
+    with_affinity: Vec<(usize, usize)>,
+}
+
+/// Whether a pod declares any pod affinity or anti-affinity term.
+pub fn has_pod_affinity(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.affinity.as_ref())
+        .is_some_and(|a| a.pod_affinity.is_some() || a.pod_anti_affinity.is_some())
 }
 
 impl Snapshot {
+    pub fn new(nodes: Vec<NodeInfo>) -> Self {
+        let with_affinity = nodes
+            .iter()
+            .enumerate()
+            .flat_map(|(n, info)| {
+                info.pods.iter().enumerate().filter(|(_, p)| has_pod_affinity(p)).map(move |(p, _)| (n, p))
+            })
+            .collect();
+        Self { nodes, with_affinity }
+    }
+
     pub fn node(&self, name: &str) -> Option<&NodeInfo> {
         self.nodes.iter().find(|n| n.name() == name)
+    }
+
+    /// Counts `pod` as bound to the node named `node` (a pod this pass has just placed).
+    pub fn add_pod(&mut self, node: &str, pod: Pod) {
+        let Some(n) = self.nodes.iter().position(|info| info.name() == node) else { return };
+        if has_pod_affinity(&pod) {
+            self.with_affinity.push((n, self.nodes[n].pods.len()));
+        }
+        self.nodes[n].add_pod(pod);
     }
 
     /// Every bound pod with the node it is on.
     pub fn pods(&self) -> impl Iterator<Item = (&NodeInfo, &Pod)> {
         self.nodes.iter().flat_map(|n| n.pods.iter().map(move |p| (n, p)))
+    }
+
+    /// The bound pods that declare pod affinity or anti-affinity, with their nodes.
+    pub fn pods_with_affinity(&self) -> impl Iterator<Item = (&NodeInfo, &Pod)> {
+        self.with_affinity.iter().map(|&(n, p)| (&self.nodes[n], &self.nodes[n].pods[p]))
     }
 }
 
@@ -174,6 +212,12 @@ pub trait ScorePlugin: Send + Sync {
         1
     }
     fn score(&self, pod: &Pod, node: &NodeInfo, snapshot: &Snapshot) -> i64;
+    /// The raw scores of `nodes`, in order. Plugins whose score needs a view of the whole cluster
+    /// (counts per topology domain) override it to work that out once per pod rather than once
+    /// per node, as Kubernetes' PreScore does; the result must equal scoring each node alone.
+    fn score_all(&self, pod: &Pod, nodes: &[&NodeInfo], snapshot: &Snapshot) -> Vec<i64> {
+        nodes.iter().map(|n| self.score(pod, n, snapshot)).collect()
+    }
     /// Rescales the raw scores of all feasible nodes (e.g. to 0..=100 relative to the best).
     fn normalize(&self, _scores: &mut [i64]) {}
 }
@@ -186,40 +230,83 @@ pub struct Unschedulable {
     pub message: String,
 }
 
+/// How many feasible nodes a pod's search looks for before it stops filtering and scores what it
+/// found: every node in a small cluster; in a large one a share that shrinks from 50% by one
+/// point per 125 nodes, down to 5%, and never fewer than 100 nodes. That is Kubernetes'
+/// adaptive `percentageOfNodesToScore`: placement stays good while a pod's cost stops growing
+/// with the cluster.
+pub fn nodes_to_find(total: usize) -> usize {
+    const MIN_FEASIBLE: usize = 100;
+    if total < MIN_FEASIBLE {
+        return total;
+    }
+    let percentage = 50usize.saturating_sub(total / 125).max(5);
+    (total * percentage / 100).max(MIN_FEASIBLE)
+}
+
 /// The node for `pod`: the feasible node with the highest weighted score (ties: the first in
-/// `snapshot` order, which callers keep sorted by name), or why there is none.
+/// `snapshot` order, which callers keep sorted by name), or why there is none. Looks at every
+/// node; see [`schedule_from`] for the search a scheduler makes.
 pub fn schedule(
     pod: &Pod,
     snapshot: &Snapshot,
     filters: &[Box<dyn FilterPlugin>],
     scores: &[Box<dyn ScorePlugin>],
 ) -> Result<String, Unschedulable> {
-    let mut feasible: Vec<&NodeInfo> = Vec::new();
+    schedule_from(pod, snapshot, filters, scores, 0, snapshot.nodes.len()).map(|(node, _)| node)
+}
+
+/// Like [`schedule`], filtering nodes from index `start` round the list and stopping once `find`
+/// nodes fit (see [`nodes_to_find`]); returns the node and the index where the next pod's search
+/// should start, so successive pods look at different nodes first (Kubernetes'
+/// `nextStartNodeIndex`). A pod that fits nowhere has looked at every node, so its message
+/// counts them all.
+pub fn schedule_from(
+    pod: &Pod,
+    snapshot: &Snapshot,
+    filters: &[Box<dyn FilterPlugin>],
+    scores: &[Box<dyn ScorePlugin>],
+    start: usize,
+    find: usize,
+) -> Result<(String, usize), Unschedulable> {
+    let total = snapshot.nodes.len();
+    let mut feasible: Vec<usize> = Vec::new();
     // reason → number of nodes it ruled out (each node counts once, under its first failing filter).
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-    for node in &snapshot.nodes {
+    let mut visited = 0;
+    for i in 0..total {
+        let index = (start + i) % total;
+        let node = &snapshot.nodes[index];
+        visited = i + 1;
         let failed = filters.iter().find_map(|f| match f.filter(pod, node, snapshot) {
             Fit::Fits => None,
             Fit::No { reason, .. } => Some(reason),
         });
         match failed {
-            None => feasible.push(node),
+            None => feasible.push(index),
             Some(reason) => *reasons.entry(reason).or_default() += 1,
+        }
+        if feasible.len() >= find.max(1) {
+            break;
         }
     }
     if feasible.is_empty() {
-        return Err(Unschedulable { message: unschedulable_message(snapshot.nodes.len(), &reasons) });
+        return Err(Unschedulable { message: unschedulable_message(total, &reasons) });
     }
+    let next_start = (start + visited) % total.max(1);
+    // Ties go to the first node in snapshot order, whichever node the search started from.
+    feasible.sort_unstable();
+    let feasible: Vec<&NodeInfo> = feasible.into_iter().map(|i| &snapshot.nodes[i]).collect();
     let mut totals = vec![0i64; feasible.len()];
     for plugin in scores {
-        let mut raw: Vec<i64> = feasible.iter().map(|n| plugin.score(pod, n, snapshot)).collect();
+        let mut raw = plugin.score_all(pod, &feasible, snapshot);
         plugin.normalize(&mut raw);
         for (total, score) in totals.iter_mut().zip(raw) {
             *total += score.clamp(0, MAX_SCORE) * plugin.weight() as i64;
         }
     }
     let best = totals.iter().enumerate().max_by(|(ia, a), (ib, b)| a.cmp(b).then(ib.cmp(ia))).map(|(i, _)| i);
-    Ok(feasible[best.unwrap_or(0)].name().to_string())
+    Ok((feasible[best.unwrap_or(0)].name().to_string(), next_start))
 }
 
 /// "0/3 nodes are available: 1 Insufficient memory, 2 node(s) had untolerated taint {k: v}."
@@ -258,7 +345,7 @@ pub(crate) mod tests {
 
     #[test]
     fn the_message_counts_nodes_per_reason() {
-        let snapshot = Snapshot { nodes: ["a", "b", "c"].iter().map(|n| NodeInfo::new(node(n, "1", "1Gi"))).collect() };
+        let snapshot = Snapshot::new(["a", "b", "c"].iter().map(|n| NodeInfo::new(node(n, "1", "1Gi"))).collect());
         let filters: Vec<Box<dyn FilterPlugin>> = vec![Box::new(Named("z"))];
         let err = schedule(&pod(None, None), &snapshot, &filters, &[]).expect_err("nothing fits");
         assert_eq!(err.message, "0/3 nodes are available: 3 node(s) were not the chosen one.");
@@ -266,5 +353,29 @@ pub(crate) mod tests {
         assert_eq!(schedule(&pod(None, None), &snapshot, &filters, &[]).as_deref(), Ok("b"));
         let empty = Snapshot::default();
         assert!(schedule(&pod(None, None), &empty, &[], &[]).expect_err("no nodes").message.starts_with("0/0 nodes"));
+    }
+
+    #[test]
+    fn large_clusters_search_a_shrinking_share_of_nodes() {
+        // (nodes, feasible nodes to find): all below 100, then 50% less a point per 125 nodes,
+        // at least 5% and at least 100.
+        for (total, want) in [(0, 0), (99, 99), (100, 100), (200, 100), (1000, 420), (5000, 500), (50_000, 2500)] {
+            assert_eq!(nodes_to_find(total), want, "{total} nodes");
+        }
+    }
+
+    #[test]
+    fn a_search_stops_at_enough_nodes_and_the_next_starts_after_it() {
+        let names: Vec<String> = (0..10).map(|i| format!("n{i}")).collect();
+        let snapshot = Snapshot::new(names.iter().map(|n| NodeInfo::new(node(n, "1", "1Gi"))).collect());
+        let p = pod(None, None);
+        // Every node fits and scores the same: the first found in snapshot order wins.
+        assert_eq!(schedule_from(&p, &snapshot, &[], &[], 0, 3), Ok(("n0".to_string(), 3)));
+        assert_eq!(schedule_from(&p, &snapshot, &[], &[], 3, 3), Ok(("n3".to_string(), 6)));
+        assert_eq!(schedule_from(&p, &snapshot, &[], &[], 9, 3), Ok(("n0".to_string(), 2)), "wraps round");
+        // A pod that fits nowhere looked at every node, wherever it started.
+        let filters: Vec<Box<dyn FilterPlugin>> = vec![Box::new(Named("z"))];
+        let err = schedule_from(&p, &snapshot, &filters, &[], 7, 3).expect_err("nothing fits");
+        assert_eq!(err.message, "0/10 nodes are available: 10 node(s) were not the chosen one.");
     }
 }

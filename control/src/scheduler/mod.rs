@@ -2,21 +2,29 @@
 //!
 //! [`framework`] holds the snapshot, plugin traits and the decision ([`framework::schedule`]);
 //! [`plugins`] the filters and scores. [`run`] is the loop: on every change to pods or nodes it
-//! takes a fresh snapshot from the store, orders the unscheduled pods by priority then age, and
-//! for each either binds it (`pods/binding`, guarded by the pod's resourceVersion) or marks it
+//! takes a snapshot of its cache, orders the unscheduled pods by priority then age, and for each
+//! either binds it (`pods/binding`, guarded by the pod's resourceVersion) or marks it
 //! `PodScheduled=False` / `Unschedulable` with Kubernetes' message and a `FailedScheduling`
 //! event. Unschedulable pods are tried again whenever pods or nodes change, and every few seconds.
+//!
+//! As in Kubernetes, deciding and binding are separate: a pass decides pod after pod in memory,
+//! counting each decision as "assumed" on its node at once, while the bindings (durable writes)
+//! run concurrently, so the store commits many of them together. A binding that fails un-assumes
+//! its pod, which the next pass takes again. In a large cluster a pod's search stops once it has
+//! found enough feasible nodes ([`framework::nodes_to_find`]), starting where the last pod's
+//! search stopped.
 
 pub mod framework;
 pub mod plugins;
 
-use std::time::Duration;
-
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::{Value, json};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use wasmkube_api::events::{EventType, InvolvedObject};
 use wasmkube_api::kinds;
@@ -34,17 +42,28 @@ pub const SCHEDULER_NAME: &str = "default-scheduler";
 const RETRY: Duration = Duration::from_secs(5);
 /// How long a burst of changes (a Deployment creating pods) is gathered into one pass.
 const BATCH: Duration = Duration::from_millis(5);
+/// Bindings in flight at once; a pass waits for room beyond that.
+const BINDINGS_IN_FLIGHT: usize = 256;
 
 /// The scheduler's plugins.
 pub struct Scheduler {
     pub filters: Vec<Box<dyn FilterPlugin>>,
     pub scores: Vec<Box<dyn ScorePlugin>>,
+    /// Where the next pod's search for feasible nodes starts.
+    next_start: usize,
 }
 
 impl Default for Scheduler {
     fn default() -> Self {
-        Self { filters: plugins::default_filters(), scores: plugins::default_scores() }
+        Self { filters: plugins::default_filters(), scores: plugins::default_scores(), next_start: 0 }
     }
+}
+
+/// The bindings a pass has started: their number is bounded, and each reports its pod's cache
+/// key when it fails.
+struct Binder {
+    room: Arc<Semaphore>,
+    failed: mpsc::UnboundedSender<String>,
 }
 
 fn kind(resource: &str) -> &'static wasmkube_api::Kind {
@@ -53,7 +72,10 @@ fn kind(resource: &str) -> &'static wasmkube_api::Kind {
 
 /// Runs until `cancel` fires.
 pub async fn run(objects: Objects, events: Recorder, scheduler: Scheduler, cancel: CancellationToken) {
+    let mut scheduler = scheduler;
     let events = events.for_component(SCHEDULER_NAME);
+    let (failed_tx, mut failed) = mpsc::unbounded_channel();
+    let binder = Binder { room: Arc::new(Semaphore::new(BINDINGS_IN_FLIGHT)), failed: failed_tx };
     let mut cache: Option<(Cache, EventStream)> = None;
     loop {
         // The informer: a full read once (and after a broken watch), then the watch's events.
@@ -72,7 +94,11 @@ pub async fn run(objects: Objects, events: Recorder, scheduler: Scheduler, cance
         };
         let mut state = state;
         let mut changes = changes;
-        let waiting = match scheduler.pass(&objects, &events, &mut state).await {
+        // Bindings that failed since the last pass: their pods are unscheduled again.
+        while let Ok(key) = failed.try_recv() {
+            state.assumed.remove(&key);
+        }
+        let waiting = match scheduler.pass(&objects, &events, &binder, &mut state).await {
             Ok(waiting) => waiting,
             Err(e) => {
                 tracing::warn!(error = %e, "scheduling pass failed");
@@ -97,6 +123,10 @@ pub async fn run(objects: Objects, events: Recorder, scheduler: Scheduler, cance
                     _ => break false,
                 },
                 _ = &mut retry, if waiting => break true,
+                Some(key) = failed.recv() => {
+                    state.assumed.remove(&key);
+                    break true;
+                }
             }
         };
         tokio::time::sleep(BATCH).await;
@@ -211,7 +241,7 @@ impl Cache {
                 nodes[*i].add_pod(pod.clone());
             }
         }
-        (Snapshot { nodes }, queue)
+        (Snapshot::new(nodes), queue)
     }
 }
 
@@ -230,7 +260,13 @@ fn terminal(pod: &Pod) -> bool {
 
 impl Scheduler {
     /// One pass over every unscheduled pod; true if some are still waiting.
-    async fn pass(&self, objects: &Objects, events: &Recorder, cache: &mut Cache) -> Result<bool, ApiError> {
+    async fn pass(
+        &mut self,
+        objects: &Objects,
+        events: &Recorder,
+        binder: &Binder,
+        cache: &mut Cache,
+    ) -> Result<bool, ApiError> {
         let (mut snapshot, mut queue) = cache.snapshot();
         if queue.is_empty() {
             return Ok(false);
@@ -242,19 +278,35 @@ impl Scheduler {
             priority(b).cmp(&priority(a)).then(created(a).cmp(&created(b))).then(a.metadata.name.cmp(&b.metadata.name))
         });
         let mut waiting = false;
+        let find = framework::nodes_to_find(snapshot.nodes.len());
         for pod in queue {
-            match framework::schedule(&pod, &snapshot, &self.filters, &self.scores) {
-                Ok(node) => match bind(objects, events, &pod, &node).await {
-                    Ok(()) => {
-                        cache.assumed.insert(target_of(&pod).key().unwrap_or_default(), node.clone());
-                        if let Some(info) = snapshot.nodes.iter_mut().find(|n| n.name() == node) {
-                            info.add_pod(pod);
+            let decision =
+                framework::schedule_from(&pod, &snapshot, &self.filters, &self.scores, self.next_start, find);
+            match decision {
+                Ok((node, next_start)) => {
+                    self.next_start = next_start;
+                    let key = target_of(&pod).key().unwrap_or_default();
+                    cache.assumed.insert(key.clone(), node.clone());
+                    let room = binder.room.clone().acquire_owned().await.expect("the semaphore is never closed");
+                    let (objects, events, failed) = (objects.clone(), events.clone(), binder.failed.clone());
+                    let binding = pod.clone();
+                    let target = node.clone();
+                    tokio::spawn(async move {
+                        let _room = room;
+                        match bind(&objects, &events, &binding, &target).await {
+                            Ok(()) => {}
+                            // Someone else bound or changed it meanwhile: the watch tells the truth.
+                            Err(ApiError::Conflict { .. } | ApiError::NotFound { .. }) => {
+                                let _ = failed.send(key);
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, pod = ?binding.metadata.name, "binding failed");
+                                let _ = failed.send(key);
+                            }
                         }
-                    }
-                    // Someone else bound or changed it meanwhile: the next pass sees the truth.
-                    Err(ApiError::Conflict { .. } | ApiError::NotFound { .. }) => {}
-                    Err(e) => return Err(e),
-                },
+                    });
+                    snapshot.add_pod(&node, pod);
+                }
                 Err(unschedulable) => {
                     waiting = true;
                     mark_unschedulable(objects, events, &pod, &unschedulable.message).await?;

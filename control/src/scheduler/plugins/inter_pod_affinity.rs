@@ -59,34 +59,55 @@ impl ScorePlugin for InterPodAffinity {
     /// (term, placed pod) that matches adds (affinity) or subtracts (anti-affinity) the term's
     /// weight on every node in the placed pod's domain.
     fn score(&self, pod: &Pod, node: &NodeInfo, snapshot: &Snapshot) -> i64 {
+        self.score_all(pod, &[node], snapshot)[0]
+    }
+
+    /// The weights are summed per topology domain once (over every placed pod for the pod's own
+    /// terms, over the placed pods with terms for theirs), then each node takes its domains'.
+    fn score_all(&self, pod: &Pod, nodes: &[&NodeInfo], snapshot: &Snapshot) -> Vec<i64> {
         let weighted = |terms: &[WeightedPodAffinityTerm], owner: &Pod, sign: i64| -> Vec<(Term, i64)> {
             terms.iter().map(|w| (Term::new(owner, &w.pod_affinity_term), sign * i64::from(w.weight))).collect()
         };
         let mut own = weighted(affinity(pod).1, pod, 1);
         own.extend(weighted(anti_affinity(pod).1, pod, -1));
-        let mut score = 0;
-        for (placed_on, placed) in snapshot.pods() {
-            let same_domain = |key: &str| {
-                let value = placed_on.labels().get(key);
-                value.is_some() && node.labels().get(key) == value
-            };
-            for (term, weight) in &own {
-                if same_domain(&term.topology_key) && term.matches(placed) {
-                    score += weight;
+        // (topology key, value) → weight for every node in that domain.
+        let mut domains: BTreeMap<(String, String), i64> = BTreeMap::new();
+        let mut add = |placed_on: &NodeInfo, key: &str, weight: i64| {
+            if let Some(value) = placed_on.labels().get(key) {
+                *domains.entry((key.to_string(), value.clone())).or_default() += weight;
+            }
+        };
+        if !own.is_empty() {
+            for (placed_on, placed) in snapshot.pods() {
+                for (term, weight) in &own {
+                    if term.matches(placed) {
+                        add(placed_on, &term.topology_key, *weight);
+                    }
                 }
             }
+        }
+        for (placed_on, placed) in snapshot.pods_with_affinity() {
             let (required, preferred) = affinity(placed);
             let mut theirs: Vec<(Term, i64)> =
                 required.iter().map(|t| (Term::new(placed, t), HARD_POD_AFFINITY_WEIGHT)).collect();
             theirs.extend(weighted(preferred, placed, 1));
             theirs.extend(weighted(anti_affinity(placed).1, placed, -1));
             for (term, weight) in theirs {
-                if same_domain(&term.topology_key) && term.matches(pod) {
-                    score += weight;
+                if term.matches(pod) {
+                    add(placed_on, &term.topology_key, weight);
                 }
             }
         }
-        score
+        nodes
+            .iter()
+            .map(|node| {
+                domains
+                    .iter()
+                    .filter(|((key, value), _)| node.labels().get(key) == Some(value))
+                    .map(|(_, weight)| weight)
+                    .sum()
+            })
+            .collect()
     }
 
     /// Linear from the lowest (0) to the highest (MAX_SCORE); all equal gives 0.
@@ -184,7 +205,7 @@ fn violates_anti_affinity(terms: &[Term], node: &NodeInfo, snapshot: &Snapshot) 
 
 /// Some placed pod has a required anti-affinity term matching `pod`, and `node` is in its domain.
 fn violates_existing_anti_affinity(pod: &Pod, node: &NodeInfo, snapshot: &Snapshot) -> bool {
-    snapshot.pods().any(|(placed_on, placed)| {
+    snapshot.pods_with_affinity().any(|(placed_on, placed)| {
         anti_affinity(placed).0.iter().any(|term| {
             let value = placed_on.labels().get(&term.topology_key);
             value.is_some() && node.labels().get(&term.topology_key) == value && Term::new(placed, term).matches(pod)

@@ -110,6 +110,55 @@ impl ScorePlugin for PodTopologySpread {
         (score.round() as i64).max(0)
     }
 
+    /// The same as scoring each node, with what does not depend on the node (the candidate
+    /// nodes, each domain's matching pods) worked out once.
+    fn score_all(&self, pod: &Pod, nodes: &[&NodeInfo], snapshot: &Snapshot) -> Vec<i64> {
+        let constraints = constraints(pod, SCHEDULE_ANYWAY);
+        if constraints.is_empty() {
+            return vec![0; nodes.len()];
+        }
+        let require_all = declared(pod);
+        let has_all_keys = |n: &NodeInfo| !require_all || constraints.iter().all(|c| c.domain(n).is_some());
+        let candidates: Vec<&NodeInfo> =
+            snapshot.nodes.iter().filter(|n| required_matches(pod, n) && has_all_keys(n)).collect();
+        // Per constraint: matching pods per domain, and how many domains the candidates span.
+        let counted: Vec<(BTreeMap<&str, usize>, usize)> = constraints
+            .iter()
+            .map(|c| {
+                if c.topology_key == HOSTNAME {
+                    return (BTreeMap::new(), candidates.len());
+                }
+                let mut per_domain: BTreeMap<&str, usize> = BTreeMap::new();
+                for n in snapshot.nodes.iter().filter(|n| has_all_keys(n) && c.counts_node(pod, n)) {
+                    if let Some(value) = c.domain(n) {
+                        *per_domain.entry(value).or_default() += c.matching_pods(pod, n);
+                    }
+                }
+                let values: BTreeSet<&str> = candidates.iter().map(|n| c.domain(n).unwrap_or("")).collect();
+                (per_domain, values.len())
+            })
+            .collect();
+        nodes
+            .iter()
+            .map(|node| {
+                if !has_all_keys(node) {
+                    return IGNORED;
+                }
+                let mut score = 0.0;
+                for (c, (per_domain, domains)) in constraints.iter().zip(&counted) {
+                    let Some(value) = c.domain(node) else { continue };
+                    let count = if c.topology_key == HOSTNAME {
+                        c.matching_pods(pod, node)
+                    } else {
+                        per_domain.get(value).copied().unwrap_or(0)
+                    };
+                    score += count as f64 * ((domains + 2) as f64).ln() + (c.max_skew - 1) as f64;
+                }
+                (score.round() as i64).max(0)
+            })
+            .collect()
+    }
+
     /// The fewest matching pods get MAX_SCORE; a node missing a key gets 0.
     fn normalize(&self, scores: &mut [i64]) {
         let valid = || scores.iter().copied().filter(|&s| s != IGNORED);

@@ -179,7 +179,7 @@ pub(crate) fn snapshot(nodes: Vec<(Node, Vec<Pod>)>) -> Snapshot {
             info
         })
         .collect();
-    Snapshot { nodes }
+    Snapshot::new(nodes)
 }
 
 /// `plugin`'s verdict for `pod` on the node named `node`.
@@ -190,7 +190,10 @@ pub(crate) fn filter(plugin: &dyn FilterPlugin, pod: &Pod, snapshot: &Snapshot, 
 
 /// `plugin`'s normalized scores for `pod` on every node of `snapshot`, in order.
 pub(crate) fn scores(plugin: &dyn ScorePlugin, pod: &Pod, snapshot: &Snapshot) -> Vec<i64> {
-    let mut scores: Vec<i64> = snapshot.nodes.iter().map(|n| plugin.score(pod, n, snapshot)).collect();
+    let nodes: Vec<&NodeInfo> = snapshot.nodes.iter().collect();
+    let mut scores = plugin.score_all(pod, &nodes, snapshot);
+    let one_by_one: Vec<i64> = nodes.iter().map(|n| plugin.score(pod, n, snapshot)).collect();
+    assert_eq!(scores, one_by_one, "{}: scoring all nodes at once differs from one at a time", plugin.name());
     plugin.normalize(&mut scores);
     assert!(
         scores.iter().all(|s| (0..=MAX_SCORE).contains(s)),

@@ -180,9 +180,7 @@ fn replicas_of_a_replica_set_land_on_different_nodes() {
             let replica = PodBuilder::new(&format!("web-{r}")).label("app", "web").owner("rs-1").build();
             let node = schedule(&replica, &snapshot, &filters, &scorers).expect("room for every replica");
             assert!(placed.insert(node.clone()), "replica {r} of {nodes} joined another on {node}");
-            if let Some(info) = snapshot.nodes.iter_mut().find(|n| n.name() == node) {
-                info.add_pod(replica);
-            }
+            snapshot.add_pod(&node, replica);
         }
     }
 }
