@@ -9,10 +9,10 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use super::Changes;
 use crate::objects::{ListOptions, Objects, PatchKind, Subresource, Target, WriteOptions};
 use crate::status::ApiError;
 
@@ -64,22 +64,30 @@ fn nodes() -> &'static wasmkube_api::Kind {
 
 /// Runs until `cancel` fires.
 pub async fn run(objects: Objects, cidr: ClusterCidr, cancel: CancellationToken) {
-    let prefix = nodes().key_prefix();
-    let mut changes = objects.store().watch(&prefix, objects.store().revision());
+    // Only a node without a podCIDR needs a pass; heartbeats and other node writes do not (a
+    // pass reads every node, which in a large cluster is too much to do per status post).
+    let mut changes = Changes::filtered(&objects, vec![nodes().key_prefix()], |event| {
+        event.value.as_ref().is_some_and(|bytes| {
+            let node: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+            node.pointer("/spec/podCIDR").and_then(Value::as_str).is_none_or(str::is_empty)
+        })
+    });
     loop {
-        if let Err(e) = assign_all(&objects, &cidr).await {
-            tracing::warn!(error = %e, "node IPAM pass failed");
-        }
+        let failed = match assign_all(&objects, &cidr).await {
+            Ok(()) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "node IPAM pass failed");
+                true
+            }
+        };
         tokio::select! {
             _ = cancel.cancelled() => return,
-            change = changes.next() => {
-                if change.is_none_or(|c| c.is_err()) {
-                    changes = objects.store().watch(&prefix, objects.store().revision());
-                }
-            }
+            _ = changes.next() => {}
             // A failed pass is retried even without a new event.
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)), if failed => {}
         }
+        // Nodes registering together get their blocks in one pass.
+        changes.settle(Duration::from_millis(20)).await;
     }
 }
 

@@ -21,6 +21,8 @@ pub mod eviction;
 pub mod health;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -49,6 +51,8 @@ pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(40);
 const BATCH: Duration = Duration::from_millis(20);
 /// How soon a failed pass is tried again.
 const RETRY: Duration = Duration::from_secs(1);
+/// The longest time between passes (Kubernetes' `--node-monitor-period` default).
+pub const MONITOR_PERIOD: Duration = Duration::from_secs(5);
 
 fn kind(group: &str, resource: &str) -> &'static Kind {
     wasmkube_api::kinds::by_resource(group, "v1", resource).expect("built-in kinds are registered")
@@ -74,37 +78,45 @@ struct NodeLifecycle {
     first_seen: BTreeMap<(String, String), Timestamp>,
 }
 
-/// Runs until `cancel` fires. Passes run on any change to nodes, node Leases or pods, and at the
-/// next moment something falls due without one (a node going stale, a toleration running out).
+/// Runs until `cancel` fires. Passes run when a node arrives, goes or changes beyond its status,
+/// when a pod arrives, moves or goes while some node has a NoExecute taint, at the next moment
+/// something falls due (a node going stale, a toleration running out), and at least every
+/// [`MONITOR_PERIOD`]. Heartbeats (Lease renewals, status posts) start no pass of their own: they
+/// only matter when a node's deadline comes, or for a lost node that is back, which the monitor
+/// period notices. So the cost of a cluster's heartbeats does not grow with its node count
+/// times its pass cost.
 pub async fn run(objects: Objects, events: Recorder, grace_period: Duration, cancel: CancellationToken) {
-    let prefixes = vec![
-        kind("", "nodes").key_prefix(),
-        format!("{}{LEASE_NAMESPACE}/", kind("coordination.k8s.io", "leases").key_prefix()),
-        kind("", "pods").key_prefix(),
-    ];
-    // Node and Lease heartbeats all count; pods only when they arrive, move or go.
+    let prefixes = vec![kind("", "nodes").key_prefix(), kind("", "pods").key_prefix()];
     let pods = kind("", "pods").key_prefix();
-    let mut changes = Changes::filtered(&objects, prefixes, move |e| !e.key.starts_with(&pods) || beyond_status(e));
+    let tainted = Arc::new(AtomicBool::new(true));
+    let any_tainted = tainted.clone();
+    let mut changes = Changes::filtered(&objects, prefixes, move |e| {
+        beyond_status(e) && (!e.key.starts_with(&pods) || any_tainted.load(Ordering::Relaxed))
+    });
     let grace = SignedDuration::try_from(grace_period).unwrap_or(SignedDuration::from_secs(40));
     let events = events.for_component(COMPONENT);
     let mut controller = NodeLifecycle { objects, events, grace, probes: BTreeMap::new(), first_seen: BTreeMap::new() };
     loop {
         let now = Timestamp::now();
         let wait = match controller.pass(now).await {
-            Ok(next) => next.map(|at| {
-                // Wake just after the deadline, never spin.
-                let ahead = Duration::try_from(at.duration_since(now)).unwrap_or_default();
-                (ahead + Duration::from_millis(5)).max(Duration::from_millis(10))
-            }),
+            Ok((next, any_no_execute)) => {
+                tainted.store(any_no_execute, Ordering::Relaxed);
+                next.map(|at| {
+                    // Wake just after the deadline, never spin.
+                    let ahead = Duration::try_from(at.duration_since(now)).unwrap_or_default();
+                    (ahead + Duration::from_millis(5)).max(Duration::from_millis(10))
+                })
+            }
             Err(e) => {
                 tracing::warn!(error = %describe(&e), "node lifecycle pass failed");
                 Some(RETRY)
             }
         };
+        let wait = wait.unwrap_or(MONITOR_PERIOD).min(MONITOR_PERIOD);
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = changes.next() => {}
-            _ = tokio::time::sleep(wait.unwrap_or(RETRY)), if wait.is_some() => {}
+            _ = tokio::time::sleep(wait) => {}
         }
         changes.settle(BATCH).await;
     }
@@ -123,8 +135,9 @@ fn is_race(e: &ApiError) -> bool {
 }
 
 impl NodeLifecycle {
-    /// Syncs every node, then evicts; returns when to look again without a change.
-    async fn pass(&mut self, now: Timestamp) -> Result<Option<Timestamp>, ApiError> {
+    /// Syncs every node, then evicts; returns when to look again without a change, and whether
+    /// some node has a NoExecute taint (so pods arriving matter).
+    async fn pass(&mut self, now: Timestamp) -> Result<(Option<Timestamp>, bool), ApiError> {
         let nodes: Vec<Node> = list_typed(&self.objects, kind("", "nodes"), None).await?;
         let leases: Vec<Lease> =
             list_typed(&self.objects, kind("coordination.k8s.io", "leases"), Some(LEASE_NAMESPACE)).await?;
@@ -159,7 +172,7 @@ impl NodeLifecycle {
             tainted.iter().flat_map(|s| s.no_execute.iter().map(|(t, _)| (s.name.clone(), t.key.clone()))).collect();
         self.first_seen.retain(|k, _| held.contains(k));
         if tainted.is_empty() {
-            return Ok(next);
+            return Ok((next, false));
         }
         let pods: Vec<Pod> = list_typed(&self.objects, kind("", "pods"), None).await?;
         for node in &tainted {
@@ -169,7 +182,7 @@ impl NodeLifecycle {
                 next = earliest(next, self.evict_if_due(pod, node, now).await);
             }
         }
-        Ok(next)
+        Ok((next, true))
     }
 
     /// Updates one node's conditions and lifecycle taint from its heartbeats.
