@@ -8,6 +8,7 @@
 //! as tables of cases and properties.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use wasmkube_api::quantity::{cpu_millicores, memory_bytes};
@@ -80,11 +81,12 @@ impl Resources {
     }
 }
 
-/// One node and the (non-terminal) pods bound to it.
+/// One node and the (non-terminal) pods bound to it. Node and pods are shared with the
+/// scheduler's cache (a pass's snapshot copies pointers, not objects).
 #[derive(Debug, Clone)]
 pub struct NodeInfo {
-    pub node: Node,
-    pub pods: Vec<Pod>,
+    pub node: Arc<Node>,
+    pub pods: Vec<Arc<Pod>>,
     /// The sum of the bound pods' requests (as in [`Resources::requested_by`]).
     pub requested: Resources,
     /// The same with scoring defaults ([`Resources::requested_for_scoring`]).
@@ -93,7 +95,8 @@ pub struct NodeInfo {
 }
 
 impl NodeInfo {
-    pub fn new(node: Node) -> Self {
+    pub fn new(node: impl Into<Arc<Node>>) -> Self {
+        let node = node.into();
         let allocatable = Resources::allocatable(&node);
         Self {
             node,
@@ -114,7 +117,8 @@ impl NodeInfo {
     }
 
     /// Counts a pod as bound here (also used for the pods this pass has just placed).
-    pub fn add_pod(&mut self, pod: Pod) {
+    pub fn add_pod(&mut self, pod: impl Into<Arc<Pod>>) {
+        let pod = pod.into();
         self.requested.add(&Resources::requested_by(&pod));
         self.requested_for_scoring.add(&Resources::requested_for_scoring(&pod));
         self.pods.push(pod);
@@ -157,7 +161,8 @@ impl Snapshot {
     }
 
     /// Counts `pod` as bound to the node named `node` (a pod this pass has just placed).
-    pub fn add_pod(&mut self, node: &str, pod: Pod) {
+    pub fn add_pod(&mut self, node: &str, pod: impl Into<Arc<Pod>>) {
+        let pod = pod.into();
         let Some(n) = self.nodes.iter().position(|info| info.name() == node) else { return };
         if has_pod_affinity(&pod) {
             self.with_affinity.push((n, self.nodes[n].pods.len()));
@@ -167,12 +172,12 @@ impl Snapshot {
 
     /// Every bound pod with the node it is on.
     pub fn pods(&self) -> impl Iterator<Item = (&NodeInfo, &Pod)> {
-        self.nodes.iter().flat_map(|n| n.pods.iter().map(move |p| (n, p)))
+        self.nodes.iter().flat_map(|n| n.pods.iter().map(move |p| (n, p.as_ref())))
     }
 
     /// The bound pods that declare pod affinity or anti-affinity, with their nodes.
     pub fn pods_with_affinity(&self) -> impl Iterator<Item = (&NodeInfo, &Pod)> {
-        self.with_affinity.iter().map(|&(n, p)| (&self.nodes[n], &self.nodes[n].pods[p]))
+        self.with_affinity.iter().map(|&(n, p)| (&self.nodes[n], self.nodes[n].pods[p].as_ref()))
     }
 }
 

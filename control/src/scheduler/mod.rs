@@ -142,8 +142,8 @@ pub async fn run(objects: Objects, events: Recorder, scheduler: Scheduler, cance
 
 /// Pods and nodes as the store has them, kept up to date from its watch.
 struct Cache {
-    pods: HashMap<String, Pod>,
-    nodes: HashMap<String, Node>,
+    pods: HashMap<String, Arc<Pod>>,
+    nodes: HashMap<String, Arc<Node>>,
     /// Pods this scheduler bound whose binding the watch has not delivered yet, and their node
     /// (Kubernetes' "assumed" pods): counted on that node, so the next pass does not place
     /// another pod into room that is already taken.
@@ -175,13 +175,13 @@ impl Cache {
             .await?
             .into_iter()
             .filter_map(|p| serde_json::from_value::<Pod>(p).ok())
-            .map(|p| (key(kind("pods"), &p.metadata), p))
+            .map(|p| (key(kind("pods"), &p.metadata), Arc::new(p)))
             .collect();
         let nodes = list("nodes")
             .await?
             .into_iter()
             .filter_map(|n| serde_json::from_value::<Node>(n).ok())
-            .map(|n| (key(kind("nodes"), &n.metadata), n))
+            .map(|n| (key(kind("nodes"), &n.metadata), Arc::new(n)))
             .collect();
         Ok((Self { pods, nodes, assumed: HashMap::new() }, changes))
     }
@@ -201,7 +201,7 @@ impl Cache {
                     if !unscheduled(&pod) {
                         self.assumed.remove(&event.key);
                     }
-                    self.pods.insert(event.key.clone(), pod);
+                    self.pods.insert(event.key.clone(), Arc::new(pod));
                 }
             }
             (true, None) => {
@@ -210,7 +210,7 @@ impl Cache {
             }
             (false, Some(object)) => {
                 if let Ok(node) = serde_json::from_value::<Node>(object) {
-                    self.nodes.insert(event.key.clone(), node);
+                    self.nodes.insert(event.key.clone(), Arc::new(node));
                 }
             }
             (false, None) => {
@@ -221,7 +221,7 @@ impl Cache {
     }
 
     /// Nodes (sorted by name) with their bound, non-terminal pods, and the pods waiting for a node.
-    fn snapshot(&self) -> (Snapshot, Vec<Pod>) {
+    fn snapshot(&self) -> (Snapshot, Vec<Arc<Pod>>) {
         let mut nodes: Vec<NodeInfo> = self.nodes.values().cloned().map(NodeInfo::new).collect();
         nodes.sort_by(|a, b| a.name().cmp(b.name()));
         let index: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.name().to_string(), i)).collect();

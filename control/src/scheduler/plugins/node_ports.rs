@@ -17,7 +17,7 @@ impl FilterPlugin for NodePorts {
         if wanted.is_empty() {
             return Fit::Fits;
         }
-        let used: Vec<HostPort> = node.pods.iter().flat_map(host_ports).collect();
+        let used: Vec<HostPort> = node.pods.iter().flat_map(|p| host_ports(p)).collect();
         if wanted.iter().any(|w| used.iter().any(|u| w.conflicts_with(u))) {
             Fit::no("node(s) didn't have free ports for the requested pod ports")
         } else {

@@ -14,6 +14,7 @@
 //! over nodes regardless.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -225,7 +226,7 @@ impl Constraint {
         }
         let namespace = pod_namespace(pod);
         let counted =
-            |p: &&Pod| p.metadata.deletion_timestamp.is_none() && pod_namespace(p) == namespace && self.selects(p);
+            |p: &&Arc<Pod>| p.metadata.deletion_timestamp.is_none() && pod_namespace(p) == namespace && self.selects(p);
         node.pods.iter().filter(counted).count()
     }
 }
