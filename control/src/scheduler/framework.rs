@@ -8,9 +8,9 @@
 //! as tables of cases and properties.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use wasmkube_api::quantity::{cpu_millicores, memory_bytes};
 
 /// CPU, memory and pod count: what pods request and nodes offer.
@@ -92,6 +92,9 @@ pub struct NodeInfo {
     /// The same with scoring defaults ([`Resources::requested_for_scoring`]).
     pub requested_for_scoring: Resources,
     pub allocatable: Resources,
+    /// The node's taints with the one its Ready condition implies, worked out on first use by
+    /// the taint plugins (every pod's search asks for them).
+    pub(crate) effective_taints: OnceLock<Vec<Taint>>,
 }
 
 impl NodeInfo {
@@ -104,6 +107,7 @@ impl NodeInfo {
             requested: Resources::default(),
             requested_for_scoring: Resources::default(),
             allocatable,
+            effective_taints: OnceLock::new(),
         }
     }
 

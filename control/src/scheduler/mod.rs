@@ -143,7 +143,8 @@ pub async fn run(objects: Objects, events: Recorder, scheduler: Scheduler, cance
 /// Pods and nodes as the store has them, kept up to date from its watch.
 struct Cache {
     pods: HashMap<String, Arc<Pod>>,
-    nodes: HashMap<String, Arc<Node>>,
+    /// Each node without pods: a pass's snapshot starts from clones of these.
+    nodes: HashMap<String, NodeInfo>,
     /// Pods this scheduler bound whose binding the watch has not delivered yet, and their node
     /// (Kubernetes' "assumed" pods): counted on that node, so the next pass does not place
     /// another pod into room that is already taken.
@@ -181,7 +182,7 @@ impl Cache {
             .await?
             .into_iter()
             .filter_map(|n| serde_json::from_value::<Node>(n).ok())
-            .map(|n| (key(kind("nodes"), &n.metadata), Arc::new(n)))
+            .map(|n| (key(kind("nodes"), &n.metadata), NodeInfo::new(n)))
             .collect();
         Ok((Self { pods, nodes, assumed: HashMap::new() }, changes))
     }
@@ -210,7 +211,7 @@ impl Cache {
             }
             (false, Some(object)) => {
                 if let Ok(node) = serde_json::from_value::<Node>(object) {
-                    self.nodes.insert(event.key.clone(), Arc::new(node));
+                    self.nodes.insert(event.key.clone(), NodeInfo::new(node));
                 }
             }
             (false, None) => {
@@ -222,7 +223,7 @@ impl Cache {
 
     /// Nodes (sorted by name) with their bound, non-terminal pods, and the pods waiting for a node.
     fn snapshot(&self) -> (Snapshot, Vec<Arc<Pod>>) {
-        let mut nodes: Vec<NodeInfo> = self.nodes.values().cloned().map(NodeInfo::new).collect();
+        let mut nodes: Vec<NodeInfo> = self.nodes.values().cloned().collect();
         nodes.sort_by(|a, b| a.name().cmp(b.name()));
         let index: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.name().to_string(), i)).collect();
         let mut queue = Vec::new();

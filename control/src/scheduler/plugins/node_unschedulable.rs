@@ -17,6 +17,9 @@ impl FilterPlugin for NodeUnschedulable {
 
     fn filter(&self, pod: &Pod, node: &NodeInfo, _: &Snapshot) -> Fit {
         let cordoned = node.node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
+        if !cordoned {
+            return Fit::Fits;
+        }
         let taint = Taint {
             key: "node.kubernetes.io/unschedulable".to_string(),
             effect: "NoSchedule".to_string(),

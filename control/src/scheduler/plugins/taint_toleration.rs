@@ -98,7 +98,11 @@ pub(crate) fn first_untolerated(pod: &Pod, node: &NodeInfo) -> Option<Taint> {
 /// The node's taints plus the one its Ready condition implies (see the module docs). A node that
 /// has not reported a Ready condition yet is taken as ready: it was registered by hand (or the
 /// agent has not posted status), which Kubernetes would not taint until a grace period passed.
-pub(crate) fn taints(node: &NodeInfo) -> Cow<'_, [Taint]> {
+pub(crate) fn taints(node: &NodeInfo) -> &[Taint] {
+    node.effective_taints.get_or_init(|| effective_taints(node).into_owned())
+}
+
+fn effective_taints(node: &NodeInfo) -> Cow<'_, [Taint]> {
     let spec = node.node.spec.as_ref().and_then(|s| s.taints.as_deref()).unwrap_or_default();
     let ready = node
         .node
