@@ -22,6 +22,12 @@ pod-bench BENCH *ARGS: samples
     cargo build --release -p wasmkube -p wasmkube-bench
     target/release/pod-bench {{BENCH}} {{ARGS}}
 
+# Scheduler throughput and the control plane's envelope with hollow nodes:
+# `just sched-bench throughput|envelope [FLAGS]` (see docs/benchmarks.md)
+sched-bench BENCH *ARGS:
+    cargo build --release -p wasmkube -p wasmkube-bench
+    target/release/sched-bench {{BENCH}} {{ARGS}}
+
 # Formatting and lints, as CI runs them
 lint:
     cargo fmt --all -- --check

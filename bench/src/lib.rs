@@ -3,8 +3,10 @@
 //! processes ([`servers`]), what `/proc` says about them ([`process`]), the machine's facts
 //! ([`machine`]) and the numbers and JSON file every report has ([`summary`]).
 //!
-//! The binaries are `store-bench` (`src/main.rs`: durable writes against etcd) and `pod-bench`
-//! (`src/pod/main.rs`: pod start latency, pod density, and HTTP serving against `wasmtime serve`).
+//! The binaries are `store-bench` (`src/main.rs`: durable writes against etcd), `pod-bench`
+//! (`src/pod/main.rs`: pod start latency, pod density, and HTTP serving against `wasmtime serve`)
+//! and `sched-bench` (`src/sched/main.rs`: scheduler throughput and the control plane's envelope,
+//! with hollow nodes).
 
 pub mod connection;
 pub mod load;

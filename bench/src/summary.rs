@@ -1,4 +1,5 @@
-//! What every benchmark reports the same way: latency percentiles, rounding, and the JSON file.
+//! What every benchmark reports the same way: latency percentiles, failed requests, rounding, and
+//! the JSON file.
 
 use std::path::Path;
 use std::time::Duration;
@@ -33,6 +34,33 @@ impl Latency {
     pub fn of_unsorted(mut latencies: Vec<Duration>) -> Self {
         latencies.sort_unstable();
         Self::of(&latencies)
+    }
+}
+
+/// Requests that failed, with the first few distinct messages. Failures are counted, never retried
+/// into successes.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Failures {
+    pub count: u64,
+    pub examples: Vec<String>,
+}
+
+impl Failures {
+    pub fn record(&mut self, message: String) {
+        self.count += 1;
+        if self.examples.len() < 3 && !self.examples.contains(&message) {
+            self.examples.push(message);
+        }
+    }
+
+    /// Adds `other`'s count, and its examples while there is room.
+    pub fn merge(&mut self, other: Failures) {
+        self.count += other.count;
+        for message in other.examples {
+            if self.examples.len() < 3 && !self.examples.contains(&message) {
+                self.examples.push(message);
+            }
+        }
     }
 }
 

@@ -14,9 +14,9 @@ use http_body_util::Full;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use serde::Serialize;
 use wasmkube_bench::connection::Endpoint;
 use wasmkube_bench::servers::Servers;
+pub use wasmkube_bench::summary::Failures;
 
 use crate::watch::PodWatch;
 
@@ -124,22 +124,6 @@ pub struct Created {
     pub sent: Instant,
     /// When its `201 Created` had been read.
     pub answered: Instant,
-}
-
-/// Requests that failed, with the first few messages.
-#[derive(Debug, Default, Serialize)]
-pub struct Failures {
-    pub count: u64,
-    pub examples: Vec<String>,
-}
-
-impl Failures {
-    pub fn record(&mut self, message: String) {
-        self.count += 1;
-        if self.examples.len() < 3 && !self.examples.contains(&message) {
-            self.examples.push(message);
-        }
-    }
 }
 
 /// Creates a hello pod per name at `pace`; failed creates are counted, not retried.
