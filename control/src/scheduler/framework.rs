@@ -123,9 +123,30 @@ impl NodeInfo {
     /// Counts a pod as bound here (also used for the pods this pass has just placed).
     pub fn add_pod(&mut self, pod: impl Into<Arc<Pod>>) {
         let pod = pod.into();
-        self.requested.add(&Resources::requested_by(&pod));
-        self.requested_for_scoring.add(&Resources::requested_for_scoring(&pod));
+        let requests = Requests::of(&pod);
+        self.add_pod_with(pod, requests);
+    }
+
+    /// [`NodeInfo::add_pod`] with the pod's requests already worked out (the scheduler's cache
+    /// keeps them, so a snapshot does not parse every pod's quantities again).
+    pub fn add_pod_with(&mut self, pod: Arc<Pod>, requests: Requests) {
+        self.requested.add(&requests.requested);
+        self.requested_for_scoring.add(&requests.for_scoring);
         self.pods.push(pod);
+    }
+}
+
+/// A pod's requests, as filtering ([`Resources::requested_by`]) and scoring
+/// ([`Resources::requested_for_scoring`]) count them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Requests {
+    pub requested: Resources,
+    pub for_scoring: Resources,
+}
+
+impl Requests {
+    pub fn of(pod: &Pod) -> Self {
+        Self { requested: Resources::requested_by(pod), for_scoring: Resources::requested_for_scoring(pod) }
     }
 }
 

@@ -33,7 +33,7 @@ use crate::events::Recorder;
 use crate::objects::{ListOptions, Objects, PatchKind, Subresource, Target, WriteOptions};
 use crate::status::ApiError;
 use crate::store::{Event, EventStream};
-use framework::{FilterPlugin, NodeInfo, ScorePlugin, Snapshot};
+use framework::{FilterPlugin, NodeInfo, Requests, ScorePlugin, Snapshot};
 
 /// The `schedulerName` pods get by default, and the name events are reported under.
 pub const SCHEDULER_NAME: &str = "default-scheduler";
@@ -142,7 +142,8 @@ pub async fn run(objects: Objects, events: Recorder, scheduler: Scheduler, cance
 
 /// Pods and nodes as the store has them, kept up to date from its watch.
 struct Cache {
-    pods: HashMap<String, Arc<Pod>>,
+    /// Every pod with its requests (parsed once, when the pod arrives or changes).
+    pods: HashMap<String, (Arc<Pod>, Requests)>,
     /// Each node without pods: a pass's snapshot starts from clones of these.
     nodes: HashMap<String, NodeInfo>,
     /// Pods this scheduler bound whose binding the watch has not delivered yet, and their node
@@ -176,7 +177,8 @@ impl Cache {
             .await?
             .into_iter()
             .filter_map(|p| serde_json::from_value::<Pod>(p).ok())
-            .map(|p| (key(kind("pods"), &p.metadata), Arc::new(p)))
+            .map(|p| (key(kind("pods"), &p.metadata), (Requests::of(&p), Arc::new(p))))
+            .map(|(key, (requests, pod))| (key, (pod, requests)))
             .collect();
         let nodes = list("nodes")
             .await?
@@ -202,7 +204,8 @@ impl Cache {
                     if !unscheduled(&pod) {
                         self.assumed.remove(&event.key);
                     }
-                    self.pods.insert(event.key.clone(), Arc::new(pod));
+                    let requests = Requests::of(&pod);
+                    self.pods.insert(event.key.clone(), (Arc::new(pod), requests));
                 }
             }
             (true, None) => {
@@ -227,7 +230,7 @@ impl Cache {
         nodes.sort_by(|a, b| a.name().cmp(b.name()));
         let index: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.name().to_string(), i)).collect();
         let mut queue = Vec::new();
-        for (key, pod) in &self.pods {
+        for (key, (pod, requests)) in &self.pods {
             let assumed = self.assumed.get(key);
             if unscheduled(pod) && assumed.is_none() {
                 queue.push(pod.clone());
@@ -239,7 +242,7 @@ impl Cache {
             let node = assumed.map(String::as_str);
             let node = node.or(pod.spec.as_ref().and_then(|s| s.node_name.as_deref())).unwrap_or_default();
             if let Some(i) = index.get(node) {
-                nodes[*i].add_pod(pod.clone());
+                nodes[*i].add_pod_with(pod.clone(), *requests);
             }
         }
         (Snapshot::new(nodes), queue)
