@@ -50,7 +50,7 @@ pub async fn run(objects: Objects, cancel: CancellationToken) {
     ]
     .map(|k| k.key_prefix())
     .to_vec();
-    let mut changes = Changes::new(&objects, prefixes);
+    let mut changes = Changes::filtered(&objects, prefixes, matters);
     loop {
         let waiting = match sync_all(&objects).await {
             Ok(waiting) => waiting,
@@ -66,6 +66,29 @@ pub async fn run(objects: Objects, cancel: CancellationToken) {
         }
         changes.settle(BATCH).await;
     }
+}
+
+/// Whether a store event can change some budget's status: a budget changing; a pod or controller
+/// arriving or going; or a change to what a budget reads of it (a pod's labels, owners, deletion
+/// mark and readiness; a controller's owners and replicas). Most writes in a busy cluster are pod
+/// status reports that change none of these, and a pass reads every pod.
+fn matters(event: &crate::store::Event) -> bool {
+    if event.key.starts_with(&budgets_kind().key_prefix()) {
+        return true;
+    }
+    let (Some(new), Some(prev)) = (&event.value, &event.prev) else { return true };
+    let read = |bytes: &[u8]| {
+        let object: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+        let field = |path: &str| object.pointer(path).cloned();
+        [
+            field("/metadata/labels"),
+            field("/metadata/ownerReferences"),
+            field("/metadata/deletionTimestamp"),
+            field("/spec/replicas"),
+            Some(Value::Bool(is_ready(&object))),
+        ]
+    };
+    read(new) != read(&prev.value)
 }
 
 fn items(list: Value) -> Vec<Value> {
@@ -376,6 +399,35 @@ mod tests {
         let refs: Vec<&Value> = deleting.iter().collect();
         let status = budget(&budget_object, &refs, &Scales::default(), now);
         assert!(status.get("disruptedPods").is_none(), "a deleting pod's entry is done");
+    }
+
+    #[test]
+    fn only_changes_a_budget_reads_start_a_pass() {
+        use crate::store::{Event, KeyValue};
+        let pods = kind("", "v1", "pods").key_prefix();
+        let event = |key: &str, prev: Option<&Value>, new: Option<&Value>| Event {
+            revision: 2,
+            key: key.to_string(),
+            value: new.map(|v| serde_json::to_vec(v).expect("json")),
+            prev: prev.map(|v| KeyValue {
+                key: key.to_string(),
+                value: serde_json::to_vec(v).expect("json"),
+                mod_revision: 1,
+            }),
+        };
+        let key = format!("{pods}default/a");
+        let running = pod("a", true, None);
+        let mut reported = running.clone();
+        reported["status"]["podIP"] = json!("10.0.0.1");
+        assert!(!matters(&event(&key, Some(&running), Some(&reported))), "a status report");
+        assert!(matters(&event(&key, Some(&running), Some(&pod("a", false, None)))), "readiness");
+        let mut relabelled = running.clone();
+        relabelled["metadata"]["labels"] = json!({"app": "other"});
+        assert!(matters(&event(&key, Some(&running), Some(&relabelled))), "labels");
+        assert!(matters(&event(&key, None, Some(&running))), "a new pod");
+        assert!(matters(&event(&key, Some(&running), None)), "a pod gone");
+        let budget = format!("{}default/web", budgets_kind().key_prefix());
+        assert!(matters(&event(&budget, Some(&json!({})), Some(&json!({"status": {}})))), "budgets always");
     }
 
     #[test]
