@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use wasmkube_api::Kind;
@@ -205,7 +206,7 @@ fn controller_of(object: &Value) -> Option<(&str, &str)> {
     })
 }
 
-fn is_ready(pod: &Value) -> bool {
+pub(crate) fn is_ready(pod: &Value) -> bool {
     pod.pointer("/status/conditions").and_then(Value::as_array).into_iter().flatten().any(|c| {
         c.get("type").and_then(Value::as_str) == Some("Ready")
             && c.get("status").and_then(Value::as_str) == Some("True")
@@ -215,14 +216,9 @@ fn is_ready(pod: &Value) -> bool {
 /// An IntOrString budget field against `expected` pods: a number as is, a percentage rounded up
 /// (as Kubernetes rounds both minAvailable and maxUnavailable percentages).
 fn resolve(value: &Value, expected: i64) -> Option<i64> {
-    match value {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => {
-            let percent: i64 = s.strip_suffix('%')?.parse().ok()?;
-            Some((percent * expected + 99) / 100)
-        }
-        _ => None,
-    }
+    let value: IntOrString = serde_json::from_value(value.clone()).ok()?;
+    let expected = i32::try_from(expected).ok()?;
+    super::deployment::rollout::scaled_value(&value, expected, true).ok().map(i64::from)
 }
 
 /// The budget's status now: its pods in `pods` (already the budget's namespace), the

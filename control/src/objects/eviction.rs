@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use wasmkube_api::selector::LabelSelector;
 
 use super::{DeleteOptions, ListOptions, Objects, Subresource, Target, WriteOptions};
-use crate::controller::disruption::budgets_kind;
+use crate::controller::disruption::{budgets_kind, is_ready};
 use crate::status::ApiError;
 
 /// How often a lost race on the budget's status is retried before the client is told to retry.
@@ -106,11 +106,7 @@ impl Objects {
         if pdb.pointer("/status/observedGeneration").and_then(Value::as_i64).unwrap_or(0) < generation {
             return Err(refused(format!("The disruption budget {pdb_name} is still being processed by the server.")));
         }
-        let ready = pod.pointer("/status/conditions").and_then(Value::as_array).into_iter().flatten().any(|c| {
-            c.get("type").and_then(Value::as_str) == Some("Ready")
-                && c.get("status").and_then(Value::as_str) == Some("True")
-        });
-        if !ready {
+        if !is_ready(pod) {
             let policy = pdb.pointer("/spec/unhealthyPodEvictionPolicy").and_then(Value::as_str);
             let (healthy, desired) = (number("currentHealthy"), number("desiredHealthy"));
             if policy == Some("AlwaysAllow") || (healthy >= desired && desired > 0) {
