@@ -19,6 +19,11 @@
 //! error or Ctrl-C too. Start reading at [`cluster`]; `docs/benchmarks.md` has what each
 //! subcommand measures and how to reproduce it.
 
+/// The allocator `wasmkube` uses, so `backlog` measures the scheduler as the server runs it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+mod backlog;
 mod cluster;
 mod envelope;
 mod hollow;
@@ -57,6 +62,8 @@ struct Args {
 enum Bench {
     /// Pods scheduled per second when M pods arrive at once on N hollow nodes.
     Throughput(throughput::Options),
+    /// The scheduler alone, in this process: pods/s decided and durably bound from a backlog.
+    Backlog(backlog::Options),
     /// Mutating API latency and server memory with N hollow nodes and M pods held.
     Envelope(envelope::Options),
 }
@@ -92,5 +99,6 @@ async fn run(bench: &Bench, wasmkube: &Path, dir: &Path, servers: &mut Servers) 
     match bench {
         Bench::Throughput(options) => throughput::run(options, wasmkube, dir, servers).await,
         Bench::Envelope(options) => envelope::run(options, wasmkube, dir, servers).await,
+        Bench::Backlog(options) => backlog::run(options, wasmkube, dir).await,
     }
 }

@@ -3,7 +3,7 @@
 use rand::Rng;
 use serde_json::{Value, json};
 
-use super::{Objects, Target, WriteOptions, Written, decode_at, defaults, encode, fields, metadata_mut, now_rfc3339};
+use super::{Objects, Target, WriteOptions, Written, committed, defaults, encode, fields, metadata_mut, now_rfc3339};
 use crate::status::ApiError;
 use crate::store::{Precondition, Write, WriteOutcome};
 
@@ -40,9 +40,9 @@ impl Objects {
             return Ok(Written { object, warnings });
         }
         let bytes = encode(&object);
-        let write = Write::Put { key, value: bytes.clone(), precondition: Some(Precondition::Absent) };
+        let write = Write::Put { key, value: bytes, precondition: Some(Precondition::Absent) };
         match self.store.write(write).await? {
-            WriteOutcome::Committed(rev) => Ok(Written { object: decode_at(&bytes, rev)?, warnings }),
+            WriteOutcome::Committed(rev) => Ok(Written { object: committed(object, rev), warnings }),
             WriteOutcome::PreconditionFailed { .. } | WriteOutcome::NotFound => {
                 Err(ApiError::AlreadyExists { kind, name })
             }

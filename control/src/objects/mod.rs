@@ -155,13 +155,51 @@ pub(crate) fn set_resource_version(object: &mut Value, revision: Revision) {
     }
 }
 
-/// The stored form: the object without `metadata.resourceVersion`.
+/// The stored form: the object without `metadata.resourceVersion` (the store's revision is
+/// the truth). Serialized straight from `object`, skipping that one field, rather than from a
+/// stripped copy: every write goes through here.
 pub(crate) fn encode(object: &Value) -> Vec<u8> {
-    let mut object = object.clone();
-    if let Some(meta) = metadata_mut(&mut object) {
-        meta.remove("resourceVersion");
+    serde_json::to_vec(&Stored(object)).expect("a JSON value always serialises")
+}
+
+/// Serializes an object as [`encode`] stores it.
+struct Stored<'a>(&'a Value);
+
+/// Serializes `metadata` without `resourceVersion`.
+struct StoredMetadata<'a>(&'a serde_json::Map<String, Value>);
+
+impl serde::Serialize for Stored<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(fields) = self.0 else { return self.0.serialize(serializer) };
+        let mut map = serializer.serialize_map(Some(fields.len()))?;
+        for (key, value) in fields {
+            match value {
+                Value::Object(meta) if key == "metadata" => map.serialize_entry(key, &StoredMetadata(meta))?,
+                _ => map.serialize_entry(key, value)?,
+            }
+        }
+        map.end()
     }
-    serde_json::to_vec(&object).expect("a JSON value always serialises")
+}
+
+impl serde::Serialize for StoredMetadata<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let kept = self.0.iter().filter(|(key, _)| *key != "resourceVersion");
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in kept {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
+/// `object` as read back after a write committed at `revision`: the same value with that
+/// `resourceVersion` (no need to parse the stored bytes again).
+pub(crate) fn committed(mut object: Value, revision: Revision) -> Value {
+    set_resource_version(&mut object, revision);
+    object
 }
 
 pub(crate) fn metadata_mut(object: &mut Value) -> Option<&mut serde_json::Map<String, Value>> {

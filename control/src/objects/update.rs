@@ -7,7 +7,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Objects, Target, WriteOptions, Written, decode_at, defaults, encode, fields, parse_revision};
+use super::{Objects, Target, WriteOptions, Written, committed, defaults, encode, fields, parse_revision};
 use crate::status::ApiError;
 use crate::store::{Precondition, Revision, Write, WriteOutcome};
 
@@ -142,6 +142,9 @@ impl Objects {
                     let scale = desired(&to_scale(&current))?;
                     (from_scale(&current, &scale)?, Vec::new())
                 }
+                // A binding is built by the server from the stored object, which is already in
+                // canonical form: no need to decode it through its type again.
+                Subresource::Binding => (merge_server_owned(target, &current, desired(&current)?, sub), Vec::new()),
                 _ => {
                     let requested = desired(&current)?;
                     let (canonical, warnings) = fields::canonicalize(kind, requested, opts.field_validation)?;
@@ -162,15 +165,11 @@ impl Objects {
             let write = if finished {
                 Write::Delete { key: key.clone(), precondition: Some(Precondition::ModRevision(rev)) }
             } else {
-                Write::Put {
-                    key: key.clone(),
-                    value: bytes.clone(),
-                    precondition: Some(Precondition::ModRevision(rev)),
-                }
+                Write::Put { key: key.clone(), value: bytes, precondition: Some(Precondition::ModRevision(rev)) }
             };
             match self.store.write(write).await? {
                 WriteOutcome::Committed(new_rev) => {
-                    let object = if finished { new } else { decode_at(&bytes, new_rev)? };
+                    let object = if finished { new } else { committed(new, new_rev) };
                     return Ok(Written { object, warnings });
                 }
                 WriteOutcome::PreconditionFailed { .. } | WriteOutcome::NotFound if client_rv.is_none() => continue,
@@ -188,15 +187,21 @@ pub(crate) fn has_finalizers(object: &Value) -> bool {
     non_empty("/metadata/finalizers") || non_empty("/spec/finalizers")
 }
 
+/// Whether two objects are equal but for `metadata.resourceVersion` (compared in place: this
+/// runs on every update).
 fn same_object(a: &Value, b: &Value) -> bool {
-    let strip = |v: &Value| {
-        let mut v = v.clone();
-        if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-            meta.remove("resourceVersion");
-        }
-        v
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else { return a == b };
+    let without_version =
+        |m: &serde_json::Map<String, Value>| m.iter().filter(|(k, _)| *k != "resourceVersion").count();
+    let same_metadata = |x: &serde_json::Map<String, Value>, y: &serde_json::Map<String, Value>| {
+        without_version(x) == without_version(y)
+            && x.iter().filter(|(k, _)| *k != "resourceVersion").all(|(k, v)| y.get(k) == Some(v))
     };
-    strip(a) == strip(b)
+    a.len() == b.len()
+        && a.iter().all(|(key, value)| match (key.as_str(), value, b.get(key)) {
+            ("metadata", Value::Object(x), Some(Value::Object(y))) => same_metadata(x, y),
+            (_, _, other) => other == Some(value),
+        })
 }
 
 /// The new object: `canonical` with the server-owned parts of `current` kept, the status taken
@@ -238,8 +243,9 @@ fn merge_server_owned(target: &Target, current: &Value, canonical: Value, sub: S
             out
         }
     };
-    let current_meta = current.get("metadata").cloned().unwrap_or_else(|| json!({}));
-    let spec_changed = without_meta_and_status(current) != without_meta_and_status(&new);
+    let empty = serde_json::Map::new();
+    let current_meta = current.get("metadata").and_then(Value::as_object).unwrap_or(&empty);
+    let spec_changed = !same_but_meta_and_status(current, &new);
     if let Some(meta) = super::metadata_mut(&mut new) {
         for owned in
             ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "name"]
@@ -256,13 +262,12 @@ fn merge_server_owned(target: &Target, current: &Value, canonical: Value, sub: S
     new
 }
 
-fn without_meta_and_status(v: &Value) -> Value {
-    let mut v = v.clone();
-    if let Some(o) = v.as_object_mut() {
-        o.remove("metadata");
-        o.remove("status");
-    }
-    v
+/// Whether two objects are equal apart from `metadata` and `status` (compared in place: this
+/// runs on every update).
+fn same_but_meta_and_status(a: &Value, b: &Value) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else { return a == b };
+    let rest = |m: &serde_json::Map<String, Value>| m.keys().filter(|k| *k != "metadata" && *k != "status").count();
+    rest(a) == rest(b) && a.iter().filter(|(k, _)| *k != "metadata" && *k != "status").all(|(k, v)| b.get(k) == Some(v))
 }
 
 fn patch_sets_resource_version(patch: &Value, kind: PatchKind) -> Option<String> {

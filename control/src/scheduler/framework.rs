@@ -7,7 +7,7 @@
 //! Plugins are small pure functions of (pod, node, snapshot): no I/O, no clock, so they are tested
 //! as tables of cases and properties.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
 
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
@@ -150,6 +150,36 @@ impl Requests {
     }
 }
 
+/// The pod being scheduled, with what the plugins ask of it for every node worked out once
+/// (Kubernetes' PodInfo and PreFilter state): a search looks at hundreds of nodes per pod, and
+/// parsing its quantities at each was most of a decision's cost. Derefs to the [`Pod`].
+#[derive(Debug, Clone)]
+pub struct PodInfo {
+    pub pod: Arc<Pod>,
+    pub requests: Requests,
+}
+
+impl PodInfo {
+    pub fn new(pod: impl Into<Arc<Pod>>) -> Self {
+        let pod = pod.into();
+        let requests = Requests::of(&pod);
+        Self { pod, requests }
+    }
+
+    /// With requests already parsed (the scheduler's cache keeps them per pod).
+    pub fn with_requests(pod: Arc<Pod>, requests: Requests) -> Self {
+        Self { pod, requests }
+    }
+}
+
+impl std::ops::Deref for PodInfo {
+    type Target = Pod;
+
+    fn deref(&self) -> &Pod {
+        &self.pod
+    }
+}
+
 /// The cluster as one scheduling pass sees it. Add pods through [`Snapshot::add_pod`], which
 /// keeps the index of pods with affinity terms current.
 #[derive(Debug, Clone, Default)]
@@ -159,6 +189,8 @@ pub struct Snapshot {
     /// usually few, and all that the affinity plugins need to look at for a pod without terms
     /// of its own (what Kubernetes keeps as `HavePodsWithAffinityList`).
     with_affinity: Vec<(usize, usize)>,
+    /// Node name → index in `nodes`.
+    index: HashMap<String, usize>,
 }
 
 /// Whether a pod declares any pod affinity or anti-affinity term.
@@ -178,21 +210,21 @@ impl Snapshot {
                 info.pods.iter().enumerate().filter(|(_, p)| has_pod_affinity(p)).map(move |(p, _)| (n, p))
             })
             .collect();
-        Self { nodes, with_affinity }
+        let index = nodes.iter().enumerate().map(|(i, n)| (n.name().to_string(), i)).collect();
+        Self { nodes, with_affinity, index }
     }
 
     pub fn node(&self, name: &str) -> Option<&NodeInfo> {
-        self.nodes.iter().find(|n| n.name() == name)
+        self.index.get(name).map(|&i| &self.nodes[i])
     }
 
     /// Counts `pod` as bound to the node named `node` (a pod this pass has just placed).
-    pub fn add_pod(&mut self, node: &str, pod: impl Into<Arc<Pod>>) {
-        let pod = pod.into();
-        let Some(n) = self.nodes.iter().position(|info| info.name() == node) else { return };
-        if has_pod_affinity(&pod) {
+    pub fn add_pod(&mut self, node: &str, pod: &PodInfo) {
+        let Some(&n) = self.index.get(node) else { return };
+        if has_pod_affinity(pod) {
             self.with_affinity.push((n, self.nodes[n].pods.len()));
         }
-        self.nodes[n].add_pod(pod);
+        self.nodes[n].add_pod_with(pod.pod.clone(), pod.requests);
     }
 
     /// Every bound pod with the node it is on.
@@ -232,7 +264,7 @@ impl Fit {
 /// A filter: can `pod` run on `node`?
 pub trait FilterPlugin: Send + Sync {
     fn name(&self) -> &'static str;
-    fn filter(&self, pod: &Pod, node: &NodeInfo, snapshot: &Snapshot) -> Fit;
+    fn filter(&self, pod: &PodInfo, node: &NodeInfo, snapshot: &Snapshot) -> Fit;
 }
 
 /// A score: how good is `node` for `pod`, from 0 to [`MAX_SCORE`] (after [`ScorePlugin::normalize`]).
@@ -241,11 +273,11 @@ pub trait ScorePlugin: Send + Sync {
     fn weight(&self) -> u64 {
         1
     }
-    fn score(&self, pod: &Pod, node: &NodeInfo, snapshot: &Snapshot) -> i64;
+    fn score(&self, pod: &PodInfo, node: &NodeInfo, snapshot: &Snapshot) -> i64;
     /// The raw scores of `nodes`, in order. Plugins whose score needs a view of the whole cluster
     /// (counts per topology domain) override it to work that out once per pod rather than once
     /// per node, as Kubernetes' PreScore does; the result must equal scoring each node alone.
-    fn score_all(&self, pod: &Pod, nodes: &[&NodeInfo], snapshot: &Snapshot) -> Vec<i64> {
+    fn score_all(&self, pod: &PodInfo, nodes: &[&NodeInfo], snapshot: &Snapshot) -> Vec<i64> {
         nodes.iter().map(|n| self.score(pod, n, snapshot)).collect()
     }
     /// Rescales the raw scores of all feasible nodes (e.g. to 0..=100 relative to the best).
@@ -283,7 +315,7 @@ pub fn schedule(
     filters: &[Box<dyn FilterPlugin>],
     scores: &[Box<dyn ScorePlugin>],
 ) -> Result<String, Unschedulable> {
-    schedule_from(pod, snapshot, filters, scores, 0, snapshot.nodes.len()).map(|(node, _)| node)
+    schedule_from(&PodInfo::new(pod.clone()), snapshot, filters, scores, 0, snapshot.nodes.len()).map(|(node, _)| node)
 }
 
 /// Like [`schedule`], filtering nodes from index `start` round the list and stopping once `find`
@@ -292,7 +324,7 @@ pub fn schedule(
 /// `nextStartNodeIndex`). A pod that fits nowhere has looked at every node, so its message
 /// counts them all.
 pub fn schedule_from(
-    pod: &Pod,
+    pod: &PodInfo,
     snapshot: &Snapshot,
     filters: &[Box<dyn FilterPlugin>],
     scores: &[Box<dyn ScorePlugin>],
@@ -368,7 +400,7 @@ pub(crate) mod tests {
         fn name(&self) -> &'static str {
             "only"
         }
-        fn filter(&self, _: &Pod, node: &NodeInfo, _: &Snapshot) -> Fit {
+        fn filter(&self, _: &PodInfo, node: &NodeInfo, _: &Snapshot) -> Fit {
             if node.name() == self.0 { Fit::Fits } else { Fit::no("node(s) were not the chosen one") }
         }
     }
@@ -400,12 +432,16 @@ pub(crate) mod tests {
         let snapshot = Snapshot::new(names.iter().map(|n| NodeInfo::new(node(n, "1", "1Gi"))).collect());
         let p = pod(None, None);
         // Every node fits and scores the same: the first found in snapshot order wins.
-        assert_eq!(schedule_from(&p, &snapshot, &[], &[], 0, 3), Ok(("n0".to_string(), 3)));
-        assert_eq!(schedule_from(&p, &snapshot, &[], &[], 3, 3), Ok(("n3".to_string(), 6)));
-        assert_eq!(schedule_from(&p, &snapshot, &[], &[], 9, 3), Ok(("n0".to_string(), 2)), "wraps round");
+        assert_eq!(schedule_from(&PodInfo::new(p.clone()), &snapshot, &[], &[], 0, 3), Ok(("n0".to_string(), 3)));
+        assert_eq!(schedule_from(&PodInfo::new(p.clone()), &snapshot, &[], &[], 3, 3), Ok(("n3".to_string(), 6)));
+        assert_eq!(
+            schedule_from(&PodInfo::new(p.clone()), &snapshot, &[], &[], 9, 3),
+            Ok(("n0".to_string(), 2)),
+            "wraps round"
+        );
         // A pod that fits nowhere looked at every node, wherever it started.
         let filters: Vec<Box<dyn FilterPlugin>> = vec![Box::new(Named("z"))];
-        let err = schedule_from(&p, &snapshot, &filters, &[], 7, 3).expect_err("nothing fits");
+        let err = schedule_from(&PodInfo::new(p.clone()), &snapshot, &filters, &[], 7, 3).expect_err("nothing fits");
         assert_eq!(err.message, "0/10 nodes are available: 10 node(s) were not the chosen one.");
     }
 }

@@ -23,17 +23,18 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use serde_json::{Value, json};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::json;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use wasmkube_api::events::{EventType, InvolvedObject};
 use wasmkube_api::kinds;
 
 use crate::events::Recorder;
-use crate::objects::{ListOptions, Objects, PatchKind, Subresource, Target, WriteOptions};
+use crate::objects::{Objects, PatchKind, Subresource, Target, WriteOptions};
 use crate::status::ApiError;
-use crate::store::{Event, EventStream};
-use framework::{FilterPlugin, NodeInfo, Requests, ScorePlugin, Snapshot};
+use crate::store::{Event, EventStream, RangeRequest, Revision};
+use framework::{FilterPlugin, NodeInfo, PodInfo, Requests, ScorePlugin, Snapshot};
 
 /// The `schedulerName` pods get by default, and the name events are reported under.
 pub const SCHEDULER_NAME: &str = "default-scheduler";
@@ -163,28 +164,26 @@ impl Cache {
             store.watch(&kind("pods").key_prefix(), revision),
             store.watch(&kind("nodes").key_prefix(), revision),
         ));
-        let list = |resource: &'static str| async move {
-            let all = Target { kind: kind(resource), namespace: None, name: None };
-            let listed = objects.list(&all, &ListOptions::default()).await?;
-            Ok::<_, ApiError>(listed.get("items").and_then(Value::as_array).cloned().unwrap_or_default())
-        };
-        let key = |kind: &'static wasmkube_api::Kind,
-                   meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
-            let target = Target { kind, namespace: meta.namespace.clone(), name: meta.name.clone() };
-            target.key().unwrap_or_default()
+        // Straight from the stored bytes into the typed objects: the one full read of a large
+        // cluster is on the path to the first binding.
+        let list = |resource: &'static str| {
+            let store = store.clone();
+            async move {
+                let request = RangeRequest { prefix: kind(resource).key_prefix(), ..RangeRequest::default() };
+                Ok::<_, ApiError>(store.range(request).await?.items)
+            }
         };
         let pods = list("pods")
             .await?
             .into_iter()
-            .filter_map(|p| serde_json::from_value::<Pod>(p).ok())
-            .map(|p| (key(kind("pods"), &p.metadata), (Requests::of(&p), Arc::new(p))))
+            .filter_map(|kv| Some((decode::<Pod>(&kv.value, kv.mod_revision)?, kv.key)))
+            .map(|(pod, key)| (key, (Requests::of(&pod), Arc::new(pod))))
             .map(|(key, (requests, pod))| (key, (pod, requests)))
             .collect();
         let nodes = list("nodes")
             .await?
             .into_iter()
-            .filter_map(|n| serde_json::from_value::<Node>(n).ok())
-            .map(|n| (key(kind("nodes"), &n.metadata), NodeInfo::new(n)))
+            .filter_map(|kv| Some((kv.key, NodeInfo::new(decode::<Node>(&kv.value, kv.mod_revision)?))))
             .collect();
         Ok((Self { pods, nodes, assumed: HashMap::new() }, changes))
     }
@@ -193,14 +192,9 @@ impl Cache {
     fn apply(&mut self, event: &Event) -> bool {
         let is_pod = event.key.starts_with(&kind("pods").key_prefix());
         let worth_a_pass = !is_pod || crate::controller::beyond_status(event);
-        let decoded = event.value.as_ref().and_then(|bytes| {
-            let mut object: Value = serde_json::from_slice(bytes).ok()?;
-            crate::objects::set_resource_version(&mut object, event.revision);
-            Some(object)
-        });
-        match (is_pod, decoded) {
-            (true, Some(object)) => {
-                if let Ok(pod) = serde_json::from_value::<Pod>(object) {
+        match (is_pod, event.value.as_deref()) {
+            (true, Some(bytes)) => {
+                if let Some(pod) = decode::<Pod>(bytes, event.revision) {
                     if !unscheduled(&pod) {
                         self.assumed.remove(&event.key);
                     }
@@ -212,8 +206,8 @@ impl Cache {
                 self.assumed.remove(&event.key);
                 self.pods.remove(&event.key);
             }
-            (false, Some(object)) => {
-                if let Ok(node) = serde_json::from_value::<Node>(object) {
+            (false, Some(bytes)) => {
+                if let Some(node) = decode::<Node>(bytes, event.revision) {
                     self.nodes.insert(event.key.clone(), NodeInfo::new(node));
                 }
             }
@@ -225,7 +219,7 @@ impl Cache {
     }
 
     /// Nodes (sorted by name) with their bound, non-terminal pods, and the pods waiting for a node.
-    fn snapshot(&self) -> (Snapshot, Vec<Arc<Pod>>) {
+    fn snapshot(&self) -> (Snapshot, Vec<PodInfo>) {
         let mut nodes: Vec<NodeInfo> = self.nodes.values().cloned().collect();
         nodes.sort_by(|a, b| a.name().cmp(b.name()));
         let index: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.name().to_string(), i)).collect();
@@ -233,7 +227,7 @@ impl Cache {
         for (key, (pod, requests)) in &self.pods {
             let assumed = self.assumed.get(key);
             if unscheduled(pod) && assumed.is_none() {
-                queue.push(pod.clone());
+                queue.push(PodInfo::with_requests(pod.clone(), *requests));
                 continue;
             }
             if terminal(pod) {
@@ -247,6 +241,16 @@ impl Cache {
         }
         (Snapshot::new(nodes), queue)
     }
+}
+
+/// A stored pod or node as of `revision`, decoded straight into its type.
+fn decode<T: k8s_openapi::Metadata<Ty = ObjectMeta> + serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    revision: Revision,
+) -> Option<T> {
+    let mut object: T = serde_json::from_slice(bytes).ok()?;
+    object.metadata_mut().resource_version = Some(revision.to_string());
+    Some(object)
 }
 
 /// Whether a pod is waiting for this scheduler.
@@ -309,7 +313,7 @@ impl Scheduler {
                             }
                         }
                     });
-                    snapshot.add_pod(&node, pod);
+                    snapshot.add_pod(&node, &pod);
                 }
                 Err(unschedulable) => {
                     waiting = true;

@@ -344,17 +344,15 @@ fn range_at(shared: &Shared, req: &RangeRequest) -> Result<RangeResponse, StoreE
 
 #[async_trait]
 impl Store for RedbStore {
+    /// A point read runs on the calling task: it touches a few pages, almost always cached, and
+    /// handing it to the blocking pool cost more than the read (two thread wake-ups per get).
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        let key = key.to_string();
-        self.blocking(move |s| {
-            let txn = s.db.begin_read().map_err(read_err)?;
-            let table = txn.open_table(OBJECTS).map_err(read_err)?;
-            Ok(table.get(key.as_str()).map_err(read_err)?.map(|v| {
-                let (rev, value) = v.value();
-                KeyValue { key: key.clone(), value: value.to_vec(), mod_revision: rev }
-            }))
-        })
-        .await
+        let txn = self.shared.db.begin_read().map_err(read_err)?;
+        let table = txn.open_table(OBJECTS).map_err(read_err)?;
+        Ok(table.get(key).map_err(read_err)?.map(|v| {
+            let (rev, value) = v.value();
+            KeyValue { key: key.to_string(), value: value.to_vec(), mod_revision: rev }
+        }))
     }
 
     async fn range(&self, request: RangeRequest) -> Result<RangeResponse, StoreError> {

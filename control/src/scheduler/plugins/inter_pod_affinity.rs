@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::{Pod, PodAffinityTerm, WeightedPodAffinityTerm};
 
 use super::selector::{Selector, pod_labels, pod_namespace};
-use crate::scheduler::framework::{FilterPlugin, Fit, MAX_SCORE, NodeInfo, ScorePlugin, Snapshot};
+use crate::scheduler::framework::{FilterPlugin, Fit, MAX_SCORE, NodeInfo, PodInfo, ScorePlugin, Snapshot};
 
 pub struct InterPodAffinity;
 
@@ -30,7 +30,7 @@ impl FilterPlugin for InterPodAffinity {
         "InterPodAffinity"
     }
 
-    fn filter(&self, pod: &Pod, node: &NodeInfo, snapshot: &Snapshot) -> Fit {
+    fn filter(&self, pod: &PodInfo, node: &NodeInfo, snapshot: &Snapshot) -> Fit {
         let affinity: Vec<Term> = affinity(pod).0.iter().map(|t| Term::new(pod, t)).collect();
         if !affinity.is_empty() && !satisfies_affinity(pod, &affinity, node, snapshot) {
             return Fit::never("node(s) didn't match pod affinity rules");
@@ -58,13 +58,13 @@ impl ScorePlugin for InterPodAffinity {
     /// The weights of the preferred terms satisfied by placing the pod on `node`: each pair of
     /// (term, placed pod) that matches adds (affinity) or subtracts (anti-affinity) the term's
     /// weight on every node in the placed pod's domain.
-    fn score(&self, pod: &Pod, node: &NodeInfo, snapshot: &Snapshot) -> i64 {
+    fn score(&self, pod: &PodInfo, node: &NodeInfo, snapshot: &Snapshot) -> i64 {
         self.score_all(pod, &[node], snapshot)[0]
     }
 
     /// The weights are summed per topology domain once (over every placed pod for the pod's own
     /// terms, over the placed pods with terms for theirs), then each node takes its domains'.
-    fn score_all(&self, pod: &Pod, nodes: &[&NodeInfo], snapshot: &Snapshot) -> Vec<i64> {
+    fn score_all(&self, pod: &PodInfo, nodes: &[&NodeInfo], snapshot: &Snapshot) -> Vec<i64> {
         let weighted = |terms: &[WeightedPodAffinityTerm], owner: &Pod, sign: i64| -> Vec<(Term, i64)> {
             terms.iter().map(|w| (Term::new(owner, &w.pod_affinity_term), sign * i64::from(w.weight))).collect()
         };

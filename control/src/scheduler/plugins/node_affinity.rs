@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{NodeSelector, Pod, PreferredSchedulingTerm};
 
 use super::normalize_to_max;
 use super::selector::{matches_any_term, matches_term};
-use crate::scheduler::framework::{FilterPlugin, Fit, NodeInfo, ScorePlugin, Snapshot};
+use crate::scheduler::framework::{FilterPlugin, Fit, NodeInfo, PodInfo, ScorePlugin, Snapshot};
 
 pub struct NodeAffinity;
 
@@ -24,7 +24,7 @@ impl FilterPlugin for NodeAffinityPreFilter {
         "NodeAffinity"
     }
 
-    fn filter(&self, pod: &Pod, node: &NodeInfo, _: &Snapshot) -> Fit {
+    fn filter(&self, pod: &PodInfo, node: &NodeInfo, _: &Snapshot) -> Fit {
         match pinned_names(pod) {
             Some(names) if !names.contains(node.name()) => {
                 Fit::never("node(s) didn't satisfy plugin(s) [NodeAffinity]")
@@ -39,7 +39,7 @@ impl FilterPlugin for NodeAffinity {
         "NodeAffinity"
     }
 
-    fn filter(&self, pod: &Pod, node: &NodeInfo, _: &Snapshot) -> Fit {
+    fn filter(&self, pod: &PodInfo, node: &NodeInfo, _: &Snapshot) -> Fit {
         if required_matches(pod, node) {
             Fit::Fits
         } else {
@@ -58,7 +58,7 @@ impl ScorePlugin for NodeAffinity {
     }
 
     /// The sum of the weights of the preferred terms the node matches.
-    fn score(&self, pod: &Pod, node: &NodeInfo, _: &Snapshot) -> i64 {
+    fn score(&self, pod: &PodInfo, node: &NodeInfo, _: &Snapshot) -> i64 {
         preferred(pod)
             .iter()
             // A zero weight or an empty preference counts for nothing, as in Kubernetes.

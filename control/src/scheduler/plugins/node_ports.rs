@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 
-use crate::scheduler::framework::{FilterPlugin, Fit, NodeInfo, Snapshot};
+use crate::scheduler::framework::{FilterPlugin, Fit, NodeInfo, PodInfo, Snapshot};
 
 pub struct NodePorts;
 
@@ -12,7 +12,7 @@ impl FilterPlugin for NodePorts {
         "NodePorts"
     }
 
-    fn filter(&self, pod: &Pod, node: &NodeInfo, _: &Snapshot) -> Fit {
+    fn filter(&self, pod: &PodInfo, node: &NodeInfo, _: &Snapshot) -> Fit {
         let wanted = host_ports(pod);
         if wanted.is_empty() {
             return Fit::Fits;

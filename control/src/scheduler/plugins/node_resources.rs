@@ -2,9 +2,7 @@
 //! pod's requests (filter), how much room it has left (LeastAllocated score), and how evenly its
 //! CPU and memory would be used (balanced score).
 
-use k8s_openapi::api::core::v1::Pod;
-
-use crate::scheduler::framework::{FilterPlugin, Fit, MAX_SCORE, NodeInfo, Resources, ScorePlugin, Snapshot};
+use crate::scheduler::framework::{FilterPlugin, Fit, MAX_SCORE, NodeInfo, PodInfo, ScorePlugin, Snapshot};
 
 pub struct NodeResourcesFit;
 
@@ -17,11 +15,11 @@ impl FilterPlugin for NodeResourcesFit {
 
     /// Kubernetes checks pods, then cpu, then memory, and reports every shortage; a [`Fit`] holds
     /// one reason, so the first shortage in that order is the one counted.
-    fn filter(&self, pod: &Pod, node: &NodeInfo, _: &Snapshot) -> Fit {
+    fn filter(&self, pod: &PodInfo, node: &NodeInfo, _: &Snapshot) -> Fit {
         if node.pods.len() as u64 + 1 > node.allocatable.pods {
             return Fit::no("Too many pods");
         }
-        let wanted = Resources::requested_by(pod);
+        let wanted = pod.requests.requested;
         let free = |allocatable: u64, requested: u64| allocatable.saturating_sub(requested);
         if wanted.milli_cpu > free(node.allocatable.milli_cpu, node.requested.milli_cpu) {
             return Fit::no("Insufficient cpu");
@@ -41,9 +39,9 @@ impl ScorePlugin for NodeResourcesFit {
     /// LeastAllocated: the share of CPU and memory still free once the pod is placed, averaged
     /// with equal weights. Requests use the scoring defaults, so pods requesting nothing still
     /// count against a node.
-    fn score(&self, pod: &Pod, node: &NodeInfo, _: &Snapshot) -> i64 {
+    fn score(&self, pod: &PodInfo, node: &NodeInfo, _: &Snapshot) -> i64 {
         let mut requested = node.requested_for_scoring;
-        requested.add(&Resources::requested_for_scoring(pod));
+        requested.add(&pod.requests.for_scoring);
         let pairs = [(requested.milli_cpu, node.allocatable.milli_cpu), (requested.memory, node.allocatable.memory)];
         // A resource the node reports none of is left out rather than scored zero.
         let scored: Vec<i64> = pairs.iter().filter(|(_, a)| *a > 0).map(|&(r, a)| least_requested(r, a)).collect();
@@ -68,8 +66,8 @@ impl ScorePlugin for NodeResourcesBalancedAllocation {
     /// the node would have in use, from actual requests (no defaults). Pods requesting nothing are
     /// not scored (0 everywhere), as in Kubernetes since 1.33: balancing around a zero request
     /// piled best-effort pods onto one node.
-    fn score(&self, pod: &Pod, node: &NodeInfo, _: &Snapshot) -> i64 {
-        let wanted = Resources::requested_by(pod);
+    fn score(&self, pod: &PodInfo, node: &NodeInfo, _: &Snapshot) -> i64 {
+        let wanted = pod.requests.requested;
         if wanted.milli_cpu == 0 && wanted.memory == 0 {
             return 0;
         }

@@ -1,10 +1,10 @@
 //! NodeUnschedulable and NodeName: what the node's own spec, and the pod's, say before any
 //! matching of labels or resources.
 
-use k8s_openapi::api::core::v1::{Pod, Taint};
+use k8s_openapi::api::core::v1::Taint;
 
 use super::taint_toleration::{tolerates, tolerations};
-use crate::scheduler::framework::{FilterPlugin, Fit, NodeInfo, Snapshot};
+use crate::scheduler::framework::{FilterPlugin, Fit, NodeInfo, PodInfo, Snapshot};
 
 /// A cordoned node (`spec.unschedulable`, as `kubectl cordon` sets) takes no new pods, except
 /// those tolerating `node.kubernetes.io/unschedulable:NoSchedule` (DaemonSet pods do).
@@ -15,7 +15,7 @@ impl FilterPlugin for NodeUnschedulable {
         "NodeUnschedulable"
     }
 
-    fn filter(&self, pod: &Pod, node: &NodeInfo, _: &Snapshot) -> Fit {
+    fn filter(&self, pod: &PodInfo, node: &NodeInfo, _: &Snapshot) -> Fit {
         let cordoned = node.node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
         if !cordoned {
             return Fit::Fits;
@@ -42,7 +42,7 @@ impl FilterPlugin for NodeName {
         "NodeName"
     }
 
-    fn filter(&self, pod: &Pod, node: &NodeInfo, _: &Snapshot) -> Fit {
+    fn filter(&self, pod: &PodInfo, node: &NodeInfo, _: &Snapshot) -> Fit {
         match pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
             Some(name) if !name.is_empty() && name != node.name() => {
                 Fit::never("node(s) didn't match the requested node name")

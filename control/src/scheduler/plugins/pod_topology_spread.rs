@@ -21,7 +21,7 @@ use k8s_openapi::api::core::v1::Pod;
 use super::node_affinity::required_matches;
 use super::selector::{Selector, pod_labels, pod_namespace};
 use super::taint_toleration::first_untolerated;
-use crate::scheduler::framework::{FilterPlugin, Fit, MAX_SCORE, NodeInfo, ScorePlugin, Snapshot};
+use crate::scheduler::framework::{FilterPlugin, Fit, MAX_SCORE, NodeInfo, PodInfo, ScorePlugin, Snapshot};
 
 pub struct PodTopologySpread;
 
@@ -38,7 +38,7 @@ impl FilterPlugin for PodTopologySpread {
         "PodTopologySpread"
     }
 
-    fn filter(&self, pod: &Pod, node: &NodeInfo, snapshot: &Snapshot) -> Fit {
+    fn filter(&self, pod: &PodInfo, node: &NodeInfo, snapshot: &Snapshot) -> Fit {
         let constraints = constraints(pod, DO_NOT_SCHEDULE);
         // Domains are counted on nodes that carry every constraint's key.
         let has_all_keys = |n: &NodeInfo| constraints.iter().all(|c| c.domain(n).is_some());
@@ -80,7 +80,7 @@ impl ScorePlugin for PodTopologySpread {
     ///
     /// Kubernetes counts domains over the nodes that passed filtering; a score sees one node at
     /// a time, so the nodes the pod's node selector and required node affinity allow stand in.
-    fn score(&self, pod: &Pod, node: &NodeInfo, snapshot: &Snapshot) -> i64 {
+    fn score(&self, pod: &PodInfo, node: &NodeInfo, snapshot: &Snapshot) -> i64 {
         let constraints = constraints(pod, SCHEDULE_ANYWAY);
         if constraints.is_empty() {
             return 0;
@@ -113,7 +113,7 @@ impl ScorePlugin for PodTopologySpread {
 
     /// The same as scoring each node, with what does not depend on the node (the candidate
     /// nodes, each domain's matching pods) worked out once.
-    fn score_all(&self, pod: &Pod, nodes: &[&NodeInfo], snapshot: &Snapshot) -> Vec<i64> {
+    fn score_all(&self, pod: &PodInfo, nodes: &[&NodeInfo], snapshot: &Snapshot) -> Vec<i64> {
         let constraints = constraints(pod, SCHEDULE_ANYWAY);
         if constraints.is_empty() {
             return vec![0; nodes.len()];

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::testing::{NodeBuilder, PodBuilder, snapshot};
 use super::{default_filters, default_scores};
-use crate::scheduler::framework::{Fit, MAX_SCORE, NodeInfo, Snapshot, schedule};
+use crate::scheduler::framework::{Fit, MAX_SCORE, NodeInfo, PodInfo, Snapshot, schedule};
 
 #[derive(Debug, Clone)]
 struct PodShape {
@@ -204,6 +204,7 @@ fn build_incoming(incoming: &Incoming) -> Pod {
 
 /// The first reason a default filter gives for `node`, if any rejects it.
 fn rejection(pod: &Pod, node: &NodeInfo, snapshot: &Snapshot) -> Option<String> {
+    let pod = &PodInfo::new(pod.clone());
     default_filters().iter().find_map(|f| match f.filter(pod, node, snapshot) {
         Fit::Fits => None,
         Fit::No { reason, .. } => Some(reason),
@@ -254,6 +255,7 @@ proptest! {
         let pod = build_incoming(&incoming);
         let feasible: Vec<&NodeInfo> = snapshot.nodes.iter().filter(|n| rejection(&pod, n, &snapshot).is_none()).collect();
         for plugin in default_scores() {
+            let pod = PodInfo::new(pod.clone());
             let mut scores: Vec<i64> = feasible.iter().map(|n| plugin.score(&pod, n, &snapshot)).collect();
             plugin.normalize(&mut scores);
             prop_assert!(scores.iter().all(|s| (0..=MAX_SCORE).contains(s)), "{}: {:?}", plugin.name(), scores);

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use k8s_openapi::api::core::v1::{Pod, Taint, Toleration};
 
 use super::normalize_to_max;
-use crate::scheduler::framework::{FilterPlugin, Fit, NodeInfo, ScorePlugin, Snapshot};
+use crate::scheduler::framework::{FilterPlugin, Fit, NodeInfo, PodInfo, ScorePlugin, Snapshot};
 
 pub const NOT_READY: &str = "node.kubernetes.io/not-ready";
 pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
@@ -24,7 +24,7 @@ impl FilterPlugin for TaintToleration {
         "TaintToleration"
     }
 
-    fn filter(&self, pod: &Pod, node: &NodeInfo, _: &Snapshot) -> Fit {
+    fn filter(&self, pod: &PodInfo, node: &NodeInfo, _: &Snapshot) -> Fit {
         match first_untolerated(pod, node) {
             None => Fit::Fits,
             Some(taint) => Fit::never(format!(
@@ -46,7 +46,7 @@ impl ScorePlugin for TaintToleration {
     }
 
     /// The number of `PreferNoSchedule` taints the pod does not tolerate (lower is better).
-    fn score(&self, pod: &Pod, node: &NodeInfo, _: &Snapshot) -> i64 {
+    fn score(&self, pod: &PodInfo, node: &NodeInfo, _: &Snapshot) -> i64 {
         // Only tolerations that can apply to PreferNoSchedule: that effect, or any effect.
         let tolerations: Vec<&Toleration> = tolerations(pod)
             .iter()

@@ -5,7 +5,7 @@
 use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::{Value, json};
 
-use crate::scheduler::framework::{FilterPlugin, Fit, MAX_SCORE, NodeInfo, ScorePlugin, Snapshot};
+use crate::scheduler::framework::{FilterPlugin, Fit, MAX_SCORE, NodeInfo, PodInfo, ScorePlugin, Snapshot};
 
 /// A node with `cpu`/`memory` allocatable and room for 110 pods.
 pub(crate) fn node(name: &str, cpu: &str, memory: &str) -> Node {
@@ -185,12 +185,13 @@ pub(crate) fn snapshot(nodes: Vec<(Node, Vec<Pod>)>) -> Snapshot {
 /// `plugin`'s verdict for `pod` on the node named `node`.
 pub(crate) fn filter(plugin: &dyn FilterPlugin, pod: &Pod, snapshot: &Snapshot, node: &str) -> Fit {
     let info = snapshot.node(node).unwrap_or_else(|| panic!("no node {node} in the test snapshot"));
-    plugin.filter(pod, info, snapshot)
+    plugin.filter(&PodInfo::new(pod.clone()), info, snapshot)
 }
 
 /// `plugin`'s normalized scores for `pod` on every node of `snapshot`, in order.
 pub(crate) fn scores(plugin: &dyn ScorePlugin, pod: &Pod, snapshot: &Snapshot) -> Vec<i64> {
     let nodes: Vec<&NodeInfo> = snapshot.nodes.iter().collect();
+    let pod = &PodInfo::new(pod.clone());
     let mut scores = plugin.score_all(pod, &nodes, snapshot);
     let one_by_one: Vec<i64> = nodes.iter().map(|n| plugin.score(pod, n, snapshot)).collect();
     assert_eq!(scores, one_by_one, "{}: scoring all nodes at once differs from one at a time", plugin.name());

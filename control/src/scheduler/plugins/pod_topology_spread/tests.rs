@@ -1,7 +1,7 @@
 use serde_json::{Value, json};
 
 use super::*;
-use crate::scheduler::framework::schedule;
+use crate::scheduler::framework::{PodInfo, schedule};
 use crate::scheduler::plugins::testing::{NodeBuilder, PodBuilder, filter, scores, snapshot};
 use crate::scheduler::plugins::{default_filters, default_scores};
 
@@ -180,7 +180,7 @@ fn replicas_of_a_replica_set_land_on_different_nodes() {
             let replica = PodBuilder::new(&format!("web-{r}")).label("app", "web").owner("rs-1").build();
             let node = schedule(&replica, &snapshot, &filters, &scorers).expect("room for every replica");
             assert!(placed.insert(node.clone()), "replica {r} of {nodes} joined another on {node}");
-            snapshot.add_pod(&node, replica);
+            snapshot.add_pod(&node, &PodInfo::new(replica));
         }
     }
 }

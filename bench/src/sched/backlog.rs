@@ -1,0 +1,258 @@
+//! `sched-bench backlog`: the scheduler alone, as Kubernetes' scheduler_perf measures it — how
+//! many pods per second it decides and durably binds when M pods are already waiting on N nodes.
+//!
+//! [`throughput`](crate::throughput) measures the whole server over HTTP, where creating the pods
+//! (and the hollow kubelet's status reports) share the two cores with the scheduler, so its rate
+//! is bounded by how fast the API accepts creates. Here the control plane's object service runs
+//! in this process on a real redb file, the nodes and pods are written before the scheduler
+//! starts, and the clock runs from the scheduler's start (its first full read of pods and nodes
+//! included) to the last binding committed. Every binding is a durable store write guarded by the
+//! pod's resourceVersion, with its `Scheduled` Event, exactly as in `wasmkube server`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use wasmkube_bench::machine::{self, Machine};
+use wasmkube_bench::process;
+use wasmkube_bench::summary::{self, round};
+use wasmkube_control::controller::namespace;
+use wasmkube_control::events::Recorder;
+use wasmkube_control::metrics::Metrics;
+use wasmkube_control::objects::{Objects, PatchKind, Subresource, Target, WriteOptions};
+use wasmkube_control::scheduler::{self, Scheduler};
+use wasmkube_control::store::redb::{RedbConfig, RedbStore};
+
+use crate::hollow;
+use crate::pods;
+
+#[derive(Debug, Clone, Serialize, clap::Args)]
+pub struct Options {
+    /// Nodes, each with 8 CPUs, 32 GiB and 110 pods allocatable.
+    #[arg(long, default_value_t = 5_000)]
+    nodes: usize,
+
+    /// Zones the nodes are spread over (label `topology.kubernetes.io/zone`).
+    #[arg(long, default_value_t = 10)]
+    zones: usize,
+
+    /// Pods waiting when the scheduler starts.
+    #[arg(long, default_value_t = 10_000)]
+    pods: usize,
+
+    /// Give up if the pods are not all bound this many seconds after the scheduler starts.
+    #[arg(long, default_value_t = 300)]
+    timeout_secs: u64,
+
+    /// Where the JSON results are written.
+    #[arg(long, value_name = "PATH", default_value = "bench/results/sched-backlog.json")]
+    #[serde(skip)]
+    out: PathBuf,
+}
+
+/// Writes in flight while the cluster is filled (not measured).
+const FILL_CONCURRENCY: usize = 64;
+const GOAL_PODS_PER_SEC: f64 = 10_000.0;
+/// Kubernetes' scheduler_perf pass threshold for SchedulingBasic at 5,000 nodes / 10,000 pods.
+const KUBERNETES_THRESHOLD: f64 = 680.0;
+
+#[derive(Debug, Serialize)]
+struct Report {
+    benchmark: &'static str,
+    date: String,
+    machine: Machine,
+    wasmkube: String,
+    workload: Workload,
+    result: Outcome,
+    goal: Goal,
+}
+
+#[derive(Debug, Serialize)]
+struct Workload {
+    description: &'static str,
+    options: Options,
+}
+
+#[derive(Debug, Serialize)]
+struct Outcome {
+    finished: bool,
+    fill_secs: f64,
+    pods_bound: usize,
+    /// Pods bound / (last binding committed − scheduler started).
+    scheduled_pods_per_sec: f64,
+    /// Scheduler started → first binding committed (its first read of every pod and node).
+    first_binding_secs: f64,
+    last_binding_secs: f64,
+    nodes_used: usize,
+    max_pods_per_node: usize,
+    /// CPU seconds this process used while the scheduler ran (scheduler, store writer, watch).
+    cpu_secs: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Goal {
+    description: &'static str,
+    kubernetes: &'static str,
+    met: Option<bool>,
+    vs_kubernetes_threshold: f64,
+}
+
+pub async fn run(options: &Options, wasmkube: &Path, dir: &Path) -> Result<()> {
+    if options.nodes == 0 || options.pods == 0 {
+        bail!("--nodes and --pods must be positive");
+    }
+    let machine = machine::describe(dir);
+    let version = machine::version(wasmkube).await?;
+    let metrics = Metrics::new();
+    let store = RedbStore::open(&dir.join("store.redb"), RedbConfig::default(), metrics.store.clone())
+        .context("opening the store")?;
+    let objects = Objects::new(Arc::new(store));
+    namespace::ensure_built_in(&objects).await.context("creating the built-in namespaces")?;
+
+    let fill = Instant::now();
+    fill_cluster(&objects, options).await?;
+    let fill_secs = fill.elapsed().as_secs_f64();
+    println!("{} nodes and {} waiting pods written in {fill_secs:.1} s", options.nodes, options.pods);
+
+    let outcome = measure(&objects, options, fill_secs).await?;
+    let at_goal = options.nodes == 5_000 && options.pods == 10_000;
+    let met = outcome.finished && outcome.scheduled_pods_per_sec >= GOAL_PODS_PER_SEC;
+    println!(
+        "{} of {} pods bound in {:.2} s: {:.1} pods/s (first binding after {:.2} s); {} nodes used, at most {} pods on one; {:.1} CPU s",
+        outcome.pods_bound,
+        options.pods,
+        outcome.last_binding_secs,
+        outcome.scheduled_pods_per_sec,
+        outcome.first_binding_secs,
+        outcome.nodes_used,
+        outcome.max_pods_per_node,
+        outcome.cpu_secs,
+    );
+    let report = Report {
+        benchmark: "sched-bench backlog",
+        date: jiff::Timestamp::now().to_string(),
+        machine,
+        wasmkube: version,
+        workload: Workload {
+            description: "the scheduler and object service in one process on a real redb file; N nodes and M \
+                pods (requests cpu 100m / memory 128Mi, no nodeName) written first; timed from the scheduler's \
+                start to the last durable binding",
+            options: options.clone(),
+        },
+        goal: Goal {
+            description: ">= 10,000 pods/s scheduled for 5,000 nodes / 10,000 pods, bindings durable",
+            kubernetes: "scheduler_perf SchedulingBasic 5000Nodes_10000Pods threshold: 680 pods/s",
+            met: at_goal.then_some(met),
+            vs_kubernetes_threshold: summary::ratio(outcome.scheduled_pods_per_sec, KUBERNETES_THRESHOLD),
+        },
+        result: outcome,
+    };
+    summary::write_json(&report, &options.out)?;
+    println!("results: {}", options.out.display());
+    Ok(())
+}
+
+/// Writes the nodes (with their Ready status) and the pods, `FILL_CONCURRENCY` at a time.
+async fn fill_cluster(objects: &Objects, options: &Options) -> Result<()> {
+    let kind =
+        |resource: &str| wasmkube_api::kinds::by_resource("", "v1", resource).expect("core kinds are registered");
+    let opts = WriteOptions::default();
+    let namespaces = Target { kind: kind("namespaces"), namespace: None, name: None };
+    let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": pods::NAMESPACE}});
+    objects.create(&namespaces, namespace, &opts).await.context("creating the pods' namespace")?;
+    let nodes = futures::stream::iter(0..options.nodes)
+        .map(|i| {
+            let (objects, opts) = (objects, &opts);
+            async move {
+                let manifest = hollow::node(i, options.zones);
+                let status = json!({"status": manifest["status"]});
+                let all = Target { kind: kind("nodes"), namespace: None, name: None };
+                let created = objects.create(&all, manifest, opts).await?;
+                if created.object.pointer("/status/allocatable").is_none() {
+                    let one = Target { name: Some(hollow::node_name(i)), ..all };
+                    objects.patch(&one, status, PatchKind::Merge, Subresource::Status, opts).await?;
+                }
+                Ok::<_, anyhow::Error>(())
+            }
+        })
+        .buffer_unordered(FILL_CONCURRENCY);
+    nodes.collect::<Vec<_>>().await.into_iter().collect::<Result<Vec<()>>>().context("writing the nodes")?;
+    let pods = futures::stream::iter(0..options.pods)
+        .map(|i| {
+            let (objects, opts) = (objects, &opts);
+            async move {
+                let manifest: Value = serde_json::from_slice(&pods::manifest(&pods::pod_name(i)))?;
+                let all = Target { kind: kind("pods"), namespace: Some(pods::NAMESPACE.into()), name: None };
+                objects.create(&all, manifest, opts).await?;
+                Ok::<_, anyhow::Error>(())
+            }
+        })
+        .buffer_unordered(FILL_CONCURRENCY);
+    pods.collect::<Vec<_>>().await.into_iter().collect::<Result<Vec<()>>>().context("writing the pods")?;
+    Ok(())
+}
+
+/// Starts the scheduler and follows the store's pod events until every pod is bound.
+async fn measure(objects: &Objects, options: &Options, fill_secs: f64) -> Result<Outcome> {
+    let store = objects.store().clone();
+    let prefix = wasmkube_api::kinds::by_resource("", "v1", "pods").expect("pods are registered").key_prefix();
+    let mut changes = store.watch(&prefix, store.revision());
+    let cancel = CancellationToken::new();
+    let cpu_before = process::cpu_time("self")?;
+    let started = Instant::now();
+    let task = tokio::spawn(scheduler::run(
+        objects.clone(),
+        Recorder::new(objects.clone()),
+        Scheduler::default(),
+        cancel.clone(),
+    ));
+    let deadline = tokio::time::sleep(Duration::from_secs(options.timeout_secs));
+    tokio::pin!(deadline);
+    let mut bound: HashMap<String, String> = HashMap::new();
+    let (mut first, mut last) = (None, Duration::ZERO);
+    let finished = loop {
+        if bound.len() == options.pods {
+            break true;
+        }
+        let event = tokio::select! {
+            _ = &mut deadline => break false,
+            event = changes.next() => event,
+        };
+        let Some(event) = event else { break false };
+        let event = event.context("watching the pods")?;
+        let Some(value) = event.value.as_deref() else { continue };
+        // Only the scheduler writes pods here, so any pod with a node is one it bound.
+        let pod: Value = serde_json::from_slice(value)?;
+        if let Some(node) = pod.pointer("/spec/nodeName").and_then(Value::as_str) {
+            if bound.insert(event.key.clone(), node.to_string()).is_none() {
+                last = started.elapsed();
+                first.get_or_insert(last);
+            }
+        }
+    };
+    cancel.cancel();
+    let _ = task.await;
+    let cpu_secs = (process::cpu_time("self")? - cpu_before).as_secs_f64();
+    let mut per_node: HashMap<&str, usize> = HashMap::new();
+    for node in bound.values() {
+        *per_node.entry(node).or_default() += 1;
+    }
+    let secs = last.as_secs_f64();
+    Ok(Outcome {
+        finished,
+        fill_secs: round(fill_secs, 2),
+        pods_bound: bound.len(),
+        scheduled_pods_per_sec: if secs > 0.0 { round(bound.len() as f64 / secs, 1) } else { 0.0 },
+        first_binding_secs: round(first.unwrap_or_default().as_secs_f64(), 3),
+        last_binding_secs: round(secs, 3),
+        nodes_used: per_node.len(),
+        max_pods_per_node: per_node.values().copied().max().unwrap_or(0),
+        cpu_secs: round(cpu_secs, 2),
+    })
+}
