@@ -229,11 +229,11 @@ async fn measure(objects: &Objects, options: &Options, fill_secs: f64) -> Result
         let Some(value) = event.value.as_deref() else { continue };
         // Only the scheduler writes pods here, so any pod with a node is one it bound.
         let pod: Value = serde_json::from_slice(value)?;
-        if let Some(node) = pod.pointer("/spec/nodeName").and_then(Value::as_str) {
-            if bound.insert(event.key.clone(), node.to_string()).is_none() {
-                last = started.elapsed();
-                first.get_or_insert(last);
-            }
+        if let Some(node) = pod.pointer("/spec/nodeName").and_then(Value::as_str)
+            && bound.insert(event.key.clone(), node.to_string()).is_none()
+        {
+            last = started.elapsed();
+            first.get_or_insert(last);
         }
     };
     cancel.cancel();
