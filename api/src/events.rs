@@ -351,6 +351,20 @@ mod tests {
         assert!(name.is_some_and(|n| n.starts_with("crasher.")));
     }
 
+    /// The control plane stores `Decision::event` as it is (without decoding it through the
+    /// Event type first), so it must already be what that decoding would give.
+    #[test]
+    fn the_event_to_create_is_already_in_canonical_form() {
+        let events = crate::kinds::by_resource("", "v1", "events").expect("events are registered");
+        let mut hosted = occurrence("p", "BackOff", "Back-off restarting failed container");
+        hosted.reporter.host = Some("node-a".into());
+        hosted.object.resource_version = Some("42".into());
+        for o in [occurrence("p", "Scheduled", "Successfully assigned default/p to node-a"), hosted] {
+            let event = Correlator::default().observe(&o, at(0)).event(&o);
+            assert_eq!(events.normalize(event.clone()).expect("an Event"), event);
+        }
+    }
+
     #[test]
     fn occurrences_that_differ_in_identity_are_recorded_apart() {
         let base = occurrence("p", "BackOff", "m");

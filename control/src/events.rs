@@ -77,7 +77,8 @@ impl Recorder {
         match decision.write {
             Write::Create => {
                 let target = Target { kind, namespace, name: None };
-                let created = self.objects.create(&target, decision.event(occurrence), &options).await;
+                // Serialized from a typed Event just now: canonical already.
+                let created = self.objects.create_canonical(&target, decision.event(occurrence), &options).await;
                 if created.is_err() {
                     // Never written: the next occurrence must create it, not patch nothing.
                     self.correlator().forget(&decision.key);

@@ -30,6 +30,7 @@ use wasmkube_control::scheduler::{self, Scheduler};
 use wasmkube_control::store::redb::{RedbConfig, RedbStore};
 
 use crate::hollow;
+use crate::metrics::{self, Commits, Scrape};
 use crate::pods;
 
 #[derive(Debug, Clone, Serialize, clap::Args)]
@@ -45,6 +46,10 @@ pub struct Options {
     /// Pods waiting when the scheduler starts.
     #[arg(long, default_value_t = 10_000)]
     pods: usize,
+
+    /// Independent rounds, each on a fresh store; the headline is their median.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
 
     /// Give up if the pods are not all bound this many seconds after the scheduler starts.
     #[arg(long, default_value_t = 300)]
@@ -69,7 +74,9 @@ struct Report {
     machine: Machine,
     wasmkube: String,
     workload: Workload,
-    result: Outcome,
+    /// The median round's rate.
+    median_pods_per_sec: f64,
+    rounds: Vec<Outcome>,
     goal: Goal,
 }
 
@@ -93,6 +100,8 @@ struct Outcome {
     max_pods_per_node: usize,
     /// CPU seconds this process used while the scheduler ran (scheduler, store writer, watch).
     cpu_secs: f64,
+    /// Durable commits while the scheduler ran, and the writes (bindings, Events) they carried.
+    commits: Option<Commits>,
 }
 
 #[derive(Debug, Serialize)]
@@ -104,36 +113,41 @@ struct Goal {
 }
 
 pub async fn run(options: &Options, wasmkube: &Path, dir: &Path) -> Result<()> {
-    if options.nodes == 0 || options.pods == 0 {
-        bail!("--nodes and --pods must be positive");
+    if options.nodes == 0 || options.pods == 0 || options.rounds == 0 {
+        bail!("--nodes, --pods and --rounds must be positive");
     }
     let machine = machine::describe(dir);
     let version = machine::version(wasmkube).await?;
-    let metrics = Metrics::new();
-    let store = RedbStore::open(&dir.join("store.redb"), RedbConfig::default(), metrics.store.clone())
-        .context("opening the store")?;
-    let objects = Objects::new(Arc::new(store));
-    namespace::ensure_built_in(&objects).await.context("creating the built-in namespaces")?;
-
-    let fill = Instant::now();
-    fill_cluster(&objects, options).await?;
-    let fill_secs = fill.elapsed().as_secs_f64();
-    println!("{} nodes and {} waiting pods written in {fill_secs:.1} s", options.nodes, options.pods);
-
-    let outcome = measure(&objects, options, fill_secs).await?;
-    let at_goal = options.nodes == 5_000 && options.pods == 10_000;
-    let met = outcome.finished && outcome.scheduled_pods_per_sec >= GOAL_PODS_PER_SEC;
+    let mut rounds = Vec::new();
+    for round in 1..=options.rounds {
+        let outcome = measure_round(options, &dir.join(format!("round-{round}"))).await?;
+        println!(
+            "round {round}: {} of {} pods bound in {:.2} s: {:.1} pods/s (first binding after {:.2} s); {} nodes used, at most {} pods on one; {:.1} CPU s",
+            outcome.pods_bound,
+            options.pods,
+            outcome.last_binding_secs,
+            outcome.scheduled_pods_per_sec,
+            outcome.first_binding_secs,
+            outcome.nodes_used,
+            outcome.max_pods_per_node,
+            outcome.cpu_secs,
+        );
+        if let Some(c) = &outcome.commits {
+            println!("         {} writes in {} commits ({:?} per commit)", c.writes, c.commits, c.writes_per_commit);
+        }
+        rounds.push(outcome);
+    }
+    let mut rates: Vec<f64> = rounds.iter().map(|r| r.scheduled_pods_per_sec).collect();
+    rates.sort_by(f64::total_cmp);
+    let median = rates[rates.len() / 2];
     println!(
-        "{} of {} pods bound in {:.2} s: {:.1} pods/s (first binding after {:.2} s); {} nodes used, at most {} pods on one; {:.1} CPU s",
-        outcome.pods_bound,
-        options.pods,
-        outcome.last_binding_secs,
-        outcome.scheduled_pods_per_sec,
-        outcome.first_binding_secs,
-        outcome.nodes_used,
-        outcome.max_pods_per_node,
-        outcome.cpu_secs,
+        "median of {} rounds: {median:.1} pods/s (range {:.1}-{:.1})",
+        rates.len(),
+        rates[0],
+        rates[rates.len() - 1]
     );
+    let at_goal = options.nodes == 5_000 && options.pods == 10_000;
+    let met = rounds.iter().all(|r| r.finished) && median >= GOAL_PODS_PER_SEC;
     let report = Report {
         benchmark: "sched-bench backlog",
         date: jiff::Timestamp::now().to_string(),
@@ -149,13 +163,30 @@ pub async fn run(options: &Options, wasmkube: &Path, dir: &Path) -> Result<()> {
             description: ">= 10,000 pods/s scheduled for 5,000 nodes / 10,000 pods, bindings durable",
             kubernetes: "scheduler_perf SchedulingBasic 5000Nodes_10000Pods threshold: 680 pods/s",
             met: at_goal.then_some(met),
-            vs_kubernetes_threshold: summary::ratio(outcome.scheduled_pods_per_sec, KUBERNETES_THRESHOLD),
+            vs_kubernetes_threshold: summary::ratio(median, KUBERNETES_THRESHOLD),
         },
-        result: outcome,
+        median_pods_per_sec: median,
+        rounds,
     };
     summary::write_json(&report, &options.out)?;
     println!("results: {}", options.out.display());
     Ok(())
+}
+
+/// One round on a fresh store in `dir`: fill the cluster, then time the scheduler.
+async fn measure_round(options: &Options, dir: &Path) -> Result<Outcome> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let metrics = Metrics::new();
+    let store = RedbStore::open(&dir.join("store.redb"), RedbConfig::default(), metrics.store.clone())
+        .context("opening the store")?;
+    let objects = Objects::new(Arc::new(store));
+    namespace::ensure_built_in(&objects).await.context("creating the built-in namespaces")?;
+    let fill = Instant::now();
+    fill_cluster(&objects, options).await?;
+    let outcome = measure(&objects, &metrics, options, fill.elapsed().as_secs_f64()).await;
+    drop(objects);
+    let _ = std::fs::remove_dir_all(dir);
+    outcome
 }
 
 /// Writes the nodes (with their Ready status) and the pods, `FILL_CONCURRENCY` at a time.
@@ -199,11 +230,13 @@ async fn fill_cluster(objects: &Objects, options: &Options) -> Result<()> {
 }
 
 /// Starts the scheduler and follows the store's pod events until every pod is bound.
-async fn measure(objects: &Objects, options: &Options, fill_secs: f64) -> Result<Outcome> {
+async fn measure(objects: &Objects, metrics: &Metrics, options: &Options, fill_secs: f64) -> Result<Outcome> {
     let store = objects.store().clone();
     let prefix = wasmkube_api::kinds::by_resource("", "v1", "pods").expect("pods are registered").key_prefix();
     let mut changes = store.watch(&prefix, store.revision());
     let cancel = CancellationToken::new();
+    let scrape = || Scrape::parse(&wasmkube_control::metrics::render(&metrics.registry()));
+    let scraped = scrape();
     let cpu_before = process::cpu_time("self")?;
     let started = Instant::now();
     let task = tokio::spawn(scheduler::run(
@@ -227,9 +260,10 @@ async fn measure(objects: &Objects, options: &Options, fill_secs: f64) -> Result
         let Some(event) = event else { break false };
         let event = event.context("watching the pods")?;
         let Some(value) = event.value.as_deref() else { continue };
-        // Only the scheduler writes pods here, so any pod with a node is one it bound.
-        let pod: Value = serde_json::from_slice(value)?;
-        if let Some(node) = pod.pointer("/spec/nodeName").and_then(Value::as_str)
+        // Only the scheduler writes pods here, so any pod with a node is one it bound. The
+        // field is found in the bytes rather than by parsing the pod: this loop shares the
+        // cores with what it measures.
+        if let Some(node) = node_name(value)
             && bound.insert(event.key.clone(), node.to_string()).is_none()
         {
             last = started.elapsed();
@@ -239,6 +273,7 @@ async fn measure(objects: &Objects, options: &Options, fill_secs: f64) -> Result
     cancel.cancel();
     let _ = task.await;
     let cpu_secs = (process::cpu_time("self")? - cpu_before).as_secs_f64();
+    let commits = metrics::commits(&scraped, &scrape());
     let mut per_node: HashMap<&str, usize> = HashMap::new();
     for node in bound.values() {
         *per_node.entry(node).or_default() += 1;
@@ -254,5 +289,15 @@ async fn measure(objects: &Objects, options: &Options, fill_secs: f64) -> Result
         nodes_used: per_node.len(),
         max_pods_per_node: per_node.values().copied().max().unwrap_or(0),
         cpu_secs: round(cpu_secs, 2),
+        commits,
     })
+}
+
+/// `spec.nodeName` of a stored pod, read from its JSON bytes (object keys are unique, and only
+/// the pod spec has a `nodeName` field).
+fn node_name(pod: &[u8]) -> Option<&str> {
+    const FIELD: &[u8] = b"\"nodeName\":\"";
+    let start = pod.windows(FIELD.len()).position(|w| w == FIELD)? + FIELD.len();
+    let len = pod[start..].iter().position(|&b| b == b'"')?;
+    std::str::from_utf8(&pod[start..start + len]).ok()
 }

@@ -13,8 +13,21 @@ const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 impl Objects {
     /// Creates `body` in the collection `target` names (its `name` is ignored).
     pub async fn create(&self, target: &Target, body: Value, opts: &WriteOptions) -> Result<Written, ApiError> {
+        let (object, warnings) = fields::canonicalize(target.kind, body, opts.field_validation)?;
+        let written = self.create_canonical(target, object, opts).await?;
+        Ok(Written { warnings, ..written })
+    }
+
+    /// [`Objects::create`] for an object the control plane serialized from its typed form (an
+    /// Event it records): already canonical, so not decoded through its type a second time.
+    pub(crate) async fn create_canonical(
+        &self,
+        target: &Target,
+        mut object: Value,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
         let kind = target.kind;
-        let (mut object, warnings) = fields::canonicalize(kind, body, opts.field_validation)?;
+        let warnings = Vec::new();
         self.place_in_namespace(target, &mut object)?;
         let name = assign_name(&mut object)?;
         defaults::apply(kind, &mut object);

@@ -265,6 +265,11 @@ impl Fit {
 pub trait FilterPlugin: Send + Sync {
     fn name(&self) -> &'static str;
     fn filter(&self, pod: &PodInfo, node: &NodeInfo, snapshot: &Snapshot) -> Fit;
+    /// True when the filter would let `pod` onto every node (it asks nothing this filter
+    /// checks), so a search need not run it node by node: Kubernetes' PreFilter `Skip`.
+    fn skips(&self, _pod: &PodInfo, _snapshot: &Snapshot) -> bool {
+        false
+    }
 }
 
 /// A score: how good is `node` for `pod`, from 0 to [`MAX_SCORE`] (after [`ScorePlugin::normalize`]).
@@ -282,6 +287,11 @@ pub trait ScorePlugin: Send + Sync {
     }
     /// Rescales the raw scores of all feasible nodes (e.g. to 0..=100 relative to the best).
     fn normalize(&self, _scores: &mut [i64]) {}
+    /// True when the score would be the same on every node for `pod`, so it cannot change the
+    /// choice and is not computed: Kubernetes' PreScore `Skip`.
+    fn skips(&self, _pod: &PodInfo, _snapshot: &Snapshot) -> bool {
+        false
+    }
 }
 
 pub const MAX_SCORE: i64 = 100;
@@ -332,6 +342,8 @@ pub fn schedule_from(
     find: usize,
 ) -> Result<(String, usize), Unschedulable> {
     let total = snapshot.nodes.len();
+    let filters: Vec<&dyn FilterPlugin> =
+        filters.iter().filter(|f| !f.skips(pod, snapshot)).map(|f| f.as_ref()).collect();
     let mut feasible: Vec<usize> = Vec::new();
     // reason → number of nodes it ruled out (each node counts once, under its first failing filter).
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
@@ -360,7 +372,7 @@ pub fn schedule_from(
     feasible.sort_unstable();
     let feasible: Vec<&NodeInfo> = feasible.into_iter().map(|i| &snapshot.nodes[i]).collect();
     let mut totals = vec![0i64; feasible.len()];
-    for plugin in scores {
+    for plugin in scores.iter().filter(|s| !s.skips(pod, snapshot)) {
         let mut raw = plugin.score_all(pod, &feasible, snapshot);
         plugin.normalize(&mut raw);
         for (total, score) in totals.iter_mut().zip(raw) {

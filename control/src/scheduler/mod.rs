@@ -33,7 +33,7 @@ use wasmkube_api::kinds;
 use crate::events::Recorder;
 use crate::objects::{Objects, PatchKind, Subresource, Target, WriteOptions};
 use crate::status::ApiError;
-use crate::store::{Event, EventStream, RangeRequest, Revision};
+use crate::store::{Event, EventStream, KeyValue, RangeRequest, Revision};
 use framework::{FilterPlugin, NodeInfo, PodInfo, Requests, ScorePlugin, Snapshot};
 
 /// The `schedulerName` pods get by default, and the name events are reported under.
@@ -173,18 +173,20 @@ impl Cache {
                 Ok::<_, ApiError>(store.range(request).await?.items)
             }
         };
-        let pods = list("pods")
-            .await?
-            .into_iter()
-            .filter_map(|kv| Some((decode::<Pod>(&kv.value, kv.mod_revision)?, kv.key)))
-            .map(|(pod, key)| (key, (Requests::of(&pod), Arc::new(pod))))
-            .map(|(key, (requests, pod))| (key, (pod, requests)))
-            .collect();
-        let nodes = list("nodes")
-            .await?
-            .into_iter()
-            .filter_map(|kv| Some((kv.key, NodeInfo::new(decode::<Node>(&kv.value, kv.mod_revision)?))))
-            .collect();
+        let pods = decode_all(list("pods").await?, |kv| {
+            let pod = decode::<Pod>(&kv.value, kv.mod_revision)?;
+            Some((kv.key, (Requests::of(&pod), Arc::new(pod))))
+        })
+        .await
+        .into_iter()
+        .map(|(key, (requests, pod))| (key, (pod, requests)))
+        .collect();
+        let nodes = decode_all(list("nodes").await?, |kv| {
+            Some((kv.key, NodeInfo::new(decode::<Node>(&kv.value, kv.mod_revision)?)))
+        })
+        .await
+        .into_iter()
+        .collect();
         Ok((Self { pods, nodes, assumed: HashMap::new() }, changes))
     }
 
@@ -218,16 +220,20 @@ impl Cache {
         worth_a_pass
     }
 
-    /// Nodes (sorted by name) with their bound, non-terminal pods, and the pods waiting for a node.
-    fn snapshot(&self) -> (Snapshot, Vec<PodInfo>) {
+    /// The pods waiting for a node (neither bound nor assumed).
+    fn waiting(&self) -> Vec<PodInfo> {
+        let waiting = self.pods.iter().filter(|(key, (pod, _))| unscheduled(pod) && !self.assumed.contains_key(*key));
+        waiting.map(|(_, (pod, requests))| PodInfo::with_requests(pod.clone(), *requests)).collect()
+    }
+
+    /// Nodes (sorted by name) with their bound and assumed, non-terminal pods.
+    fn snapshot(&self) -> Snapshot {
         let mut nodes: Vec<NodeInfo> = self.nodes.values().cloned().collect();
         nodes.sort_by(|a, b| a.name().cmp(b.name()));
         let index: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.name().to_string(), i)).collect();
-        let mut queue = Vec::new();
         for (key, (pod, requests)) in &self.pods {
             let assumed = self.assumed.get(key);
             if unscheduled(pod) && assumed.is_none() {
-                queue.push(PodInfo::with_requests(pod.clone(), *requests));
                 continue;
             }
             if terminal(pod) {
@@ -239,8 +245,29 @@ impl Cache {
                 nodes[*i].add_pod_with(pod.clone(), *requests);
             }
         }
-        (Snapshot::new(nodes), queue)
+        Snapshot::new(nodes)
     }
+}
+
+/// `decode` applied to every item, on the blocking pool in one chunk per core: a large
+/// cluster's full read is otherwise one core's work while the other waits.
+async fn decode_all<T: Send + 'static>(items: Vec<KeyValue>, decode: fn(KeyValue) -> Option<T>) -> Vec<T> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = items.len().div_ceil(cores).max(1);
+    let mut items = items.into_iter();
+    let mut chunks = Vec::new();
+    loop {
+        let part: Vec<KeyValue> = items.by_ref().take(chunk).collect();
+        if part.is_empty() {
+            break;
+        }
+        chunks.push(tokio::task::spawn_blocking(move || part.into_iter().filter_map(decode).collect::<Vec<T>>()));
+    }
+    let mut decoded = Vec::new();
+    for part in futures::future::join_all(chunks).await {
+        decoded.extend(part.expect("decoding does not panic"));
+    }
+    decoded
 }
 
 /// A stored pod or node as of `revision`, decoded straight into its type.
@@ -275,10 +302,13 @@ impl Scheduler {
         binder: &Binder,
         cache: &mut Cache,
     ) -> Result<bool, ApiError> {
-        let (mut snapshot, mut queue) = cache.snapshot();
+        // Most passes are woken by the watch reporting this scheduler's own bindings: nothing
+        // waits, and the snapshot (every node and bound pod) is not worth building.
+        let mut queue = cache.waiting();
         if queue.is_empty() {
             return Ok(false);
         }
+        let mut snapshot = cache.snapshot();
         // Higher priority first, then oldest first (FIFO), as Kubernetes' active queue orders.
         queue.sort_by(|a, b| {
             let priority = |p: &Pod| p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);

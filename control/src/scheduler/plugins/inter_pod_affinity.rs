@@ -44,6 +44,11 @@ impl FilterPlugin for InterPodAffinity {
         }
         Fit::Fits
     }
+
+    /// Nothing to check: no required terms of its own, and no placed pod has any terms.
+    fn skips(&self, pod: &PodInfo, snapshot: &Snapshot) -> bool {
+        affinity(pod).0.is_empty() && anti_affinity(pod).0.is_empty() && snapshot.pods_with_affinity().next().is_none()
+    }
 }
 
 impl ScorePlugin for InterPodAffinity {
@@ -116,6 +121,11 @@ impl ScorePlugin for InterPodAffinity {
         for score in scores.iter_mut() {
             *score = if max > min { (MAX_SCORE as f64 * (*score - min) as f64 / (max - min) as f64) as i64 } else { 0 };
         }
+    }
+
+    /// Every node would score 0: no preferred terms of its own, and no placed pod has terms.
+    fn skips(&self, pod: &PodInfo, snapshot: &Snapshot) -> bool {
+        affinity(pod).1.is_empty() && anti_affinity(pod).1.is_empty() && snapshot.pods_with_affinity().next().is_none()
     }
 }
 

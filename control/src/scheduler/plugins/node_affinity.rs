@@ -32,6 +32,10 @@ impl FilterPlugin for NodeAffinityPreFilter {
             _ => Fit::Fits,
         }
     }
+
+    fn skips(&self, pod: &PodInfo, _: &Snapshot) -> bool {
+        required(pod).is_none()
+    }
 }
 
 impl FilterPlugin for NodeAffinity {
@@ -45,6 +49,11 @@ impl FilterPlugin for NodeAffinity {
         } else {
             Fit::never("node(s) didn't match Pod's node affinity/selector")
         }
+    }
+
+    fn skips(&self, pod: &PodInfo, _: &Snapshot) -> bool {
+        let selector = pod.spec.as_ref().and_then(|s| s.node_selector.as_ref());
+        selector.is_none_or(|s| s.is_empty()) && required(pod).is_none()
     }
 }
 
@@ -69,6 +78,10 @@ impl ScorePlugin for NodeAffinity {
 
     fn normalize(&self, scores: &mut [i64]) {
         normalize_to_max(scores, false);
+    }
+
+    fn skips(&self, pod: &PodInfo, _: &Snapshot) -> bool {
+        preferred(pod).is_empty()
     }
 }
 

@@ -24,6 +24,10 @@ impl FilterPlugin for NodePorts {
             Fit::Fits
         }
     }
+
+    fn skips(&self, pod: &PodInfo, _: &Snapshot) -> bool {
+        host_ports(pod).is_empty()
+    }
 }
 
 /// One `hostPort` with its defaults filled in.

@@ -44,8 +44,12 @@ impl ScorePlugin for NodeResourcesFit {
         requested.add(&pod.requests.for_scoring);
         let pairs = [(requested.milli_cpu, node.allocatable.milli_cpu), (requested.memory, node.allocatable.memory)];
         // A resource the node reports none of is left out rather than scored zero.
-        let scored: Vec<i64> = pairs.iter().filter(|(_, a)| *a > 0).map(|&(r, a)| least_requested(r, a)).collect();
-        if scored.is_empty() { 0 } else { scored.iter().sum::<i64>() / scored.len() as i64 }
+        let (mut sum, mut counted) = (0, 0);
+        for (r, a) in pairs.into_iter().filter(|&(_, a)| a > 0) {
+            sum += least_requested(r, a);
+            counted += 1;
+        }
+        if counted == 0 { 0 } else { sum / counted }
     }
 }
 
@@ -75,11 +79,12 @@ impl ScorePlugin for NodeResourcesBalancedAllocation {
             (node.requested.milli_cpu + wanted.milli_cpu, node.allocatable.milli_cpu),
             (node.requested.memory + wanted.memory, node.allocatable.memory),
         ];
-        let fractions: Vec<f64> =
-            pairs.iter().filter(|(_, a)| *a > 0).map(|&(r, a)| (r as f64 / a as f64).min(1.0)).collect();
         // With two resources the standard deviation is half their difference; with fewer, zero.
-        let std = match fractions.as_slice() {
-            [cpu, memory] => ((cpu - memory) / 2.0).abs(),
+        let std = match pairs {
+            [(cpu, cpu_a), (memory, memory_a)] if cpu_a > 0 && memory_a > 0 => {
+                let fraction = |r: u64, a: u64| (r as f64 / a as f64).min(1.0);
+                ((fraction(cpu, cpu_a) - fraction(memory, memory_a)) / 2.0).abs()
+            }
             _ => 0.0,
         };
         ((1.0 - std) * MAX_SCORE as f64) as i64

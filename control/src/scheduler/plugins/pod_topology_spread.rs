@@ -63,6 +63,10 @@ impl FilterPlugin for PodTopologySpread {
         }
         Fit::Fits
     }
+
+    fn skips(&self, pod: &PodInfo, _: &Snapshot) -> bool {
+        constraints(pod, DO_NOT_SCHEDULE).is_empty()
+    }
 }
 
 impl ScorePlugin for PodTopologySpread {
@@ -172,6 +176,11 @@ impl ScorePlugin for PodTopologySpread {
                 s => MAX_SCORE * (max + min - s) / max,
             };
         }
+    }
+
+    /// No soft constraints (own or default): every node would score the same.
+    fn skips(&self, pod: &PodInfo, _: &Snapshot) -> bool {
+        constraints(pod, SCHEDULE_ANYWAY).is_empty()
     }
 }
 

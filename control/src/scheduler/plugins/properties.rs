@@ -261,4 +261,27 @@ proptest! {
             prop_assert!(scores.iter().all(|s| (0..=MAX_SCORE).contains(s)), "{}: {:?}", plugin.name(), scores);
         }
     }
+
+    /// A plugin may skip a pod (PreFilter / PreScore `Skip`) only when running it could not
+    /// change the outcome: a skipping filter lets the pod onto every node, a skipping score
+    /// gives every feasible node the same normalized score.
+    #[test]
+    fn plugins_skip_only_pods_they_would_not_tell_apart(
+        nodes in prop::collection::vec(node_shape(), 1..6),
+        incoming in incoming(),
+    ) {
+        let snapshot = build_cluster(&nodes);
+        let pod = PodInfo::new(build_incoming(&incoming));
+        for filter in default_filters().iter().filter(|f| f.skips(&pod, &snapshot)) {
+            for node in &snapshot.nodes {
+                prop_assert_eq!(filter.filter(&pod, node, &snapshot), Fit::Fits, "{} skipped but rejects {}", filter.name(), node.name());
+            }
+        }
+        let feasible: Vec<&NodeInfo> = snapshot.nodes.iter().filter(|n| rejection(&pod, n, &snapshot).is_none()).collect();
+        for plugin in default_scores().iter().filter(|s| s.skips(&pod, &snapshot)) {
+            let mut scores = plugin.score_all(&pod, &feasible, &snapshot);
+            plugin.normalize(&mut scores);
+            prop_assert!(scores.windows(2).all(|w| w[0] == w[1]), "{} skipped but scores {:?}", plugin.name(), scores);
+        }
+    }
 }
