@@ -218,6 +218,20 @@ impl Snapshot {
         self.index.get(name).map(|&i| &self.nodes[i])
     }
 
+    /// The position of the node named `name` in `nodes`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
+    /// Puts `info` (the same node, brought up to date) at `index`, keeping the index of pods
+    /// with affinity terms current.
+    pub fn replace_node(&mut self, index: usize, info: NodeInfo) {
+        self.with_affinity.retain(|&(n, _)| n != index);
+        let with_terms = info.pods.iter().enumerate().filter(|(_, p)| has_pod_affinity(p));
+        self.with_affinity.extend(with_terms.map(|(p, _)| (index, p)));
+        self.nodes[index] = info;
+    }
+
     /// Counts `pod` as bound to the node named `node` (a pod this pass has just placed).
     pub fn add_pod(&mut self, node: &str, pod: &PodInfo) {
         let Some(&n) = self.index.get(node) else { return };

@@ -14,16 +14,15 @@
 //! found enough feasible nodes ([`framework::nodes_to_find`]), starting where the last pod's
 //! search stopped.
 
+mod cache;
 pub mod framework;
 pub mod plugins;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::{Node, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::Pod;
 use serde_json::json;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -33,8 +32,9 @@ use wasmkube_api::kinds;
 use crate::events::Recorder;
 use crate::objects::{Objects, PatchKind, Subresource, Target, WriteOptions};
 use crate::status::ApiError;
-use crate::store::{Event, EventStream, KeyValue, RangeRequest, Revision};
-use framework::{FilterPlugin, NodeInfo, PodInfo, Requests, ScorePlugin, Snapshot};
+use crate::store::EventStream;
+use cache::Cache;
+use framework::{FilterPlugin, PodInfo, ScorePlugin, Snapshot};
 
 /// The `schedulerName` pods get by default, and the name events are reported under.
 pub const SCHEDULER_NAME: &str = "default-scheduler";
@@ -97,7 +97,7 @@ pub async fn run(objects: Objects, events: Recorder, scheduler: Scheduler, cance
         let mut changes = changes;
         // Bindings that failed since the last pass: their pods are unscheduled again.
         while let Ok(key) = failed.try_recv() {
-            state.assumed.remove(&key);
+            state.forget(&key);
         }
         let waiting = match scheduler.pass(&objects, &events, &binder, &mut state).await {
             Ok(waiting) => waiting,
@@ -125,7 +125,7 @@ pub async fn run(objects: Objects, events: Recorder, scheduler: Scheduler, cance
                 },
                 _ = &mut retry, if waiting => break true,
                 Some(key) = failed.recv() => {
-                    state.assumed.remove(&key);
+                    state.forget(&key);
                     break true;
                 }
             }
@@ -139,145 +139,6 @@ pub async fn run(objects: Objects, events: Recorder, scheduler: Scheduler, cance
             cache = Some((state, changes));
         }
     }
-}
-
-/// Pods and nodes as the store has them, kept up to date from its watch.
-struct Cache {
-    /// Every pod with its requests (parsed once, when the pod arrives or changes).
-    pods: HashMap<String, (Arc<Pod>, Requests)>,
-    /// Each node without pods: a pass's snapshot starts from clones of these.
-    nodes: HashMap<String, NodeInfo>,
-    /// Pods this scheduler bound whose binding the watch has not delivered yet, and their node
-    /// (Kubernetes' "assumed" pods): counted on that node, so the next pass does not place
-    /// another pod into room that is already taken.
-    assumed: HashMap<String, String>,
-}
-
-impl Cache {
-    /// Reads every pod and node, and opens the watch that keeps them current. Events between the
-    /// revision noted first and the read are applied again afterwards, in order, so the cache
-    /// converges on the store whatever the read saw.
-    async fn load(objects: &Objects) -> Result<(Self, EventStream), ApiError> {
-        let store = objects.store().clone();
-        let revision = store.revision();
-        let changes: EventStream = Box::pin(futures::stream::select(
-            store.watch(&kind("pods").key_prefix(), revision),
-            store.watch(&kind("nodes").key_prefix(), revision),
-        ));
-        // Straight from the stored bytes into the typed objects: the one full read of a large
-        // cluster is on the path to the first binding.
-        let list = |resource: &'static str| {
-            let store = store.clone();
-            async move {
-                let request = RangeRequest { prefix: kind(resource).key_prefix(), ..RangeRequest::default() };
-                Ok::<_, ApiError>(store.range(request).await?.items)
-            }
-        };
-        let pods = decode_all(list("pods").await?, |kv| {
-            let pod = decode::<Pod>(&kv.value, kv.mod_revision)?;
-            Some((kv.key, (Requests::of(&pod), Arc::new(pod))))
-        })
-        .await
-        .into_iter()
-        .map(|(key, (requests, pod))| (key, (pod, requests)))
-        .collect();
-        let nodes = decode_all(list("nodes").await?, |kv| {
-            Some((kv.key, NodeInfo::new(decode::<Node>(&kv.value, kv.mod_revision)?)))
-        })
-        .await
-        .into_iter()
-        .collect();
-        Ok((Self { pods, nodes, assumed: HashMap::new() }, changes))
-    }
-
-    /// Applies one store event; true when it can change a scheduling decision.
-    fn apply(&mut self, event: &Event) -> bool {
-        let is_pod = event.key.starts_with(&kind("pods").key_prefix());
-        let worth_a_pass = !is_pod || crate::controller::beyond_status(event);
-        match (is_pod, event.value.as_deref()) {
-            (true, Some(bytes)) => {
-                if let Some(pod) = decode::<Pod>(bytes, event.revision) {
-                    if !unscheduled(&pod) {
-                        self.assumed.remove(&event.key);
-                    }
-                    let requests = Requests::of(&pod);
-                    self.pods.insert(event.key.clone(), (Arc::new(pod), requests));
-                }
-            }
-            (true, None) => {
-                self.assumed.remove(&event.key);
-                self.pods.remove(&event.key);
-            }
-            (false, Some(bytes)) => {
-                if let Some(node) = decode::<Node>(bytes, event.revision) {
-                    self.nodes.insert(event.key.clone(), NodeInfo::new(node));
-                }
-            }
-            (false, None) => {
-                self.nodes.remove(&event.key);
-            }
-        }
-        worth_a_pass
-    }
-
-    /// The pods waiting for a node (neither bound nor assumed).
-    fn waiting(&self) -> Vec<PodInfo> {
-        let waiting = self.pods.iter().filter(|(key, (pod, _))| unscheduled(pod) && !self.assumed.contains_key(*key));
-        waiting.map(|(_, (pod, requests))| PodInfo::with_requests(pod.clone(), *requests)).collect()
-    }
-
-    /// Nodes (sorted by name) with their bound and assumed, non-terminal pods.
-    fn snapshot(&self) -> Snapshot {
-        let mut nodes: Vec<NodeInfo> = self.nodes.values().cloned().collect();
-        nodes.sort_by(|a, b| a.name().cmp(b.name()));
-        let index: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.name().to_string(), i)).collect();
-        for (key, (pod, requests)) in &self.pods {
-            let assumed = self.assumed.get(key);
-            if unscheduled(pod) && assumed.is_none() {
-                continue;
-            }
-            if terminal(pod) {
-                continue;
-            }
-            let node = assumed.map(String::as_str);
-            let node = node.or(pod.spec.as_ref().and_then(|s| s.node_name.as_deref())).unwrap_or_default();
-            if let Some(i) = index.get(node) {
-                nodes[*i].add_pod_with(pod.clone(), *requests);
-            }
-        }
-        Snapshot::new(nodes)
-    }
-}
-
-/// `decode` applied to every item, on the blocking pool in one chunk per core: a large
-/// cluster's full read is otherwise one core's work while the other waits.
-async fn decode_all<T: Send + 'static>(items: Vec<KeyValue>, decode: fn(KeyValue) -> Option<T>) -> Vec<T> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = items.len().div_ceil(cores).max(1);
-    let mut items = items.into_iter();
-    let mut chunks = Vec::new();
-    loop {
-        let part: Vec<KeyValue> = items.by_ref().take(chunk).collect();
-        if part.is_empty() {
-            break;
-        }
-        chunks.push(tokio::task::spawn_blocking(move || part.into_iter().filter_map(decode).collect::<Vec<T>>()));
-    }
-    let mut decoded = Vec::new();
-    for part in futures::future::join_all(chunks).await {
-        decoded.extend(part.expect("decoding does not panic"));
-    }
-    decoded
-}
-
-/// A stored pod or node as of `revision`, decoded straight into its type.
-fn decode<T: k8s_openapi::Metadata<Ty = ObjectMeta> + serde::de::DeserializeOwned>(
-    bytes: &[u8],
-    revision: Revision,
-) -> Option<T> {
-    let mut object: T = serde_json::from_slice(bytes).ok()?;
-    object.metadata_mut().resource_version = Some(revision.to_string());
-    Some(object)
 }
 
 /// Whether a pod is waiting for this scheduler.
@@ -304,11 +165,26 @@ impl Scheduler {
     ) -> Result<bool, ApiError> {
         // Most passes are woken by the watch reporting this scheduler's own bindings: nothing
         // waits, and the snapshot (every node and bound pod) is not worth building.
-        let mut queue = cache.waiting();
+        let queue = cache.waiting();
         if queue.is_empty() {
             return Ok(false);
         }
         let mut snapshot = cache.snapshot();
+        let waiting = self.place(objects, events, binder, cache, &mut snapshot, queue).await;
+        cache.keep(snapshot);
+        waiting
+    }
+
+    /// Decides for each pod of `queue` in turn, counting each decision in `snapshot` and `cache`.
+    async fn place(
+        &mut self,
+        objects: &Objects,
+        events: &Recorder,
+        binder: &Binder,
+        cache: &mut Cache,
+        snapshot: &mut Snapshot,
+        mut queue: Vec<PodInfo>,
+    ) -> Result<bool, ApiError> {
         // Higher priority first, then oldest first (FIFO), as Kubernetes' active queue orders.
         queue.sort_by(|a, b| {
             let priority = |p: &Pod| p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
@@ -318,13 +194,12 @@ impl Scheduler {
         let mut waiting = false;
         let find = framework::nodes_to_find(snapshot.nodes.len());
         for pod in queue {
-            let decision =
-                framework::schedule_from(&pod, &snapshot, &self.filters, &self.scores, self.next_start, find);
+            let decision = framework::schedule_from(&pod, snapshot, &self.filters, &self.scores, self.next_start, find);
             match decision {
                 Ok((node, next_start)) => {
                     self.next_start = next_start;
                     let key = target_of(&pod).key().unwrap_or_default();
-                    cache.assumed.insert(key.clone(), node.clone());
+                    cache.assume(&key, &node);
                     let room = binder.room.clone().acquire_owned().await.expect("the semaphore is never closed");
                     let (objects, events, failed) = (objects.clone(), events.clone(), binder.failed.clone());
                     let binding = pod.clone();
