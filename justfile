@@ -23,7 +23,7 @@ pod-bench BENCH *ARGS: samples
     target/release/pod-bench {{BENCH}} {{ARGS}}
 
 # Scheduler throughput and the control plane's envelope with hollow nodes:
-# `just sched-bench throughput|envelope [FLAGS]` (see docs/benchmarks.md)
+# `just sched-bench backlog|throughput|envelope [FLAGS]` (see docs/benchmarks.md)
 sched-bench BENCH *ARGS:
     cargo build --release -p wasmkube -p wasmkube-bench
     target/release/sched-bench {{BENCH}} {{ARGS}}

@@ -23,9 +23,10 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use wasmkube_api::Kind;
 
-use super::{Changes, describe, ownership_changed};
-use crate::objects::{DeleteOptions, ListOptions, Objects, PatchKind, Subresource, Target, WriteOptions};
+use super::{Changes, describe, ownership_changed, stored_metadata};
+use crate::objects::{DeleteOptions, Objects, PatchKind, Subresource, Target, WriteOptions};
 use crate::status::ApiError;
+use crate::store::RangeRequest;
 use graph::{Action, Graph, Object, OwnerRef};
 
 /// How long a burst of changes is gathered into one pass.
@@ -97,20 +98,24 @@ pub async fn run(objects: Objects, cancel: CancellationToken) {
     }
 }
 
-/// Every covered object at one revision.
+/// Every covered object at one revision: only metadata matters here, so only metadata is
+/// decoded (a full JSON list of a large cluster's pods took gigabytes for a moment each pass).
 async fn snapshot(objects: &Objects, kinds: &[&'static Kind]) -> Result<Graph, GcError> {
-    let at = ListOptions {
-        resource_version: Some(objects.store().revision().to_string()),
-        exact: true,
-        ..ListOptions::default()
-    };
+    let store = objects.store();
+    let at = store.revision();
     let mut all = Vec::new();
     for &kind in kinds {
-        let target = Target { kind, namespace: None, name: None };
-        let list =
-            objects.list(&target, &at).await.map_err(|source| GcError::Snapshot { kind: kind.plural, source })?;
-        let items = list.get("items").and_then(Value::as_array).into_iter().flatten();
-        all.extend(items.filter_map(|item| Object::from_value(kind, item)));
+        let request = RangeRequest { prefix: kind.key_prefix(), revision: Some(at), ..RangeRequest::default() };
+        let listed = store
+            .range(request)
+            .await
+            .map_err(|e| GcError::Snapshot { kind: kind.plural, source: ApiError::from(e) })?;
+        for kv in &listed.items {
+            let Some(mut metadata) = stored_metadata(&kv.value) else { continue };
+            // The stored form leaves the resourceVersion to the store's revision.
+            metadata["resourceVersion"] = json!(kv.mod_revision.to_string());
+            all.extend(Object::from_value(kind, &json!({ "metadata": metadata })));
+        }
     }
     Ok(Graph::new(all))
 }

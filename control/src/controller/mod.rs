@@ -22,15 +22,26 @@ use crate::store::{Event, EventStream};
 /// or spec write leave the garbage collector nothing to do.
 pub(crate) fn ownership_changed(event: &Event) -> bool {
     let Some(new) = &event.value else { return true };
-    let parse = |bytes: &[u8]| serde_json::from_slice::<serde_json::Value>(bytes).unwrap_or(serde_json::Value::Null);
-    let fields = |v: &serde_json::Value| {
-        ["ownerReferences", "finalizers", "deletionTimestamp"].map(|f| v.pointer(&format!("/metadata/{f}")).cloned())
+    let parse = |bytes: &[u8]| stored_metadata(bytes).unwrap_or(serde_json::Value::Null);
+    let fields = |meta: &serde_json::Value| {
+        ["ownerReferences", "finalizers", "deletionTimestamp"].map(|f| meta.get(f).cloned())
     };
     let new = fields(&parse(new));
     match &event.prev {
         None => new[0].as_ref().and_then(|o| o.as_array()).is_some_and(|owners| !owners.is_empty()),
         Some(prev) => fields(&parse(&prev.value)) != new,
     }
+}
+
+/// The `metadata` of a stored object, without building the rest of it (the parser still reads
+/// past the other fields, but allocates nothing for them): what ownership and garbage
+/// collection look at, for every object.
+pub(crate) fn stored_metadata(bytes: &[u8]) -> Option<serde_json::Value> {
+    #[derive(serde::Deserialize)]
+    struct MetadataOnly {
+        metadata: serde_json::Value,
+    }
+    serde_json::from_slice::<MetadataOnly>(bytes).ok().map(|m| m.metadata)
 }
 
 /// Every object of `kind` (in `namespace`, or all), typed; objects that do not decode are skipped

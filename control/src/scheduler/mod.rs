@@ -1,8 +1,9 @@
 //! The scheduler: binds pods without a node to the node its plugins choose.
 //!
 //! [`framework`] holds the snapshot, plugin traits and the decision ([`framework::schedule`]);
-//! [`plugins`] the filters and scores. [`run`] is the loop: on every change to pods or nodes it
-//! takes a snapshot of its cache, orders the unscheduled pods by priority then age, and for each
+//! [`plugins`] the filters and scores; `cache` the pods and nodes kept from the watch, with a
+//! snapshot kept between passes. [`run`] is the loop: on every change to pods or nodes it
+//! brings the snapshot up to date, orders the unscheduled pods by priority then age, and for each
 //! either binds it (`pods/binding`, guarded by the pod's resourceVersion) or marks it
 //! `PodScheduled=False` / `Unschedulable` with Kubernetes' message and a `FailedScheduling`
 //! event. Unschedulable pods are tried again whenever pods or nodes change, and every few seconds.
