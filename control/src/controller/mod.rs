@@ -23,9 +23,8 @@ use crate::store::{Event, EventStream};
 pub(crate) fn ownership_changed(event: &Event) -> bool {
     let Some(new) = &event.value else { return true };
     let parse = |bytes: &[u8]| stored_metadata(bytes).unwrap_or(serde_json::Value::Null);
-    let fields = |meta: &serde_json::Value| {
-        ["ownerReferences", "finalizers", "deletionTimestamp"].map(|f| meta.get(f).cloned())
-    };
+    let fields =
+        |meta: &serde_json::Value| ["ownerReferences", "finalizers", "deletionTimestamp"].map(|f| meta.get(f).cloned());
     let new = fields(&parse(new));
     match &event.prev {
         None => new[0].as_ref().and_then(|o| o.as_array()).is_some_and(|owners| !owners.is_empty()),
