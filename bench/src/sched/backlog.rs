@@ -1,15 +1,17 @@
-//! `sched-bench backlog`: the scheduler alone, as Kubernetes' scheduler_perf measures it — how
-//! many pods per second it decides and durably binds when M pods are already waiting on N nodes.
+//! `sched-bench backlog`: the scheduler as Kubernetes' scheduler_perf measures it — how many
+//! pods per second it decides and durably binds when M pods are already waiting on N nodes.
 //!
 //! [`throughput`](crate::throughput) measures the whole server over HTTP, where creating the pods
-//! (and the hollow kubelet's status reports) share the two cores with the scheduler, so its rate
-//! is bounded by how fast the API accepts creates. Here the control plane's object service runs
-//! in this process on a real redb file, the nodes and pods are written before the scheduler
-//! starts, and the clock runs from the scheduler's start (its first full read of pods and nodes
-//! included) to the last binding committed. Every binding is a durable store write guarded by the
-//! pod's resourceVersion, with its `Scheduled` Event, exactly as in `wasmkube server`.
+//! shares the two cores with the scheduler, so its rate is bounded by how fast the API accepts
+//! creates. Here the control plane's object service runs in this process on a real redb file,
+//! the nodes and pods are written before the scheduler starts, and the clock runs from the
+//! scheduler's start (its first full read of pods and nodes included) to the last binding
+//! committed. Every binding is a durable store write guarded by the pod's resourceVersion, with
+//! its `Scheduled` Event, exactly as in `wasmkube server`. The hollow agent ([`agent`](crate::agent))
+//! renews every node's Lease and marks each bound pod Running meanwhile, through the same object
+//! service; `--no-agent` leaves it out to measure the scheduler with nothing else writing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +31,7 @@ use wasmkube_control::objects::{Objects, PatchKind, Subresource, Target, WriteOp
 use wasmkube_control::scheduler::{self, Scheduler};
 use wasmkube_control::store::redb::{RedbConfig, RedbStore};
 
+use crate::agent::{self, Agent, Work};
 use crate::hollow;
 use crate::metrics::{self, Commits, Scrape};
 use crate::pods;
@@ -46,6 +49,11 @@ pub struct Options {
     /// Pods waiting when the scheduler starts.
     #[arg(long, default_value_t = 10_000)]
     pods: usize,
+
+    /// Leave out the in-process hollow agent (each node's Lease renewed every 10 s, each bound
+    /// pod's status set Running): the scheduler with nothing else writing.
+    #[arg(long)]
+    no_agent: bool,
 
     /// Independent rounds, each on a fresh store; the headline is their median.
     #[arg(long, default_value_t = 5)]
@@ -100,8 +108,14 @@ struct Outcome {
     max_pods_per_node: usize,
     /// CPU seconds this process used while the scheduler ran (scheduler, store writer, watch).
     cpu_secs: f64,
-    /// Durable commits while the scheduler ran, and the writes (bindings, Events) they carried.
+    /// Durable commits while the scheduler ran, and the writes (bindings, Events, and the
+    /// agent's) they carried.
     commits: Option<Commits>,
+    /// Pods seen Running (the agent's status patch), and when the last was.
+    pods_running: usize,
+    all_running_secs: Option<f64>,
+    /// What the hollow agent did, unless left out.
+    agent: Option<Work>,
 }
 
 #[derive(Debug, Serialize)]
@@ -146,7 +160,8 @@ pub async fn run(options: &Options, wasmkube: &Path, dir: &Path) -> Result<()> {
         rates[0],
         rates[rates.len() - 1]
     );
-    let at_goal = options.nodes == 5_000 && options.pods == 10_000;
+    // The goal's shape includes the hollow agent (Leases renewed, pods marked Running).
+    let at_goal = options.nodes == 5_000 && options.pods == 10_000 && !options.no_agent;
     let met = rounds.iter().all(|r| r.finished) && median >= GOAL_PODS_PER_SEC;
     let report = Report {
         benchmark: "sched-bench backlog",
@@ -154,9 +169,10 @@ pub async fn run(options: &Options, wasmkube: &Path, dir: &Path) -> Result<()> {
         machine,
         wasmkube: version,
         workload: Workload {
-            description: "the scheduler and object service in one process on a real redb file; N nodes and M \
-                pods (requests cpu 100m / memory 128Mi, no nodeName) written first; timed from the scheduler's \
-                start to the last durable binding",
+            description: "the scheduler and object service in one process on a real redb file; N nodes (each \
+                with a Lease renewed every 10 s unless --no-agent) and M pods (requests cpu 100m / memory 128Mi, \
+                no nodeName) written first; a hollow agent in the same process marks each bound pod Running \
+                (unless --no-agent); timed from the scheduler's start to the last durable binding",
             options: options.clone(),
         },
         goal: Goal {
@@ -209,6 +225,9 @@ async fn fill_cluster(objects: &Objects, options: &Options) -> Result<()> {
                     let one = Target { name: Some(hollow::node_name(i)), ..all };
                     objects.patch(&one, status, PatchKind::Merge, Subresource::Status, opts).await?;
                 }
+                if !options.no_agent {
+                    agent::create_lease(objects, i).await?;
+                }
                 Ok::<_, anyhow::Error>(())
             }
         })
@@ -245,12 +264,14 @@ async fn measure(objects: &Objects, metrics: &Metrics, options: &Options, fill_s
         Scheduler::default(),
         cancel.clone(),
     ));
+    let agent = (!options.no_agent).then(|| Agent::start(objects, options.nodes));
     let deadline = tokio::time::sleep(Duration::from_secs(options.timeout_secs));
     tokio::pin!(deadline);
     let mut bound: HashMap<String, String> = HashMap::new();
-    let (mut first, mut last) = (None, Duration::ZERO);
+    let mut running: HashSet<String> = HashSet::new();
+    let (mut first, mut last, mut all_running) = (None, Duration::ZERO, None);
     let finished = loop {
-        if bound.len() == options.pods {
+        if bound.len() == options.pods && (agent.is_none() || running.len() == options.pods) {
             break true;
         }
         let event = tokio::select! {
@@ -268,8 +289,16 @@ async fn measure(objects: &Objects, metrics: &Metrics, options: &Options, fill_s
         {
             last = started.elapsed();
             first.get_or_insert(last);
+            if let Some(agent) = &agent {
+                let pod = event.key.rsplit('/').next().unwrap_or_default();
+                agent.pod_bound(pod.to_string(), node.to_string());
+            }
+        }
+        if contains(value, br#""phase":"Running""#) && running.insert(event.key.clone()) && running.len() == options.pods {
+            all_running = Some(started.elapsed());
         }
     };
+    let work = agent.map(Agent::stop);
     cancel.cancel();
     let _ = task.await;
     let cpu_secs = (process::cpu_time("self")? - cpu_before).as_secs_f64();
@@ -290,7 +319,14 @@ async fn measure(objects: &Objects, metrics: &Metrics, options: &Options, fill_s
         max_pods_per_node: per_node.values().copied().max().unwrap_or(0),
         cpu_secs: round(cpu_secs, 2),
         commits,
+        pods_running: running.len(),
+        all_running_secs: all_running.map(|t| round(t.as_secs_f64(), 3)),
+        agent: work,
     })
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// `spec.nodeName` of a stored pod, read from its JSON bytes (object keys are unique, and only

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use wasmkube_bench::summary::{Failures, Latency, round};
 
 /// Where node Leases live.
-const LEASE_NAMESPACE: &str = "kube-node-lease";
+pub const LEASE_NAMESPACE: &str = "kube-node-lease";
 /// `leaseDurationSeconds`, as node agents write it.
 const LEASE_SECONDS: i32 = 40;
 /// Node indices map one-to-one onto podCIDRs `10.X.Y.0/24`.
@@ -165,7 +165,7 @@ async fn register_one(nodes: &Api<Node>, leases: &Api<Lease>, i: usize, zones: u
     Ok(!kept)
 }
 
-fn lease_spec(i: usize) -> Value {
+pub fn lease_spec(i: usize) -> Value {
     json!({"holderIdentity": node_name(i), "leaseDurationSeconds": LEASE_SECONDS, "renewTime": now_rfc3339(true)})
 }
 

@@ -94,7 +94,7 @@ async fn run(pods: Api<SlimPod>, rx: mpsc::Receiver<BoundPod>, concurrency: usiz
 
 /// The status of a pod on hollow node `node` whose container started now, with the node's
 /// `n`th pod IP.
-fn running_status(node: usize, n: u32) -> Value {
+pub fn running_status(node: usize, n: u32) -> Value {
     let now = now_rfc3339(false);
     let (pod_ip, host_ip) = (hollow::pod_ip(node, n).to_string(), hollow::node_ip(node).to_string());
     let condition = |type_: &str| json!({"type": type_, "status": "True", "lastTransitionTime": now});

@@ -92,6 +92,9 @@ pub struct NodeInfo {
     /// The same with scoring defaults ([`Resources::requested_for_scoring`]).
     pub requested_for_scoring: Resources,
     pub allocatable: Resources,
+    /// `spec.unschedulable` (cordoned), kept inline: every pod's search asks it of hundreds of
+    /// nodes, and following the pointer into each Node was a cache miss apiece.
+    pub cordoned: bool,
     /// The node's taints with the one its Ready condition implies, worked out on first use by
     /// the taint plugins (every pod's search asks for them).
     pub(crate) effective_taints: OnceLock<Vec<Taint>>,
@@ -101,7 +104,9 @@ impl NodeInfo {
     pub fn new(node: impl Into<Arc<Node>>) -> Self {
         let node = node.into();
         let allocatable = Resources::allocatable(&node);
+        let cordoned = node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
         Self {
+            cordoned,
             node,
             pods: Vec::new(),
             requested: Resources::default(),

@@ -16,8 +16,7 @@ impl FilterPlugin for NodeUnschedulable {
     }
 
     fn filter(&self, pod: &PodInfo, node: &NodeInfo, _: &Snapshot) -> Fit {
-        let cordoned = node.node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
-        if !cordoned {
+        if !node.cordoned {
             return Fit::Fits;
         }
         let taint = Taint {
@@ -25,7 +24,7 @@ impl FilterPlugin for NodeUnschedulable {
             effect: "NoSchedule".to_string(),
             ..Taint::default()
         };
-        if cordoned && !tolerations(pod).iter().any(|t| tolerates(t, &taint)) {
+        if !tolerations(pod).iter().any(|t| tolerates(t, &taint)) {
             Fit::never("node(s) were unschedulable")
         } else {
             Fit::Fits
