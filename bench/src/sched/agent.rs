@@ -34,8 +34,11 @@ fn kind(group: &str, resource: &str) -> &'static wasmkube_api::Kind {
 
 /// Writes node `i`'s Lease (part of filling the cluster, not measured).
 pub async fn create_lease(objects: &Objects, i: usize) -> Result<()> {
-    let all =
-        Target { kind: kind("coordination.k8s.io", "leases"), namespace: Some(hollow::LEASE_NAMESPACE.into()), name: None };
+    let all = Target {
+        kind: kind("coordination.k8s.io", "leases"),
+        namespace: Some(hollow::LEASE_NAMESPACE.into()),
+        name: None,
+    };
     let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
         "metadata": {"name": hollow::node_name(i)}, "spec": hollow::lease_spec(i)});
     objects.create(&all, lease, &WriteOptions::default()).await.context("creating a Lease")?;
@@ -82,7 +85,8 @@ impl Agent {
                     let n = started.entry(node.clone()).or_default();
                     *n += 1;
                     let status = kubelet::running_status(hollow::node_index(&node).unwrap_or(0), *n);
-                    let target = Target { kind: kind("", "pods"), namespace: Some(pods::NAMESPACE.into()), name: Some(pod) };
+                    let target =
+                        Target { kind: kind("", "pods"), namespace: Some(pods::NAMESPACE.into()), name: Some(pod) };
                     let (objects, tally) = (objects.clone(), tally.clone());
                     async move {
                         let patched = objects

@@ -294,7 +294,10 @@ async fn measure(objects: &Objects, metrics: &Metrics, options: &Options, fill_s
                 agent.pod_bound(pod.to_string(), node.to_string());
             }
         }
-        if contains(value, br#""phase":"Running""#) && running.insert(event.key.clone()) && running.len() == options.pods {
+        if contains(value, br#""phase":"Running""#)
+            && running.insert(event.key.clone())
+            && running.len() == options.pods
+        {
             all_running = Some(started.elapsed());
         }
     };
