@@ -106,7 +106,8 @@ struct Outcome {
     last_binding_secs: f64,
     nodes_used: usize,
     max_pods_per_node: usize,
-    /// CPU seconds this process used while the scheduler ran (scheduler, store writer, watch).
+    /// CPU seconds this process used from the scheduler's start until every pod was bound (and,
+    /// with the agent, Running): scheduler, store writer, watch, and the agent's writes.
     cpu_secs: f64,
     /// Durable commits while the scheduler ran, and the writes (bindings, Events, and the
     /// agent's) they carried.
@@ -153,7 +154,8 @@ pub async fn run(options: &Options, wasmkube: &Path, dir: &Path) -> Result<()> {
     }
     let mut rates: Vec<f64> = rounds.iter().map(|r| r.scheduled_pods_per_sec).collect();
     rates.sort_by(f64::total_cmp);
-    let median = rates[rates.len() / 2];
+    let middle = rates.len() / 2;
+    let median = if rates.len() % 2 == 1 { rates[middle] } else { round((rates[middle - 1] + rates[middle]) / 2.0, 1) };
     println!(
         "median of {} rounds: {median:.1} pods/s (range {:.1}-{:.1})",
         rates.len(),

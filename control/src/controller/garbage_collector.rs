@@ -113,7 +113,9 @@ async fn snapshot(objects: &Objects, kinds: &[&'static Kind]) -> Result<Graph, G
         for kv in &listed.items {
             let Some(mut metadata) = stored_metadata(&kv.value) else { continue };
             // The stored form leaves the resourceVersion to the store's revision.
-            metadata["resourceVersion"] = json!(kv.mod_revision.to_string());
+            if let Some(fields) = metadata.as_object_mut() {
+                fields.insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+            }
             all.extend(Object::from_value(kind, &json!({ "metadata": metadata })));
         }
     }

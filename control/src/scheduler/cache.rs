@@ -102,12 +102,14 @@ impl Cache {
             (false, Some(bytes)) => {
                 if let Some(node) = decode_stored::<Node>(bytes, event.revision) {
                     let info = NodeInfo::new(node);
+                    let name = info.name().to_string();
                     match self.nodes.insert(event.key.clone(), info) {
-                        Some(_) => {
-                            let name = self.nodes[&event.key].name().to_string();
+                        // The same node changed: rebuild it alone.
+                        Some(before) if before.name() == name => {
                             self.dirty.insert(name);
                         }
-                        None => self.snapshot = None,
+                        // A new node (or, defensively, one whose name no longer matches its key).
+                        _ => self.snapshot = None,
                     }
                 }
             }
@@ -232,8 +234,9 @@ async fn decode_all<T: Send + 'static>(items: Vec<KeyValue>, decode: fn(KeyValue
         chunks.push(tokio::task::spawn_blocking(move || part.into_iter().filter_map(decode).collect::<Vec<T>>()));
     }
     let mut decoded = Vec::new();
-    for part in futures::future::join_all(chunks).await {
-        decoded.extend(part.expect("decoding does not panic"));
+    // A chunk only fails to come back if the runtime is shutting down; then nothing is used.
+    for part in futures::future::join_all(chunks).await.into_iter().flatten() {
+        decoded.extend(part);
     }
     decoded
 }
