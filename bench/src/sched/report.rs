@@ -1,7 +1,8 @@
 //! The pieces of the printed summary both subcommands share: a latency table, the errors, and
 //! what the server did.
 
-use wasmkube_bench::summary::{Failures, Latency};
+use serde::Serialize;
+use wasmkube_bench::summary::{self, Failures, Latency};
 
 use crate::plane::Window;
 
@@ -54,6 +55,50 @@ pub fn print_server(w: &Window) {
             bound(v.p50_ms_at_most),
             bound(v.p99_ms_at_most),
             v.mean_ms
+        );
+    }
+}
+
+/// The throughput goal's shape and rate, which `backlog` and `throughput` both measure against.
+pub const GOAL_NODES: usize = 5_000;
+pub const GOAL_PODS: usize = 10_000;
+const GOAL_PODS_PER_SEC: f64 = 10_000.0;
+/// Kubernetes' scheduler_perf pass threshold for SchedulingBasic at 5,000 nodes / 10,000 pods.
+const KUBERNETES_THRESHOLD: f64 = 680.0;
+
+/// The throughput goal as a report states it.
+#[derive(Debug, Serialize)]
+pub struct ThroughputGoal {
+    description: &'static str,
+    kubernetes: &'static str,
+    /// Unknown unless run at the goal's shape.
+    met: Option<bool>,
+    /// scheduled pods/s ÷ 680.
+    vs_kubernetes_threshold: f64,
+}
+
+impl ThroughputGoal {
+    /// `rate` pods/s measured; `finished` whether every pod was bound without errors; `at_goal`
+    /// whether the run had the goal's shape.
+    pub fn new(rate: f64, finished: bool, at_goal: bool) -> Self {
+        Self {
+            description: ">= 10,000 pods/s scheduled for 5,000 nodes / 10,000 pods, bindings durable",
+            kubernetes: "scheduler_perf SchedulingBasic 5000Nodes_10000Pods passes at >= 680 pods/s",
+            met: at_goal.then_some(finished && rate >= GOAL_PODS_PER_SEC),
+            vs_kubernetes_threshold: summary::ratio(rate, KUBERNETES_THRESHOLD),
+        }
+    }
+
+    /// One line: the goal, whether it was met, and the ratio to Kubernetes' threshold.
+    pub fn print(&self) {
+        let verdict = match self.met {
+            Some(true) => "met",
+            Some(false) => "NOT met",
+            None => "not measured (not run at the goal's shape)",
+        };
+        println!(
+            "goal {}: {verdict}; {:.2}x Kubernetes' scheduler_perf threshold (680 pods/s)",
+            self.description, self.vs_kubernetes_threshold
         );
     }
 }
