@@ -280,10 +280,21 @@ async fn a_deployment_spreads_rolls_out_without_losing_capacity_and_survives_a_k
     assert_eq!(spread, BTreeSet::from(["node-a".to_string(), "node-b".to_string()]), "replicas spread");
 
     // 2. A template change rolls out without the Ready count ever dropping below 3.
-    let mut current = deployments.get("web").await.expect("get deployment");
-    let container = &mut current.spec.as_mut().expect("spec").template.spec.as_mut().expect("pod spec").containers[0];
-    container.env = Some(vec![serde_json::from_value(json!({"name": "VERSION", "value": "2"})).expect("env")]);
-    let updated = deployments.replace("web", &PostParams::default(), &current).await.expect("update deployment");
+    // The controller may write the Deployment's status between the read and the write; like
+    // client-go's RetryOnConflict, read again and retry on 409.
+    let mut attempts = 0;
+    let updated = loop {
+        let mut current = deployments.get("web").await.expect("get deployment");
+        let container =
+            &mut current.spec.as_mut().expect("spec").template.spec.as_mut().expect("pod spec").containers[0];
+        container.env = Some(vec![serde_json::from_value(json!({"name": "VERSION", "value": "2"})).expect("env")]);
+        attempts += 1;
+        match deployments.replace("web", &PostParams::default(), &current).await {
+            Ok(updated) => break updated,
+            Err(kube::Error::Api(e)) if e.code == 409 && attempts < 10 => continue,
+            Err(e) => panic!("update deployment (attempt {attempts}): {e}"),
+        }
+    };
     let generation = updated.metadata.generation.expect("generation");
     let deadline = Instant::now() + Duration::from_secs(120);
     let (mut samples, mut most) = (0, 0);
