@@ -7,6 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::machine::Machine;
+
 /// Nearest-rank percentiles and the mean of a set of latencies, in milliseconds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Latency {
@@ -76,6 +78,24 @@ pub fn ratio(a: f64, b: f64) -> f64 {
 }
 
 /// Writes `report` as pretty JSON to `path`, creating its directory.
+/// What every benchmark report starts with: which benchmark, when, on what machine, which
+/// wasmkube build, and the workload it ran (flattened into the report's top level).
+#[derive(Debug, Serialize)]
+pub struct Header<W> {
+    pub benchmark: &'static str,
+    pub date: String,
+    pub machine: Machine,
+    pub wasmkube: String,
+    pub workload: W,
+}
+
+impl<W> Header<W> {
+    /// Dated now.
+    pub fn new(benchmark: &'static str, machine: Machine, wasmkube: String, workload: W) -> Self {
+        Self { benchmark, date: jiff::Timestamp::now().to_string(), machine, wasmkube, workload }
+    }
+}
+
 pub fn write_json(report: &impl Serialize, path: &Path) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

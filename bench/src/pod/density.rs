@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use rand::seq::IndexedRandom;
 use serde::Serialize;
-use wasmkube_bench::machine::{self, Machine};
+use wasmkube_bench::machine;
 use wasmkube_bench::process::{self, Memory};
 use wasmkube_bench::servers::Servers;
-use wasmkube_bench::summary::{self, Latency, round};
+use wasmkube_bench::summary::{self, Header, Latency, round};
 
 use crate::cluster::{self, Cluster, Failures, Inputs, PORT, Pace};
 use crate::watch::PodWatch;
@@ -53,11 +53,8 @@ const GOAL_KIB_PER_POD: f64 = 1024.0;
 
 #[derive(Debug, Serialize)]
 struct Report {
-    benchmark: &'static str,
-    date: String,
-    machine: Machine,
-    wasmkube: String,
-    workload: Workload,
+    #[serde(flatten)]
+    header: Header<Workload>,
     results: Vec<Row>,
     goal: Goal,
 }
@@ -137,19 +134,20 @@ pub async fn run(options: &Options, inputs: &Inputs, dir: &Path, servers: &mut S
     }
     let at_goal = results.iter().find(|r| r.pods == GOAL_PODS);
     let report = Report {
-        benchmark: "pod-bench density",
-        date: jiff::Timestamp::now().to_string(),
-        machine,
-        wasmkube: version,
-        workload: Workload {
-            description: "N hello pods bound to the node on a fresh `wasmkube up`; VmRSS of the up process before \
+        header: Header::new(
+            "pod-bench density",
+            machine,
+            version,
+            Workload {
+                description: "N hello pods bound to the node on a fresh `wasmkube up`; VmRSS of the up process before \
                 any pod and once all run; then one first request to each of a few random pods",
-            pods: options.pods.clone(),
-            concurrency: options.concurrency,
-            probes: options.probes,
-            settle_secs: options.settle_secs,
-            image: inputs.image(),
-        },
+                pods: options.pods.clone(),
+                concurrency: options.concurrency,
+                probes: options.probes,
+                settle_secs: options.settle_secs,
+                image: inputs.image(),
+            },
+        ),
         goal: Goal {
             description: "<= 1 MiB RSS per pod at 10,000 pods",
             met: at_goal.map(|r| r.create_errors.count == 0 && r.rss_per_pod_kib <= GOAL_KIB_PER_POD),

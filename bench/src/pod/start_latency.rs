@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
-use wasmkube_bench::machine::{self, Machine};
+use wasmkube_bench::machine;
 use wasmkube_bench::servers::Servers;
-use wasmkube_bench::summary::{self, Latency, round};
+use wasmkube_bench::summary::{self, Header, Latency, round};
 
 use crate::cluster::{self, Cluster, Created, Failures, Inputs, Pace};
 use crate::watch::PodWatch;
@@ -48,11 +48,8 @@ const GOAL_P99_MS: f64 = 50.0;
 
 #[derive(Debug, Serialize)]
 struct Report {
-    benchmark: &'static str,
-    date: String,
-    machine: Machine,
-    wasmkube: String,
-    workload: Workload,
+    #[serde(flatten)]
+    header: Header<Workload>,
     result: Outcome,
     goal: Goal,
 }
@@ -111,20 +108,21 @@ pub async fn run(options: &Options, inputs: &Inputs, dir: &Path, servers: &mut S
     let result = outcome(&created, create_errors, &watch)?;
 
     let report = Report {
-        benchmark: "pod-bench start-latency",
-        date: jiff::Timestamp::now().to_string(),
-        machine,
-        wasmkube: version,
-        workload: Workload {
-            description: "pods bound to the node (spec.nodeName), image file:// hello.wasm with a containerPort; \
+        header: Header::new(
+            "pod-bench start-latency",
+            machine,
+            version,
+            Workload {
+                description: "pods bound to the node (spec.nodeName), image file:// hello.wasm with a containerPort; \
                 each timed from sending its create to seeing it Running with its container ready on one watch \
                 opened before the first create",
-            pods: options.pods,
-            warmup_pods: options.warmup_pods,
-            concurrency: options.concurrency,
-            rate_pods_per_sec: options.rate,
-            image,
-        },
+                pods: options.pods,
+                warmup_pods: options.warmup_pods,
+                concurrency: options.concurrency,
+                rate_pods_per_sec: options.rate,
+                image,
+            },
+        ),
         goal: Goal {
             description: "p99 <= 50 ms",
             met: result.create_errors.count == 0 && result.start_latency_ms.p99 <= GOAL_P99_MS,
@@ -161,7 +159,7 @@ fn outcome(created: &[Created], create_errors: Failures, watch: &PodWatch) -> Re
 }
 
 fn print(report: &Report) {
-    let (w, r) = (&report.workload, &report.result);
+    let (w, r) = (&report.header.workload, &report.result);
     let pace = match w.rate_pods_per_sec {
         Some(rate) => format!("{rate} pods/s, at most {} in flight", w.concurrency),
         None if w.concurrency == 1 => "sequential creates".to_string(),

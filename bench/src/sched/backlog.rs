@@ -21,9 +21,9 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-use wasmkube_bench::machine::{self, Machine};
+use wasmkube_bench::machine;
 use wasmkube_bench::process;
-use wasmkube_bench::summary::{self, round};
+use wasmkube_bench::summary::{self, Header, round};
 use wasmkube_control::controller::namespace;
 use wasmkube_control::events::Recorder;
 use wasmkube_control::metrics::Metrics;
@@ -75,11 +75,8 @@ const FILL_CONCURRENCY: usize = 64;
 
 #[derive(Debug, Serialize)]
 struct Report {
-    benchmark: &'static str,
-    date: String,
-    machine: Machine,
-    wasmkube: String,
-    workload: Workload,
+    #[serde(flatten)]
+    header: Header<Workload>,
     /// The median round's rate.
     median_pods_per_sec: f64,
     rounds: Vec<Outcome>,
@@ -156,17 +153,18 @@ pub async fn run(options: &Options, wasmkube: &Path, dir: &Path) -> Result<()> {
     let at_goal = options.nodes == GOAL_NODES && options.pods == GOAL_PODS && !options.no_agent;
     let finished = rounds.iter().all(|r| r.finished);
     let report = Report {
-        benchmark: "sched-bench backlog",
-        date: jiff::Timestamp::now().to_string(),
-        machine,
-        wasmkube: version,
-        workload: Workload {
-            description: "the scheduler and object service in one process on a real redb file; N nodes (each \
+        header: Header::new(
+            "sched-bench backlog",
+            machine,
+            version,
+            Workload {
+                description: "the scheduler and object service in one process on a real redb file; N nodes (each \
                 with a Lease renewed every 10 s unless --no-agent) and M pods (requests cpu 100m / memory 128Mi, \
                 no nodeName) written first; a hollow agent in the same process marks each bound pod Running \
                 (unless --no-agent); timed from the scheduler's start to the last durable binding",
-            options: options.clone(),
-        },
+                options: options.clone(),
+            },
+        ),
         goal: ThroughputGoal::new(median, finished, at_goal),
         median_pods_per_sec: median,
         rounds,

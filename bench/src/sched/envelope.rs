@@ -12,10 +12,10 @@ use futures::StreamExt;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde::Serialize;
 use serde::de::IgnoredAny;
-use wasmkube_bench::machine::{self, Machine};
+use wasmkube_bench::machine;
 use wasmkube_bench::process::Memory;
 use wasmkube_bench::servers::Servers;
-use wasmkube_bench::summary::{self, Failures, Latency, round};
+use wasmkube_bench::summary::{self, Failures, Header, Latency, round};
 
 use crate::cluster::{HollowCluster, Setup};
 use crate::hollow::{LeaseWindow, Registration};
@@ -61,11 +61,8 @@ const GOAL_P99_MS: f64 = 1000.0;
 
 #[derive(Debug, Serialize)]
 struct Report {
-    benchmark: &'static str,
-    date: String,
-    machine: Machine,
-    wasmkube: String,
-    workload: Workload,
+    #[serde(flatten)]
+    header: Header<Workload>,
     nodes: Registration,
     fill: Fill,
     held: Held,
@@ -170,21 +167,22 @@ pub async fn run(options: &Options, wasmkube: &Path, dir: &Path, servers: &mut S
     let at_goal = options.setup.nodes >= GOAL_NODES && options.pods >= GOAL_PODS;
     let fast = probe.requests.iter().all(|r| r.errors.count == 0 && r.latency_ms.p99 <= GOAL_P99_MS);
     let report = Report {
-        benchmark: "sched-bench envelope",
-        date: jiff::Timestamp::now().to_string(),
-        machine,
-        wasmkube: version,
-        workload: Workload {
-            description: "wasmkube server alone; N hollow nodes (leases renewed throughout); M pods created in \
+        header: Header::new(
+            "sched-bench envelope",
+            machine,
+            version,
+            Workload {
+                description: "wasmkube server alone; N hollow nodes (leases renewed throughout); M pods created in \
                 batches by C clients, each batch waited for until bound and Running (hollow kubelet); then a probe: \
                 half the probe clients create ConfigMaps, half merge-patch a label on random pods, back to back",
-            setup: options.setup.clone(),
-            pods: options.pods,
-            batch: options.batch,
-            probe_secs: options.probe_secs,
-            probe_clients: options.probe_clients,
-            timeout_secs: options.timeout_secs,
-        },
+                setup: options.setup.clone(),
+                pods: options.pods,
+                batch: options.batch,
+                probe_secs: options.probe_secs,
+                probe_clients: options.probe_clients,
+                timeout_secs: options.timeout_secs,
+            },
+        ),
         nodes: cluster.registration.clone(),
         goal: Goal {
             description: "5,000 nodes and 150,000 pods held, mutating API calls p99 <= 1 s (Kubernetes' SLO)",
@@ -311,7 +309,7 @@ async fn probe_client(cluster: &HollowCluster, pods: &[String], c: usize, create
 }
 
 fn print(report: &Report) {
-    let (w, f, s) = (&report.workload, &report.fill, &report.fill.scheduling);
+    let (w, f, s) = (&report.header.workload, &report.fill, &report.fill.scheduling);
     println!(
         "envelope: {} nodes ({} registered), {} pods in batches of {}; {} created, {} bound, {} Running{}",
         w.setup.nodes,

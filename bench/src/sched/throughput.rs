@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use serde::Serialize;
-use wasmkube_bench::machine::{self, Machine};
+use wasmkube_bench::machine;
 use wasmkube_bench::servers::Servers;
-use wasmkube_bench::summary::{self, Failures, Latency};
+use wasmkube_bench::summary::{self, Failures, Header, Latency};
 
 use crate::cluster::{HollowCluster, Setup};
 use crate::hollow::{LeaseWindow, Registration};
@@ -38,11 +38,8 @@ pub struct Options {
 
 #[derive(Debug, Serialize)]
 struct Report {
-    benchmark: &'static str,
-    date: String,
-    machine: Machine,
-    wasmkube: String,
-    workload: Workload,
+    #[serde(flatten)]
+    header: Header<Workload>,
     nodes: Registration,
     result: Outcome,
     goal: ThroughputGoal,
@@ -86,18 +83,19 @@ pub async fn run(options: &Options, wasmkube: &Path, dir: &Path, servers: &mut S
     let at_goal = setup.nodes == GOAL_NODES && options.pods == GOAL_PODS;
     let finished = result.finished && result.create_errors.count == 0;
     let report = Report {
-        benchmark: "sched-bench throughput",
-        date: jiff::Timestamp::now().to_string(),
-        machine,
-        wasmkube: version,
-        workload: Workload {
-            description: "wasmkube server alone; N hollow nodes (Node + Lease each, leases renewed); M pods \
+        header: Header::new(
+            "sched-bench throughput",
+            machine,
+            version,
+            Workload {
+                description: "wasmkube server alone; N hollow nodes (Node + Lease each, leases renewed); M pods \
                 (one container, requests cpu 100m / memory 128Mi, no nodeName) created by C concurrent clients \
                 as fast as answered; a hollow kubelet marks each bound pod Running",
-            setup: setup.clone(),
-            pods: options.pods,
-            timeout_secs: options.timeout_secs,
-        },
+                setup: setup.clone(),
+                pods: options.pods,
+                timeout_secs: options.timeout_secs,
+            },
+        ),
         nodes: cluster.registration.clone(),
         goal: ThroughputGoal::new(s.scheduled_pods_per_sec, finished, at_goal),
         result,
@@ -143,7 +141,7 @@ async fn measure(options: &Options, cluster: &mut HollowCluster) -> Result<Outco
 }
 
 fn print(report: &Report) {
-    let (w, r, s) = (&report.workload, &report.result, &report.result.scheduling);
+    let (w, r, s) = (&report.header.workload, &report.result, &report.result.scheduling);
     println!(
         "throughput: {} nodes ({} registered in {:.1} s), {} pods from {} clients; {} created, {} bound, {} Running{}",
         w.setup.nodes,
