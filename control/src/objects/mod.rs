@@ -119,10 +119,10 @@ impl Objects {
             return Ok(());
         };
         let key = namespace_kind().key(None, ns);
-        let Some((namespace, _)) = self.get_kv(&key).await? else {
+        let Some(namespace) = self.store.get(&key).await? else {
             return Err(ApiError::NamespaceNotFound(ns.to_string()));
         };
-        if namespace.pointer("/metadata/deletionTimestamp").is_some() {
+        if terminating(&namespace.value)? {
             return Err(ApiError::Forbidden {
                 kind: target.kind,
                 name: name.to_string(),
@@ -131,6 +131,24 @@ impl Objects {
         }
         Ok(())
     }
+}
+
+/// Whether a stored object has a `metadata.deletionTimestamp`, read without building the whole
+/// object (every create in a namespace asks this of the namespace).
+fn terminating(stored: &[u8]) -> Result<bool, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Object {
+        #[serde(default)]
+        metadata: Metadata,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct Metadata {
+        #[serde(rename = "deletionTimestamp")]
+        deletion_timestamp: Option<serde::de::IgnoredAny>,
+    }
+    let object: Object =
+        serde_json::from_slice(stored).map_err(|e| ApiError::Internal(format!("stored object is not JSON: {e}")))?;
+    Ok(object.metadata.deletion_timestamp.is_some())
 }
 
 pub(crate) fn namespace_kind() -> &'static Kind {
@@ -213,4 +231,20 @@ pub(crate) use wasmkube_api::meta::now_rfc3339;
 pub(crate) fn parse_revision(rv: &str) -> Result<Revision, ApiError> {
     rv.parse::<Revision>()
         .map_err(|_| ApiError::BadRequest(format!("invalid resource version \"{rv}\": must be a decimal number")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_namespace_is_terminating_once_it_has_a_deletion_timestamp() {
+        let stored = |v: Value| serde_json::to_vec(&v).expect("serializes");
+        let active = json!({"metadata": {"name": "a", "deletionTimestamp": null}, "spec": {"finalizers": ["kubernetes"]}});
+        let deleting = json!({"metadata": {"name": "a", "deletionTimestamp": "2026-01-01T00:00:00Z"}});
+        assert!(!terminating(&stored(active)).expect("decodes"));
+        assert!(terminating(&stored(deleting)).expect("decodes"));
+        assert!(!terminating(&stored(json!({}))).expect("decodes"));
+        assert!(terminating(b"not json").is_err());
+    }
 }

@@ -147,7 +147,15 @@ impl Objects {
                 Subresource::Binding => (merge_server_owned(target, &current, desired(&current)?, sub), Vec::new()),
                 _ => {
                     let requested = desired(&current)?;
-                    let (canonical, warnings) = fields::canonicalize(kind, requested, opts.field_validation)?;
+                    // A status write keeps only the body's status. When the rest of the body is the
+                    // stored object unchanged (a patch of the status, as every node agent sends),
+                    // that rest is canonical already: only the status goes through the kind's type.
+                    let validation = opts.field_validation;
+                    let (canonical, warnings) = if sub == Subresource::Status && same_but_status(&requested, &current) {
+                        fields::canonicalize_part(kind, requested, "status", validation)?
+                    } else {
+                        fields::canonicalize(kind, requested, validation)?
+                    };
                     (merge_server_owned(target, &current, canonical, sub), warnings)
                 }
             };
@@ -190,17 +198,31 @@ pub(crate) fn has_finalizers(object: &Value) -> bool {
 /// Whether two objects are equal but for `metadata.resourceVersion` (compared in place: this
 /// runs on every update).
 fn same_object(a: &Value, b: &Value) -> bool {
+    same_but(a, b, None)
+}
+
+/// Whether two objects are equal but for `status` and `metadata.resourceVersion`.
+fn same_but_status(a: &Value, b: &Value) -> bool {
+    same_but(a, b, Some("status"))
+}
+
+/// Whether two objects are equal but for `metadata.resourceVersion` and the top-level field
+/// `skip`, compared in place.
+fn same_but(a: &Value, b: &Value, skip: Option<&str>) -> bool {
     let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else { return a == b };
+    let kept = |m: &serde_json::Map<String, Value>| m.keys().filter(|k| Some(k.as_str()) != skip).count();
     let without_version =
         |m: &serde_json::Map<String, Value>| m.iter().filter(|(k, _)| *k != "resourceVersion").count();
     let same_metadata = |x: &serde_json::Map<String, Value>, y: &serde_json::Map<String, Value>| {
         without_version(x) == without_version(y)
             && x.iter().filter(|(k, _)| *k != "resourceVersion").all(|(k, v)| y.get(k) == Some(v))
     };
-    a.len() == b.len()
-        && a.iter().all(|(key, value)| match (key.as_str(), value, b.get(key)) {
-            ("metadata", Value::Object(x), Some(Value::Object(y))) => same_metadata(x, y),
-            (_, _, other) => other == Some(value),
+    kept(a) == kept(b)
+        && a.iter().filter(|(key, _)| Some(key.as_str()) != skip).all(|(key, value)| {
+            match (key.as_str(), value, b.get(key)) {
+                ("metadata", Value::Object(x), Some(Value::Object(y))) => same_metadata(x, y),
+                (_, _, other) => other == Some(value),
+            }
         })
 }
 
@@ -210,9 +232,10 @@ fn merge_server_owned(target: &Target, current: &Value, canonical: Value, sub: S
     let kind = target.kind;
     let mut new = match sub {
         Subresource::Status => {
+            let mut canonical = canonical;
             let mut out = current.clone();
-            match canonical.get("status") {
-                Some(status) => out["status"] = status.clone(),
+            match canonical.as_object_mut().and_then(|o| o.remove("status")) {
+                Some(status) => out["status"] = status,
                 None => {
                     out.as_object_mut().map(|o| o.remove("status"));
                 }
@@ -344,7 +367,58 @@ fn selector_string(selector: Option<&Value>) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::objects::fields::FieldValidation;
+    use crate::store::redb::{RedbConfig, RedbStore};
+
+    async fn objects_with_pod(dir: &std::path::Path) -> (Objects, Target) {
+        let metrics = crate::metrics::Metrics::new();
+        let store = RedbStore::open(&dir.join("store.redb"), RedbConfig::default(), metrics.store).expect("store");
+        let objects = Objects::new(Arc::new(store));
+        crate::controller::namespace::ensure_built_in(&objects).await.expect("namespaces");
+        let kind = wasmkube_api::kinds::by_resource("", "v1", "pods").expect("pods");
+        let all = Target { kind, namespace: Some("default".into()), name: None };
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+            "spec": {"containers": [{"name": "app", "image": "hello:1"}]}});
+        objects.create(&all, pod, &WriteOptions::default()).await.expect("create");
+        (objects, Target { name: Some("web".into()), ..all })
+    }
+
+    fn strict() -> WriteOptions {
+        WriteOptions { field_validation: FieldValidation::Strict, ..WriteOptions::default() }
+    }
+
+    #[tokio::test]
+    async fn status_writes_check_unknown_fields_wherever_they_are_and_change_only_the_status() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (objects, pod) = objects_with_pod(dir.path()).await;
+        let strict = strict();
+        let status = |body| objects.patch(&pod, body, PatchKind::Merge, Subresource::Status, &strict);
+
+        // A patch of the status alone: the status is decoded, its unknown fields named in full.
+        let refused = status(json!({"status": {"phase": "Running", "bogus": 1}})).await;
+        assert!(matches!(&refused, Err(ApiError::BadRequest(m)) if m.contains("unknown field \"status.bogus\"")));
+        let written = status(json!({"status": {"phase": "Running", "podIP": "10.1.0.4"}})).await.expect("patch");
+        assert_eq!(written.object["status"]["phase"], "Running");
+        assert_eq!(written.object["status"]["podIP"], "10.1.0.4");
+
+        // A body that also changes the rest: still checked whole, and only its status is kept.
+        let mut whole = objects.get(&pod).await.expect("get");
+        whole["spec"]["containers"][0]["extra"] = json!(true);
+        let refused = objects.update(&pod, whole.clone(), Subresource::Status, &strict).await;
+        assert!(
+            matches!(&refused, Err(ApiError::BadRequest(m)) if m.contains("unknown field \"spec.containers[0].extra\"")),
+            "{refused:?}"
+        );
+        whole["spec"]["containers"][0].as_object_mut().map(|c| c.remove("extra"));
+        whole["spec"]["containers"][0]["image"] = json!("hello:2");
+        whole["status"]["phase"] = json!("Succeeded");
+        let written = objects.update(&pod, whole, Subresource::Status, &strict).await.expect("update");
+        assert_eq!(written.object["status"]["phase"], "Succeeded");
+        assert_eq!(written.object["spec"]["containers"][0]["image"], "hello:1", "a status write keeps the spec");
+    }
 
     #[test]
     fn selector_string_renders_labels_and_expressions() {
