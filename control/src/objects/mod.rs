@@ -233,6 +233,32 @@ pub(crate) fn parse_revision(rv: &str) -> Result<Revision, ApiError> {
         .map_err(|_| ApiError::BadRequest(format!("invalid resource version \"{rv}\": must be a decimal number")))
 }
 
+/// An object service on a fresh store, for the tests of its writes.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::{Objects, Target, WriteOptions};
+    use crate::store::redb::{RedbConfig, RedbStore};
+
+    /// A store in `dir` holding the built-in namespaces and the pod `default/web` (not bound),
+    /// and that pod's target.
+    pub(crate) async fn objects_with_pod(dir: &std::path::Path) -> (Objects, Target) {
+        let metrics = crate::metrics::Metrics::new();
+        let store = RedbStore::open(&dir.join("store.redb"), RedbConfig::default(), metrics.store).expect("store");
+        let objects = Objects::new(Arc::new(store));
+        crate::controller::namespace::ensure_built_in(&objects).await.expect("namespaces");
+        let kind = wasmkube_api::kinds::by_resource("", "v1", "pods").expect("pods");
+        let all = Target { kind, namespace: Some("default".into()), name: None };
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+            "spec": {"containers": [{"name": "app", "image": "hello:1"}]}});
+        objects.create(&all, pod, &WriteOptions::default()).await.expect("create");
+        (objects, Target { name: Some("web".into()), ..all })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

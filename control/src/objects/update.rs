@@ -33,11 +33,11 @@ pub enum PatchKind {
     Json,
 }
 
-const CONFLICT_MESSAGE: &str =
+pub(super) const CONFLICT_MESSAGE: &str =
     "the object has been modified; please apply your changes to the latest version and try again";
 
 /// How many times an unconditional update is retried after losing a race.
-const MAX_RETRIES: usize = 16;
+pub(super) const MAX_RETRIES: usize = 16;
 
 impl Objects {
     /// PUT: replaces the object (or its status/scale) with `body`.
@@ -367,24 +367,9 @@ fn selector_string(selector: Option<&Value>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::objects::fields::FieldValidation;
-    use crate::store::redb::{RedbConfig, RedbStore};
-
-    async fn objects_with_pod(dir: &std::path::Path) -> (Objects, Target) {
-        let metrics = crate::metrics::Metrics::new();
-        let store = RedbStore::open(&dir.join("store.redb"), RedbConfig::default(), metrics.store).expect("store");
-        let objects = Objects::new(Arc::new(store));
-        crate::controller::namespace::ensure_built_in(&objects).await.expect("namespaces");
-        let kind = wasmkube_api::kinds::by_resource("", "v1", "pods").expect("pods");
-        let all = Target { kind, namespace: Some("default".into()), name: None };
-        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
-            "spec": {"containers": [{"name": "app", "image": "hello:1"}]}});
-        objects.create(&all, pod, &WriteOptions::default()).await.expect("create");
-        (objects, Target { name: Some("web".into()), ..all })
-    }
+    use crate::objects::testing::objects_with_pod;
 
     fn strict() -> WriteOptions {
         WriteOptions { field_validation: FieldValidation::Strict, ..WriteOptions::default() }
