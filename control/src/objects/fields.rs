@@ -77,25 +77,6 @@ pub fn canonicalize(
     Ok((canonical, messages))
 }
 
-/// [`canonicalize`] of one top-level `field` of `body` (with its `apiVersion` and `kind`), for a
-/// write whose other fields are known to be canonical already. The result holds that field and
-/// an empty `metadata`; unknown fields are reported by their full path, as by [`canonicalize`].
-pub fn canonicalize_part(
-    kind: &Kind,
-    body: Value,
-    field: &str,
-    validation: FieldValidation,
-) -> Result<(Value, Vec<String>), ApiError> {
-    let Value::Object(mut whole) = body else { return canonicalize(kind, body, validation) };
-    let mut part = serde_json::Map::new();
-    for key in ["apiVersion", "kind", field] {
-        if let Some(value) = whole.remove(key) {
-            part.insert(key.to_string(), value);
-        }
-    }
-    canonicalize(kind, Value::Object(part), validation)
-}
-
 /// Collects the paths (`spec.foo`, `spec.containers[0].bar`) of fields set in `input` that are
 /// absent from `known`. Nulls count as unset.
 pub fn unknown_fields(input: &Value, known: &Value, path: &str, out: &mut Vec<String>) {
@@ -144,26 +125,6 @@ mod tests {
         assert!(object.pointer("/metadata/bogus").is_none());
         let (_, warnings) = canonicalize(pods(), body, FieldValidation::Ignore).expect("ignore accepts");
         assert!(warnings.is_empty());
-    }
-
-    #[test]
-    fn a_part_is_canonicalized_alone_and_its_unknown_fields_are_named_in_full() {
-        let body = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "bogus": 1},
-            "spec": {"containers": [{"name": "a", "image": "x", "extra": true}]},
-            "status": {"phase": "Running", "hostIP": "10.0.0.1", "made_up": 2}});
-        let (part, warnings) = canonicalize_part(pods(), body, "status", FieldValidation::Warn).expect("decodes");
-        assert_eq!(part["status"], json!({"phase": "Running", "hostIP": "10.0.0.1"}));
-        assert!(part.get("spec").is_none(), "only the part is decoded: {part}");
-        assert_eq!(warnings, ["unknown field \"status.made_up\""]);
-    }
-
-    #[test]
-    fn every_kind_with_a_status_decodes_from_its_status_alone() {
-        for kind in wasmkube_api::kinds::ALL.iter().filter(|k| k.has_status) {
-            let body = json!({"status": {}});
-            let decoded = canonicalize_part(kind, body, "status", FieldValidation::Strict);
-            assert!(decoded.is_ok(), "{}: {:?}", kind.kind, decoded.err());
-        }
     }
 
     #[test]

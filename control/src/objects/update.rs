@@ -19,9 +19,6 @@ pub enum Subresource {
     Scale,
     /// A namespace's `finalize`: only `spec.finalizers` changes.
     Finalize,
-    /// A pod's `binding`: `spec.nodeName` and the PodScheduled condition, as the binding computed
-    /// them from the current pod.
-    Binding,
 }
 
 /// The supported PATCH bodies.
@@ -142,21 +139,18 @@ impl Objects {
                     let scale = desired(&to_scale(&current))?;
                     (from_scale(&current, &scale)?, Vec::new())
                 }
-                // A binding is built by the server from the stored object, which is already in
-                // canonical form: no need to decode it through its type again.
-                Subresource::Binding => (merge_server_owned(target, &current, desired(&current)?, sub), Vec::new()),
                 _ => {
                     let requested = desired(&current)?;
-                    // A status write keeps only the body's status. When the rest of the body is the
-                    // stored object unchanged (a patch of the status, as every node agent sends),
-                    // that rest is canonical already: only the status goes through the kind's type.
                     let validation = opts.field_validation;
-                    let (canonical, warnings) = if sub == Subresource::Status && same_but_status(&requested, &current) {
-                        fields::canonicalize_part(kind, requested, "status", validation)?
+                    if sub == Subresource::Status && same_but_status(&requested, &current) {
+                        // The rest of the body is the stored object unchanged (a patch of the
+                        // status, as every node agent sends): canonical already, and all the
+                        // server owns is as stored. Only the status goes through the kind's type.
+                        with_canonical_status(kind, requested, validation)?
                     } else {
-                        fields::canonicalize(kind, requested, validation)?
-                    };
-                    (merge_server_owned(target, &current, canonical, sub), warnings)
+                        let (canonical, warnings) = fields::canonicalize(kind, requested, validation)?;
+                        (merge_server_owned(target, &current, canonical, sub), warnings)
+                    }
                 }
             };
             let causes = wasmkube_api::validation::validate(kind, &new);
@@ -193,6 +187,30 @@ impl Objects {
 pub(crate) fn has_finalizers(object: &Value) -> bool {
     let non_empty = |p: &str| object.pointer(p).and_then(Value::as_array).is_some_and(|a| !a.is_empty());
     non_empty("/metadata/finalizers") || non_empty("/spec/finalizers")
+}
+
+/// `object` with its `status` in canonical form (its other fields are canonical already), and
+/// the warnings about unknown fields in the status.
+fn with_canonical_status(
+    kind: &wasmkube_api::Kind,
+    mut object: Value,
+    validation: fields::FieldValidation,
+) -> Result<(Value, Vec<String>), ApiError> {
+    let fields = object.as_object_mut().ok_or_else(|| ApiError::BadRequest("the body must be an object".into()))?;
+    let mut part = serde_json::Map::new();
+    for key in ["apiVersion", "kind"] {
+        if let Some(value) = fields.get(key) {
+            part.insert(key.to_string(), value.clone());
+        }
+    }
+    if let Some(status) = fields.remove("status") {
+        part.insert("status".into(), status);
+    }
+    let (mut canonical, warnings) = fields::canonicalize(kind, Value::Object(part), validation)?;
+    if let Some(status) = canonical.as_object_mut().and_then(|c| c.remove("status")) {
+        fields.insert("status".into(), status);
+    }
+    Ok((object, warnings))
 }
 
 /// Whether two objects are equal but for `metadata.resourceVersion` (compared in place: this
@@ -242,7 +260,6 @@ fn merge_server_owned(target: &Target, current: &Value, canonical: Value, sub: S
             }
             out
         }
-        Subresource::Binding => canonical,
         Subresource::Finalize => {
             let mut out = current.clone();
             out["spec"]["finalizers"] = canonical.pointer("/spec/finalizers").cloned().unwrap_or_else(|| json!([]));
@@ -373,6 +390,29 @@ mod tests {
 
     fn strict() -> WriteOptions {
         WriteOptions { field_validation: FieldValidation::Strict, ..WriteOptions::default() }
+    }
+
+    #[test]
+    fn a_status_is_canonicalized_alone_and_the_rest_kept_as_it_is() {
+        let pods = wasmkube_api::kinds::by_resource("", "v1", "pods").expect("pods");
+        let body = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "resourceVersion": "4"},
+            "spec": {"containers": [{"name": "a", "image": "x"}]},
+            "status": {"phase": "Running", "hostIP": "10.0.0.1", "made_up": 2}});
+        let (object, warnings) =
+            with_canonical_status(pods, body.clone(), FieldValidation::Warn).expect("decodes");
+        assert_eq!(object["status"], json!({"phase": "Running", "hostIP": "10.0.0.1"}));
+        assert_eq!((&object["metadata"], &object["spec"]), (&body["metadata"], &body["spec"]));
+        assert_eq!(warnings, ["unknown field \"status.made_up\""]);
+        let refused = with_canonical_status(pods, body, FieldValidation::Strict);
+        assert!(matches!(refused, Err(ApiError::BadRequest(m)) if m.contains("status.made_up")));
+    }
+
+    #[test]
+    fn every_kind_with_a_status_decodes_from_its_status_alone() {
+        for kind in wasmkube_api::kinds::ALL.iter().filter(|k| k.has_status) {
+            let decoded = with_canonical_status(kind, json!({"status": {}}), FieldValidation::Strict);
+            assert!(decoded.is_ok(), "{}: {:?}", kind.kind, decoded.err());
+        }
     }
 
     #[tokio::test]
