@@ -9,10 +9,12 @@ pub mod node_lifecycle;
 pub mod replicaset;
 pub mod service_account;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::stream::{SelectAll, select_all};
 use futures::{FutureExt, StreamExt};
+use serde_json::value::RawValue;
 
 use crate::objects::Objects;
 use crate::store::{Event, EventStream};
@@ -103,16 +105,25 @@ pub(crate) struct Changes {
 /// Whether an event changed more than an object's status: a create, a delete, or a write to its
 /// metadata or spec. Status reports (agents, controllers) are most writes in a busy cluster, and
 /// most controllers need not look again for them.
+///
+/// Every watcher asks this of every pod event, so the two versions are compared as stored text,
+/// field by top-level field, without building either: the store writes one canonical encoding,
+/// so equal fields are equal text. Text that differs only in form (which the store does not
+/// write) counts as a change, which costs a needless look, never a missed one.
 pub(crate) fn beyond_status(event: &Event) -> bool {
     let (Some(new), Some(prev)) = (&event.value, &event.prev) else { return true };
-    let without_status = |bytes: &[u8]| {
-        let mut v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or(serde_json::Value::Null);
-        if let Some(o) = v.as_object_mut() {
-            o.remove("status");
-        }
-        v
-    };
-    without_status(new) != without_status(&prev.value)
+    let (Some(new), Some(prev)) = (top_level_fields(new), top_level_fields(&prev.value)) else { return true };
+    !without_status(&new).eq(without_status(&prev))
+}
+
+fn without_status<'a>(fields: &'a BTreeMap<&'a str, &'a RawValue>) -> impl Iterator<Item = (&'a str, &'a str)> {
+    fields.iter().filter(|(k, _)| **k != "status").map(|(k, v)| (*k, v.get()))
+}
+
+/// A stored object's top-level fields as their JSON text, borrowed from `bytes` (none if the
+/// bytes are not an object, or a key needs unescaping).
+fn top_level_fields(bytes: &[u8]) -> Option<BTreeMap<&str, &RawValue>> {
+    serde_json::from_slice(bytes).ok()
 }
 
 impl Changes {
@@ -170,7 +181,7 @@ impl Changes {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
     use crate::store::KeyValue;
@@ -203,5 +214,25 @@ mod tests {
             Some(owned.clone()),
             Some(json!({"metadata": {"ownerReferences": [{"uid": "u"}]}}))
         )));
+    }
+
+    #[test]
+    fn only_writes_beyond_the_status_count_as_more_than_a_status_report() {
+        let pod = |image: &str, phase: &str, labels: Value| {
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": labels},
+                "spec": {"containers": [{"name": "a", "image": image}]}, "status": {"phase": phase}})
+        };
+        let base = pod("x:1", "Pending", json!({"app": "web"}));
+        let change = |new: Value| beyond_status(&event(Some(base.clone()), Some(new)));
+        assert!(!change(pod("x:1", "Running", json!({"app": "web"}))), "a status report");
+        assert!(!change(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "a", "image": "x:1"}]}})), "the status removed");
+        assert!(change(pod("x:2", "Pending", json!({"app": "web"}))), "the spec");
+        assert!(change(pod("x:1", "Pending", json!({"app": "api"}))), "the metadata");
+        let mut extra = base.clone();
+        extra["data"] = json!({});
+        assert!(change(extra), "a new top-level field");
+        assert!(beyond_status(&event(None, Some(base.clone()))), "a create");
+        assert!(beyond_status(&event(Some(base), None)), "a delete");
     }
 }
