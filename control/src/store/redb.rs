@@ -164,7 +164,7 @@ fn writer_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>, config: Red
             }
         }
         let started = Instant::now();
-        match commit_batch(&shared, &batch, &config) {
+        match commit_batch(&shared, &mut batch, &config) {
             Ok((outcomes, events)) => {
                 shared.metrics.observe_commit(started.elapsed(), batch.len());
                 if let Some(last) = events.last() {
@@ -201,7 +201,7 @@ fn writer_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>, config: Red
 
 fn commit_batch(
     shared: &Shared,
-    batch: &[Request],
+    batch: &mut [Request],
     config: &RedbConfig,
 ) -> Result<(Vec<WriteOutcome>, Vec<Event>), BoxError> {
     let mut txn = shared.db.begin_write()?;
@@ -213,15 +213,15 @@ fn commit_batch(
         let mut log = txn.open_table(EVENTS)?;
         let mut meta = txn.open_table(META)?;
         let mut revision = meta.get("revision")?.map(|v| v.value()).unwrap_or(0);
-        for req in batch {
-            let key = req.write.key();
+        for req in batch.iter_mut() {
+            let (key, put, precondition) = match &mut req.write {
+                Write::Put { key, value, precondition } => (key.as_str(), Some(value), *precondition),
+                Write::Delete { key, precondition } => (key.as_str(), None, *precondition),
+            };
             let current = objects.get(key)?.map(|v| {
                 let (rev, value) = v.value();
                 KeyValue { key: key.to_string(), value: value.to_vec(), mod_revision: rev }
             });
-            let precondition = match &req.write {
-                Write::Put { precondition, .. } | Write::Delete { precondition, .. } => *precondition,
-            };
             let holds = match precondition {
                 None => true,
                 Some(Precondition::Absent) => current.is_none(),
@@ -231,13 +231,14 @@ fn commit_batch(
                 outcomes.push(WriteOutcome::PreconditionFailed { current });
                 continue;
             }
-            let value = match &req.write {
-                Write::Put { value, .. } => Some(value.clone()),
-                Write::Delete { .. } if current.is_none() => {
+            // The value moves into the event: the request is only answered from here on.
+            let value = match put {
+                Some(value) => Some(std::mem::take(value)),
+                None if current.is_none() => {
                     outcomes.push(WriteOutcome::NotFound);
                     continue;
                 }
-                Write::Delete { .. } => None,
+                None => None,
             };
             revision += 1;
             match &value {
