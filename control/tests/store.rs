@@ -187,3 +187,84 @@ proptest! {
         })?;
     }
 }
+
+#[derive(Debug, Clone)]
+enum Step {
+    Write(Op),
+    /// Close the file and open it again with this event window.
+    Reopen(u64),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![8 => op().prop_map(Step::Write), 1 => (2u64..12).prop_map(Step::Reopen)]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, .. ProptestConfig::default() })]
+
+    /// However small the window, and however it changes between opens, every revision the store
+    /// still serves reads as it was, and every event it replays carries the version it replaced.
+    #[test]
+    fn every_readable_revision_and_replayed_event_matches_the_history(
+        steps in proptest::collection::vec(step(), 1..80),
+    ) {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut store = open(dir.path(), 8);
+            // The state after each revision, and each revision's (key, new value, replaced version).
+            let mut states: Vec<BTreeMap<String, (Vec<u8>, u64)>> = vec![BTreeMap::new()];
+            let mut events: Vec<(String, Option<Vec<u8>>, Option<(Vec<u8>, u64)>)> = vec![(String::new(), None, None)];
+            for step in &steps {
+                let op = match step {
+                    Step::Write(op) => op,
+                    Step::Reopen(window) => {
+                        drop(store);
+                        store = open(dir.path(), *window);
+                        continue;
+                    }
+                };
+                let (key, value) = match op {
+                    Op::Put(k, v) => (format!("/h/{k:02}"), Some(v.to_string().into_bytes())),
+                    Op::Delete(k) => (format!("/h/{k:02}"), None),
+                };
+                let write = match &value {
+                    Some(v) => Write::Put { key: key.clone(), value: v.clone(), precondition: None },
+                    None => Write::Delete { key: key.clone(), precondition: None },
+                };
+                if let WriteOutcome::Committed(rev) = store.write(write).await.expect("write") {
+                    prop_assert_eq!(rev as usize, states.len());
+                    let mut state = states.last().cloned().unwrap_or_default();
+                    let prev = match &value {
+                        Some(v) => state.insert(key.clone(), (v.clone(), rev)),
+                        None => state.remove(&key),
+                    };
+                    states.push(state);
+                    events.push((key, value, prev));
+                }
+            }
+            let last = states.len() as u64 - 1;
+            let compacted = store.compacted_revision();
+            for at in compacted.max(1)..=last {
+                let page = store
+                    .range(RangeRequest { prefix: "/h/".into(), revision: Some(at), ..Default::default() })
+                    .await
+                    .expect("a readable revision");
+                let seen: BTreeMap<String, (Vec<u8>, u64)> =
+                    page.items.into_iter().map(|kv| (kv.key, (kv.value, kv.mod_revision))).collect();
+                prop_assert_eq!(&seen, &states[at as usize], "state at {}", at);
+            }
+            let mut watch = store.watch("/h/", compacted);
+            for revision in compacted + 1..=last {
+                let event = watch.next().await.expect("event").expect("a replayable event");
+                prop_assert_eq!(event.revision, revision);
+                let (key, value, prev) = &events[revision as usize];
+                prop_assert_eq!(&event.key, key);
+                prop_assert_eq!(&event.value, value);
+                let replaced = event.prev.map(|kv| (kv.value, kv.mod_revision));
+                prop_assert_eq!(&replaced, prev, "the version revision {} replaced", revision);
+            }
+            Ok(())
+        })?;
+    }
+}

@@ -6,8 +6,13 @@
 //! - `objects`: key → (mod revision, value), the latest state.
 //! - `events`: revision → (key, new value or none, previous mod revision or 0, previous value or
 //!   none). It is the watch history and lets a paged list continue at an older revision: the state
-//!   at revision R is the latest state with every later event undone.
-//! - `meta`: `revision` (last committed) and `compacted` (events at or below it were dropped).
+//!   at revision R is the latest state with every later event undone. A row leaves out the
+//!   previous value when that value is the row at the previous mod revision and that row is at
+//!   most `reach` revisions older; rows are kept `reach` revisions past the compaction horizon, so
+//!   every readable row can find it. Most writes update recent objects, so most rows hold one
+//!   value, not two, and each commit writes a third less.
+//! - `meta`: `revision` (last committed), `compacted` (events at or below it can no longer be
+//!   read) and `reach` (the largest reach rows were ever written with).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -95,7 +100,7 @@ impl RedbStore {
             source: e,
         };
         let db = Database::create(path).map_err(|e| open_err(Box::new(e)))?;
-        let (revision, compacted) = init_tables(&db).map_err(open_err)?;
+        let (revision, compacted, reach) = init_tables(&db, &config).map_err(open_err)?;
         count_objects(&db, &metrics).map_err(open_err)?;
         let (events, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared {
@@ -109,7 +114,7 @@ impl RedbStore {
         let writer_shared = shared.clone();
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(writer_shared, rx, config))
+            .spawn(move || writer_loop(writer_shared, rx, LogShape { window: config.event_window, reach }))
             .map_err(|e| open_err(Box::new(e)))?;
         Ok(Self { shared, writes: Some(writes), writer: Some(writer) })
     }
@@ -125,17 +130,31 @@ impl RedbStore {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-fn init_tables(db: &Database) -> Result<(Revision, Revision), BoxError> {
+/// How the event log is kept (see the module docs).
+struct LogShape {
+    /// Rows readable behind the latest revision.
+    window: u64,
+    /// How far back a row may leave its previous value to the row that wrote it.
+    reach: u64,
+}
+
+/// Creates the tables if needed; returns the revision, the compaction horizon and the reach
+/// rows are written with from now on: half the window, or more if rows on file were written
+/// with more (a smaller window must not drop rows those still refer to).
+fn init_tables(db: &Database, config: &RedbConfig) -> Result<(Revision, Revision, u64), BoxError> {
     let txn = db.begin_write()?;
-    let (revision, compacted) = {
+    let state = {
         txn.open_table(OBJECTS)?;
         txn.open_table(EVENTS)?;
-        let meta = txn.open_table(META)?;
+        let mut meta = txn.open_table(META)?;
         let get = |k: &str| -> Result<u64, BoxError> { Ok(meta.get(k)?.map(|v| v.value()).unwrap_or(0)) };
-        (get("revision")?, get("compacted")?)
+        let (revision, compacted) = (get("revision")?, get("compacted")?);
+        let reach = get("reach")?.max(config.event_window / 2);
+        meta.insert("reach", reach)?;
+        (revision, compacted, reach)
     };
     txn.commit()?;
-    Ok((revision, compacted))
+    Ok(state)
 }
 
 fn count_objects(db: &Database, metrics: &StoreMetrics) -> Result<(), BoxError> {
@@ -154,7 +173,7 @@ fn count_objects(db: &Database, metrics: &StoreMetrics) -> Result<(), BoxError> 
 
 /// The single writer: takes every queued write, applies them in order in one transaction, commits
 /// durably once, then answers each and publishes the events.
-fn writer_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>, config: RedbConfig) {
+fn writer_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>, log: LogShape) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -164,7 +183,7 @@ fn writer_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>, config: Red
             }
         }
         let started = Instant::now();
-        match commit_batch(&shared, &mut batch, &config) {
+        match commit_batch(&shared, &mut batch, &log) {
             Ok((outcomes, events)) => {
                 shared.metrics.observe_commit(started.elapsed(), batch.len());
                 if let Some(last) = events.last() {
@@ -202,7 +221,7 @@ fn writer_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>, config: Red
 fn commit_batch(
     shared: &Shared,
     batch: &mut [Request],
-    config: &RedbConfig,
+    shape: &LogShape,
 ) -> Result<(Vec<WriteOutcome>, Vec<Event>), BoxError> {
     let mut txn = shared.db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
@@ -246,6 +265,8 @@ fn commit_batch(
                 None => objects.remove(key)?,
             };
             let (prev_rev, prev_value) = match &current {
+                // Left to the row at `mod_revision`, which is kept as long as this one.
+                Some(c) if revision - c.mod_revision <= shape.reach => (c.mod_revision, None),
                 Some(c) => (c.mod_revision, Some(c.value.as_slice())),
                 None => (0, None),
             };
@@ -255,9 +276,10 @@ fn commit_batch(
         }
         meta.insert("revision", revision)?;
         let compacted = meta.get("compacted")?.map(|v| v.value()).unwrap_or(0);
-        let horizon = revision.saturating_sub(config.event_window);
+        let horizon = revision.saturating_sub(shape.window);
         if horizon > compacted {
-            log.retain_in(..=horizon, |_, _| false)?;
+            // Rows up to `reach` behind the horizon stay: readable rows may refer to them.
+            log.retain_in(..=horizon.saturating_sub(shape.reach), |_, _| false)?;
             meta.insert("compacted", horizon)?;
             shared.compacted.store(horizon, Ordering::Release);
         }
@@ -266,14 +288,40 @@ fn commit_batch(
     Ok((outcomes, events))
 }
 
-fn decode_event(revision: u64, v: (&str, Option<&[u8]>, u64, Option<&[u8]>)) -> Event {
-    let (key, value, prev_rev, prev_value) = v;
-    Event {
+type EventTable = redb::ReadOnlyTable<u64, EventRow>;
+
+fn decode_event(log: &EventTable, revision: u64, row: (&str, Option<&[u8]>, u64, Option<&[u8]>)) -> Result<Event, StoreError> {
+    let (key, value, prev_rev, prev_value) = row;
+    Ok(Event {
         revision,
         key: key.to_string(),
         value: value.map(<[u8]>::to_vec),
-        prev: prev_value.map(|p| KeyValue { key: key.to_string(), value: p.to_vec(), mod_revision: prev_rev }),
-    }
+        prev: previous(log, key, prev_rev, prev_value)?,
+    })
+}
+
+/// The version a row replaced: in the row, or (left out) the row that wrote it.
+fn previous(log: &EventTable, key: &str, prev_rev: u64, prev_value: Option<&[u8]>) -> Result<Option<KeyValue>, StoreError> {
+    let value = match (prev_rev, prev_value) {
+        (0, _) => return Ok(None),
+        (_, Some(value)) => value.to_vec(),
+        (_, None) => {
+            let row = log.get(prev_rev).map_err(read_err)?;
+            let (written_key, written, _, _) = match &row {
+                Some(row) => row.value(),
+                None => ("", None, 0, None),
+            };
+            match written.filter(|_| written_key == key) {
+                Some(value) => value.to_vec(),
+                None => {
+                    return Err(StoreError::Read(
+                        format!("event log row for {key} refers to revision {prev_rev}, which does not hold it").into(),
+                    ));
+                }
+            }
+        }
+    };
+    Ok(Some(KeyValue { key: key.to_string(), value, mod_revision: prev_rev }))
 }
 
 /// Events with revision > `after`, at most `limit` of them, plus whether `after` is still covered.
@@ -283,7 +331,7 @@ fn read_events(shared: &Shared, after: Revision, limit: usize) -> Result<Vec<Eve
     let mut out = Vec::new();
     for entry in table.range(after + 1..).map_err(read_err)?.take(limit) {
         let (rev, v) = entry.map_err(read_err)?;
-        out.push(decode_event(rev.value(), v.value()));
+        out.push(decode_event(&table, rev.value(), v.value())?);
     }
     Ok(out)
 }
@@ -308,10 +356,10 @@ fn range_at(shared: &Shared, req: &RangeRequest) -> Result<RangeResponse, StoreE
     if at < latest {
         let events = txn.open_table(EVENTS).map_err(read_err)?;
         for entry in events.range(at + 1..).map_err(read_err)? {
-            let (rev, v) = entry.map_err(read_err)?;
-            let event = decode_event(rev.value(), v.value());
-            if in_range(&event.key) && !overlay.contains_key(&event.key) {
-                overlay.insert(event.key.clone(), event.prev);
+            let (_, v) = entry.map_err(read_err)?;
+            let (key, _, prev_rev, prev_value) = v.value();
+            if in_range(key) && !overlay.contains_key(key) {
+                overlay.insert(key.to_string(), previous(&events, key, prev_rev, prev_value)?);
             }
         }
     }
