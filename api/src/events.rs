@@ -361,7 +361,7 @@ mod tests {
         hosted.object.resource_version = Some("42".into());
         for o in [occurrence("p", "Scheduled", "Successfully assigned default/p to node-a"), hosted] {
             let event = Correlator::default().observe(&o, at(0)).event(&o);
-            assert_eq!(events.normalize(event.clone()).expect("an Event"), event);
+            assert_eq!(events.normalize(&event).expect("an Event"), event);
         }
     }
 

@@ -32,7 +32,7 @@ pub struct Kind {
     pub categories: &'static [&'static str],
     /// Decodes into the typed k8s-openapi struct and encodes back: the canonical stored form. It fails
     /// on wrongly typed fields and drops fields the type does not know.
-    normalize: fn(Value) -> Result<Value, serde_json::Error>,
+    normalize: fn(&Value) -> Result<Value, serde_json::Error>,
 }
 
 impl Kind {
@@ -56,7 +56,7 @@ impl Kind {
     }
 
     /// The canonical form of `object`: see [`Kind::normalize`].
-    pub fn normalize(&self, object: Value) -> Result<Value, serde_json::Error> {
+    pub fn normalize(&self, object: &Value) -> Result<Value, serde_json::Error> {
         (self.normalize)(object)
     }
 
@@ -76,8 +76,10 @@ impl Kind {
     }
 }
 
-fn roundtrip<T: DeserializeOwned + Serialize>(object: Value) -> Result<Value, serde_json::Error> {
-    serde_json::to_value(serde_json::from_value::<T>(object)?)
+/// Decoded from the borrowed tree (not a copy of it: the caller still needs the input, to name
+/// the fields that did not survive) and encoded back.
+fn roundtrip<T: DeserializeOwned + Serialize>(object: &Value) -> Result<Value, serde_json::Error> {
+    serde_json::to_value(T::deserialize(object)?)
 }
 
 macro_rules! kind {
@@ -209,11 +211,11 @@ mod tests {
     fn normalize_drops_unknown_fields_and_rejects_wrong_types() {
         let cm = resolve("cm").expect("configmaps are registered");
         let out = cm
-            .normalize(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            .normalize(&serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": {"name": "a"}, "data": {"k": "v"}, "bogus": 1}))
             .expect("valid configmap");
         assert!(out.get("bogus").is_none());
         assert_eq!(out["data"]["k"], "v");
-        assert!(cm.normalize(serde_json::json!({"metadata": {"name": 5}})).is_err());
+        assert!(cm.normalize(&serde_json::json!({"metadata": {"name": 5}})).is_err());
     }
 }

@@ -64,7 +64,7 @@ pub fn canonicalize(
         }
     }
     let canonical = kind
-        .normalize(body.clone())
+        .normalize(&body)
         .map_err(|e| ApiError::BadRequest(format!("unable to decode {} object: {e}", kind.kind)))?;
     let mut unknown = Vec::new();
     if validation != FieldValidation::Ignore {
@@ -80,26 +80,60 @@ pub fn canonicalize(
 /// Collects the paths (`spec.foo`, `spec.containers[0].bar`) of fields set in `input` that are
 /// absent from `known`. Nulls count as unset.
 pub fn unknown_fields(input: &Value, known: &Value, path: &str, out: &mut Vec<String>) {
+    let mut at = Vec::new();
+    if !path.is_empty() {
+        at.push(Step::Field(path));
+    }
+    collect_unknown(input, known, &mut at, out);
+}
+
+/// One step of a field path.
+enum Step<'a> {
+    Field(&'a str),
+    Index(usize),
+}
+
+/// Walks `input` and `known` together. The path is kept as steps and written out only for an
+/// unknown field: every write walks the whole object, and almost every field is known.
+fn collect_unknown<'a>(input: &'a Value, known: &'a Value, at: &mut Vec<Step<'a>>, out: &mut Vec<String>) {
     match (input, known) {
         (Value::Object(input), Value::Object(known)) => {
             for (key, value) in input {
                 if value.is_null() {
                     continue;
                 }
-                let child = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                at.push(Step::Field(key));
                 match known.get(key) {
-                    Some(k) => unknown_fields(value, k, &child, out),
-                    None => out.push(child),
+                    Some(k) => collect_unknown(value, k, at, out),
+                    None => out.push(render(at)),
                 }
+                at.pop();
             }
         }
         (Value::Array(input), Value::Array(known)) => {
             for (i, (value, k)) in input.iter().zip(known).enumerate() {
-                unknown_fields(value, k, &format!("{path}[{i}]"), out);
+                at.push(Step::Index(i));
+                collect_unknown(value, k, at, out);
+                at.pop();
             }
         }
         _ => {}
     }
+}
+
+fn render(steps: &[Step]) -> String {
+    let mut path = String::new();
+    for step in steps {
+        match step {
+            Step::Field(name) if path.is_empty() => path.push_str(name),
+            Step::Field(name) => {
+                path.push('.');
+                path.push_str(name);
+            }
+            Step::Index(i) => path.push_str(&format!("[{i}]")),
+        }
+    }
+    path
 }
 
 #[cfg(test)]

@@ -47,21 +47,31 @@ impl ScorePlugin for TaintToleration {
 
     /// The number of `PreferNoSchedule` taints the pod does not tolerate (lower is better).
     fn score(&self, pod: &PodInfo, node: &NodeInfo, _: &Snapshot) -> i64 {
-        // Only tolerations that can apply to PreferNoSchedule: that effect, or any effect.
-        let tolerations: Vec<&Toleration> = tolerations(pod)
-            .iter()
-            .filter(|t| matches!(t.effect.as_deref(), None | Some("" | "PreferNoSchedule")))
-            .collect();
-        let untolerated = taints(node)
-            .iter()
-            .filter(|t| t.effect == "PreferNoSchedule" && !tolerations.iter().any(|tol| tolerates(tol, t)))
-            .count();
-        untolerated as i64
+        untolerated_preferences(&preference_tolerations(pod), node)
+    }
+
+    /// [`score`](ScorePlugin::score) of each node, picking the pod's tolerations once.
+    fn score_all(&self, pod: &PodInfo, nodes: &[&NodeInfo], _: &Snapshot) -> Vec<i64> {
+        let tolerations = preference_tolerations(pod);
+        nodes.iter().map(|node| untolerated_preferences(&tolerations, node)).collect()
     }
 
     fn normalize(&self, scores: &mut [i64]) {
         normalize_to_max(scores, true);
     }
+}
+
+/// The pod's tolerations that can apply to `PreferNoSchedule`: that effect, or any effect.
+fn preference_tolerations(pod: &Pod) -> Vec<&Toleration> {
+    tolerations(pod).iter().filter(|t| matches!(t.effect.as_deref(), None | Some("" | "PreferNoSchedule"))).collect()
+}
+
+fn untolerated_preferences(tolerations: &[&Toleration], node: &NodeInfo) -> i64 {
+    let untolerated = taints(node)
+        .iter()
+        .filter(|t| t.effect == "PreferNoSchedule" && !tolerations.iter().any(|tol| tolerates(tol, t)))
+        .count();
+    untolerated as i64
 }
 
 pub(crate) fn tolerations(pod: &Pod) -> &[Toleration] {
