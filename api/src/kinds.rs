@@ -4,6 +4,9 @@
 //! API server routes and validates by it, discovery is rendered from it, and the CLI resolves the
 //! names users type (`po`, `deploy`, `deployments.apps`) through [`resolve`].
 
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
@@ -132,12 +135,16 @@ pub static ALL: &[Kind] = &[
 
 /// The kind served at `group`/`version` under resource name `plural`.
 pub fn by_resource(group: &str, version: &str, plural: &str) -> Option<&'static Kind> {
-    ALL.iter().find(|k| k.group == group && k.version == version && k.plural == plural)
+    // Looked up on every write: an index rather than a scan of every kind.
+    static INDEX: LazyLock<HashMap<(&str, &str, &str), &Kind>> =
+        LazyLock::new(|| ALL.iter().map(|k| ((k.group, k.version, k.plural), k)).collect());
+    INDEX.get(&(group, version, plural)).copied()
 }
 
 /// The kind named by a manifest's `apiVersion` and `kind`.
 pub fn by_api_version_kind(api_version: &str, kind: &str) -> Option<&'static Kind> {
-    ALL.iter().find(|k| k.api_version() == api_version && k.kind == kind)
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    ALL.iter().find(|k| k.group == group && k.version == version && k.kind == kind)
 }
 
 /// Resolves a resource name as a user types it: plural, singular, short name or kind, any case,
@@ -205,6 +212,19 @@ mod tests {
         assert_eq!(ns.key(None, "default"), "/registry/core/namespaces/default");
         let deploy = resolve("deploy").expect("deployments are registered");
         assert_eq!(deploy.key_prefix(), "/registry/apps/deployments/");
+    }
+
+    #[test]
+    fn every_kind_is_found_by_its_resource_and_by_its_api_version_and_kind() {
+        for kind in ALL {
+            let found = by_resource(kind.group, kind.version, kind.plural).expect("by resource");
+            assert!(std::ptr::eq(found, kind), "{}", kind.kind);
+            let found = by_api_version_kind(&kind.api_version(), kind.kind).expect("by apiVersion and kind");
+            assert!(std::ptr::eq(found, kind), "{}", kind.kind);
+        }
+        assert!(by_resource("apps", "v1", "pods").is_none());
+        assert!(by_api_version_kind("apps/v1", "Pod").is_none());
+        assert!(by_api_version_kind("x/apps/v1", "Deployment").is_none());
     }
 
     #[test]
