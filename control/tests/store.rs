@@ -188,6 +188,9 @@ proptest! {
     }
 }
 
+/// A key's value and the revision that wrote it.
+type Version = (Vec<u8>, u64);
+
 #[derive(Debug, Clone)]
 enum Step {
     Write(Op),
@@ -213,8 +216,8 @@ proptest! {
             let dir = tempfile::tempdir().expect("tempdir");
             let mut store = open(dir.path(), 8);
             // The state after each revision, and each revision's (key, new value, replaced version).
-            let mut states: Vec<BTreeMap<String, (Vec<u8>, u64)>> = vec![BTreeMap::new()];
-            let mut events: Vec<(String, Option<Vec<u8>>, Option<(Vec<u8>, u64)>)> = vec![(String::new(), None, None)];
+            let mut states: Vec<BTreeMap<String, Version>> = vec![BTreeMap::new()];
+            let mut events: Vec<(String, Option<Vec<u8>>, Option<Version>)> = vec![(String::new(), None, None)];
             for step in &steps {
                 let op = match step {
                     Step::Write(op) => op,
@@ -250,7 +253,7 @@ proptest! {
                     .range(RangeRequest { prefix: "/h/".into(), revision: Some(at), ..Default::default() })
                     .await
                     .expect("a readable revision");
-                let seen: BTreeMap<String, (Vec<u8>, u64)> =
+                let seen: BTreeMap<String, Version> =
                     page.items.into_iter().map(|kv| (kv.key, (kv.value, kv.mod_revision))).collect();
                 prop_assert_eq!(&seen, &states[at as usize], "state at {}", at);
             }

@@ -225,8 +225,11 @@ mod tests {
         let base = pod("x:1", "Pending", json!({"app": "web"}));
         let change = |new: Value| beyond_status(&event(Some(base.clone()), Some(new)));
         assert!(!change(pod("x:1", "Running", json!({"app": "web"}))), "a status report");
-        assert!(!change(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"app": "web"}},
-            "spec": {"containers": [{"name": "a", "image": "x:1"}]}})), "the status removed");
+        assert!(
+            !change(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "a", "image": "x:1"}]}})),
+            "the status removed"
+        );
         assert!(change(pod("x:2", "Pending", json!({"app": "web"}))), "the spec");
         assert!(change(pod("x:1", "Pending", json!({"app": "api"}))), "the metadata");
         let mut extra = base.clone();

@@ -58,7 +58,11 @@ impl Objects {
                 return Ok(());
             }
             let value = serde_json::to_vec(&pod).expect("a pod always serialises");
-            let write = Write::Put { key: key.clone(), value, precondition: Some(Precondition::ModRevision(stored.mod_revision)) };
+            let write = Write::Put {
+                key: key.clone(),
+                value,
+                precondition: Some(Precondition::ModRevision(stored.mod_revision)),
+            };
             match self.store.write(write).await? {
                 WriteOutcome::Committed(_) => return Ok(()),
                 WriteOutcome::PreconditionFailed { .. } | WriteOutcome::NotFound if client_rv.is_none() => continue,
@@ -165,7 +169,9 @@ mod tests {
         let no_node = objects.bind(&pod, &json!({"target": {"name": ""}}), &opts).await;
         assert!(matches!(no_node, Err(ApiError::BadRequest(m)) if m.contains("target.name")));
         let other = json!({"metadata": {"name": "other"}, "target": {"name": "n1"}});
-        assert!(matches!(objects.bind(&pod, &other, &opts).await, Err(ApiError::BadRequest(m)) if m.contains("(other)")));
+        assert!(
+            matches!(objects.bind(&pod, &other, &opts).await, Err(ApiError::BadRequest(m)) if m.contains("(other)"))
+        );
         let missing = Target { name: Some("missing".into()), ..pod };
         let err = objects.bind(&missing, &json!({"target": {"name": "n1"}}), &opts).await;
         assert!(matches!(err, Err(ApiError::NotFound { .. })), "{err:?}");

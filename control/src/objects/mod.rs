@@ -266,7 +266,8 @@ mod tests {
     #[test]
     fn a_namespace_is_terminating_once_it_has_a_deletion_timestamp() {
         let stored = |v: Value| serde_json::to_vec(&v).expect("serializes");
-        let active = json!({"metadata": {"name": "a", "deletionTimestamp": null}, "spec": {"finalizers": ["kubernetes"]}});
+        let active =
+            json!({"metadata": {"name": "a", "deletionTimestamp": null}, "spec": {"finalizers": ["kubernetes"]}});
         let deleting = json!({"metadata": {"name": "a", "deletionTimestamp": "2026-01-01T00:00:00Z"}});
         assert!(!terminating(&stored(active)).expect("decodes"));
         assert!(terminating(&stored(deleting)).expect("decodes"));

@@ -398,8 +398,7 @@ mod tests {
         let body = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "resourceVersion": "4"},
             "spec": {"containers": [{"name": "a", "image": "x"}]},
             "status": {"phase": "Running", "hostIP": "10.0.0.1", "made_up": 2}});
-        let (object, warnings) =
-            with_canonical_status(pods, body.clone(), FieldValidation::Warn).expect("decodes");
+        let (object, warnings) = with_canonical_status(pods, body.clone(), FieldValidation::Warn).expect("decodes");
         assert_eq!(object["status"], json!({"phase": "Running", "hostIP": "10.0.0.1"}));
         assert_eq!((&object["metadata"], &object["spec"]), (&body["metadata"], &body["spec"]));
         assert_eq!(warnings, ["unknown field \"status.made_up\""]);

@@ -338,7 +338,8 @@ mod tests {
         }
 
         fn delete(&mut self, key: String, revision: u64) -> Event {
-            let prev = self.0.remove(&key).map(|value| KeyValue { key: key.clone(), value, mod_revision: revision - 1 });
+            let prev =
+                self.0.remove(&key).map(|value| KeyValue { key: key.clone(), value, mod_revision: revision - 1 });
             Event { revision, key, value: None, prev }
         }
 

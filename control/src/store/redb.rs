@@ -290,7 +290,11 @@ fn commit_batch(
 
 type EventTable = redb::ReadOnlyTable<u64, EventRow>;
 
-fn decode_event(log: &EventTable, revision: u64, row: (&str, Option<&[u8]>, u64, Option<&[u8]>)) -> Result<Event, StoreError> {
+fn decode_event(
+    log: &EventTable,
+    revision: u64,
+    row: (&str, Option<&[u8]>, u64, Option<&[u8]>),
+) -> Result<Event, StoreError> {
     let (key, value, prev_rev, prev_value) = row;
     Ok(Event {
         revision,
@@ -301,7 +305,12 @@ fn decode_event(log: &EventTable, revision: u64, row: (&str, Option<&[u8]>, u64,
 }
 
 /// The version a row replaced: in the row, or (left out) the row that wrote it.
-fn previous(log: &EventTable, key: &str, prev_rev: u64, prev_value: Option<&[u8]>) -> Result<Option<KeyValue>, StoreError> {
+fn previous(
+    log: &EventTable,
+    key: &str,
+    prev_rev: u64,
+    prev_value: Option<&[u8]>,
+) -> Result<Option<KeyValue>, StoreError> {
     let value = match (prev_rev, prev_value) {
         (0, _) => return Ok(None),
         (_, Some(value)) => value.to_vec(),
