@@ -431,8 +431,9 @@ async fn scaling_through_the_scale_subresource_resizes_the_replica_set() {
             (replicas(&set) == to && desired == Some(to.to_string())).then_some(())
         })
         .await;
+        // The controller records the event after resizing the set, so it may land a moment later.
         let want = format!("Scaled {verb} replica set {rs} from {from} to {to}");
-        assert!(event_messages(&a, "web").await.contains(&want), "{want}");
+        eventually(WITHIN, &want, || async { event_messages(&a, "web").await.contains(&want).then_some(()) }).await;
     }
     assert_eq!(sets_of(&a, "web").await.len(), 1);
 }

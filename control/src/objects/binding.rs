@@ -73,6 +73,38 @@ impl Objects {
     }
 }
 
+impl Objects {
+    /// Binds `pod`, as the caller read it at its `resourceVersion`, to `node`: the write
+    /// [`Objects::bind`] makes for a Binding guarded by that version, computed from the caller's
+    /// copy instead of a fresh read. The scheduler keeps every waiting pod current from its
+    /// watch: when its copy is the stored version the result is the same, and when it is not the
+    /// write is refused as a conflict, as that Binding would be.
+    pub async fn bind_pod(&self, pod: &Pod, node: &str) -> Result<(), ApiError> {
+        let kind = wasmkube_api::kinds::by_resource("", "v1", "pods").expect("pods are registered");
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let conflict = |message: String| ApiError::Conflict { kind, name: name.clone(), message };
+        let read_at = pod
+            .metadata
+            .resource_version
+            .as_deref()
+            .ok_or_else(|| ApiError::BadRequest(format!("pod {name} has no resourceVersion to bind at")))?;
+        let read_at = super::parse_revision(read_at)?;
+        let mut bound = pod.clone();
+        bound.metadata.resource_version = None; // the store's revision is the truth
+        assign(&mut bound, node, jiff::Timestamp::now()).map_err(conflict)?;
+        let key = kind.key(pod.metadata.namespace.as_deref(), &name);
+        let value = serde_json::to_vec(&bound).expect("a pod always serialises");
+        let write = Write::Put { key, value, precondition: Some(Precondition::ModRevision(read_at)) };
+        match self.store.write(write).await? {
+            WriteOutcome::Committed(_) => Ok(()),
+            WriteOutcome::PreconditionFailed { current: None } | WriteOutcome::NotFound => {
+                Err(ApiError::NotFound { kind, name: name.clone() })
+            }
+            WriteOutcome::PreconditionFailed { .. } => Err(conflict(CONFLICT_MESSAGE.into())),
+        }
+    }
+}
+
 /// Sets `spec.nodeName` and `PodScheduled=True` on a pod that is neither bound nor being
 /// deleted (otherwise the conflict's message, in Kubernetes' words). The spec changed, so the
 /// generation goes up, as for any other write that changes a spec.
@@ -175,6 +207,40 @@ mod tests {
         let missing = Target { name: Some("missing".into()), ..pod };
         let err = objects.bind(&missing, &json!({"target": {"name": "n1"}}), &opts).await;
         assert!(matches!(err, Err(ApiError::NotFound { .. })), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn binding_a_copy_writes_what_a_binding_would_and_refuses_a_stale_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (objects, target) = objects_with_pod(dir.path()).await;
+        let twin_dir = tempfile::tempdir().expect("tempdir");
+        let (twin_objects, twin) = objects_with_pod(twin_dir.path()).await;
+        let copy: Pod = serde_json::from_value(objects.get(&target).await.expect("get")).expect("a pod");
+        let stale = copy.clone();
+
+        objects.bind_pod(&copy, "n1").await.expect("bind a current copy");
+        let twin_copy = twin_objects.get(&twin).await.expect("get");
+        let rv = twin_copy["metadata"]["resourceVersion"].as_str().map(str::to_string);
+        twin_objects.bind(&twin, &binding("n1", rv.as_deref()), &WriteOptions::default()).await.expect("bind");
+        let (mut by_copy, mut by_binding) =
+            (objects.get(&target).await.expect("get"), twin_objects.get(&twin).await.expect("get"));
+        for pod in [&mut by_copy, &mut by_binding] {
+            let meta = pod["metadata"].as_object_mut().expect("metadata");
+            for differs in ["uid", "creationTimestamp", "resourceVersion"] {
+                meta.remove(differs);
+            }
+            pod["status"]["conditions"][0].as_object_mut().map(|c| c.remove("lastTransitionTime"));
+        }
+        assert_eq!(by_copy, by_binding, "the same pod as a Binding would leave");
+
+        let refused = objects.bind_pod(&stale, "n2").await;
+        assert!(matches!(&refused, Err(ApiError::Conflict { message, .. }) if message == CONFLICT_MESSAGE), "{refused:?}");
+        assert_eq!(objects.get(&target).await.expect("get")["spec"]["nodeName"], "n1");
+        let objects_kind = target.kind;
+        let now = crate::objects::DeleteOptions { grace_period_seconds: Some(0), ..Default::default() };
+        objects.delete(&target, &now).await.expect("delete");
+        let gone = objects.bind_pod(&stale, "n2").await;
+        assert!(matches!(gone, Err(ApiError::NotFound { kind, .. }) if std::ptr::eq(kind, objects_kind)), "{gone:?}");
     }
 
     #[test]

@@ -236,12 +236,11 @@ fn target_of(pod: &Pod) -> Target {
 }
 
 async fn bind(objects: &Objects, events: &Recorder, pod: &Pod, node: &str) -> Result<(), ApiError> {
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-    let binding = json!({"apiVersion": "v1", "kind": "Binding",
-        "metadata": {"name": name, "namespace": namespace, "resourceVersion": pod.metadata.resource_version},
-        "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
-    objects.bind(&target_of(pod), &binding, &WriteOptions::default()).await?;
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+    // The pod as the watch last delivered it, guarded by its resourceVersion: a Binding's write
+    // without reading the pod again.
+    objects.bind_pod(pod, node).await?;
     tracing::debug!(pod = %name, %node, "bound");
     let message = format!("Successfully assigned {namespace}/{name} to {node}");
     events.event(InvolvedObject::of(pod), EventType::Normal, "Scheduled", &message).await;
