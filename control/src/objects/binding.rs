@@ -234,7 +234,10 @@ mod tests {
         assert_eq!(by_copy, by_binding, "the same pod as a Binding would leave");
 
         let refused = objects.bind_pod(&stale, "n2").await;
-        assert!(matches!(&refused, Err(ApiError::Conflict { message, .. }) if message == CONFLICT_MESSAGE), "{refused:?}");
+        assert!(
+            matches!(&refused, Err(ApiError::Conflict { message, .. }) if message == CONFLICT_MESSAGE),
+            "{refused:?}"
+        );
         assert_eq!(objects.get(&target).await.expect("get")["spec"]["nodeName"], "n1");
         let objects_kind = target.kind;
         let now = crate::objects::DeleteOptions { grace_period_seconds: Some(0), ..Default::default() };

@@ -12,7 +12,8 @@
 //!   every readable row can find it. Most writes update recent objects, so most rows hold one
 //!   value, not two, and each commit writes a third less.
 //! - `meta`: `revision` (last committed), `compacted` (events at or below it can no longer be
-//!   read) and `reach` (the largest reach rows were ever written with).
+//!   read) and `reach` (the largest reach rows were ever written with; it never shrinks, so a
+//!   smaller window later still keeps rows that long).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -230,6 +231,9 @@ fn commit_batch(
     {
         let mut objects = txn.open_table(OBJECTS)?;
         let mut log = txn.open_table(EVENTS)?;
+        // Rows from here on are all on file (compaction drops a prefix): a row may leave out a
+        // previous value only if its row is among them.
+        let first_row = log.first()?.map(|(rev, _)| rev.value());
         let mut meta = txn.open_table(META)?;
         let mut revision = meta.get("revision")?.map(|v| v.value()).unwrap_or(0);
         for req in batch.iter_mut() {
@@ -265,8 +269,13 @@ fn commit_batch(
                 None => objects.remove(key)?,
             };
             let (prev_rev, prev_value) = match &current {
-                // Left to the row at `mod_revision`, which is kept as long as this one.
-                Some(c) if revision - c.mod_revision <= shape.reach => (c.mod_revision, None),
+                // Left to the row at `mod_revision`, which is on file and kept as long as this one.
+                Some(c)
+                    if first_row.is_some_and(|first| c.mod_revision >= first)
+                        && revision - c.mod_revision <= shape.reach =>
+                {
+                    (c.mod_revision, None)
+                }
                 Some(c) => (c.mod_revision, Some(c.value.as_slice())),
                 None => (0, None),
             };
@@ -336,6 +345,13 @@ fn previous(
 /// Events with revision > `after`, at most `limit` of them, plus whether `after` is still covered.
 fn read_events(shared: &Shared, after: Revision, limit: usize) -> Result<Vec<Event>, StoreError> {
     let txn = shared.db.begin_read().map_err(read_err)?;
+    // Checked in the same transaction as the rows are read: a compaction committed since the
+    // caller looked may have dropped rows the kept ones refer to.
+    let compacted =
+        txn.open_table(META).map_err(read_err)?.get("compacted").map_err(read_err)?.map_or(0, |v| v.value());
+    if after < compacted {
+        return Err(StoreError::Compacted { requested: after, compacted });
+    }
     let table = txn.open_table(EVENTS).map_err(read_err)?;
     let mut out = Vec::new();
     for entry in table.range(after + 1..).map_err(read_err)?.take(limit) {
