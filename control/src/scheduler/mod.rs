@@ -4,9 +4,9 @@
 //! [`plugins`] the filters and scores; `cache` the pods and nodes kept from the watch, with a
 //! snapshot kept between passes. [`run`] is the loop: on every change to pods or nodes it
 //! brings the snapshot up to date, orders the unscheduled pods by priority then age, and for each
-//! either binds it (`pods/binding`, guarded by the pod's resourceVersion) or marks it
-//! `PodScheduled=False` / `Unschedulable` with Kubernetes' message and a `FailedScheduling`
-//! event. Unschedulable pods are tried again whenever pods or nodes change, and every few seconds.
+//! either binds it (the `pods/binding` write, made from its copy of the pod and guarded by that
+//! copy's resourceVersion) or marks it `PodScheduled=False` / `Unschedulable` with Kubernetes'
+//! message and a `FailedScheduling` event. Unschedulable pods are tried again whenever pods or nodes change, and every few seconds.
 //!
 //! As in Kubernetes, deciding and binding are separate: a pass decides pod after pod in memory,
 //! counting each decision as "assumed" on its node at once, while the bindings (durable writes)
