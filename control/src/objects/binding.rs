@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::update::{CONFLICT_MESSAGE, MAX_RETRIES};
 use super::{Objects, Target, WriteOptions};
 use crate::status::ApiError;
-use crate::store::{Precondition, Write, WriteOutcome};
+use crate::store::{Precondition, Revision, Write, WriteOutcome};
 
 impl Objects {
     /// Binds the pod `target` names to the node the Binding's `target.name` names.
@@ -41,7 +41,7 @@ impl Objects {
             Some(rv) if !rv.is_empty() => Some(super::parse_revision(rv)?),
             _ => None,
         };
-        let conflict = |message: String| ApiError::Conflict { kind, name: name.clone(), message };
+        let conflict = || ApiError::Conflict { kind, name: name.clone(), message: CONFLICT_MESSAGE.into() };
         let key = target.key()?;
         let now = jiff::Timestamp::now();
         for _ in 0..MAX_RETRIES {
@@ -49,60 +49,71 @@ impl Objects {
                 return Err(ApiError::NotFound { kind, name: name.clone() });
             };
             if client_rv.is_some_and(|rv| rv != stored.mod_revision) {
-                return Err(conflict(CONFLICT_MESSAGE.into()));
+                return Err(conflict());
             }
-            let mut pod: Pod = serde_json::from_slice(&stored.value)
+            let pod: Pod = serde_json::from_slice(&stored.value)
                 .map_err(|e| ApiError::Internal(format!("stored pod {name} does not decode: {e}")))?;
-            assign(&mut pod, &node, now).map_err(conflict)?;
-            if opts.dry_run {
-                return Ok(());
-            }
-            let value = serde_json::to_vec(&pod).expect("a pod always serialises");
-            let write = Write::Put {
-                key: key.clone(),
-                value,
-                precondition: Some(Precondition::ModRevision(stored.mod_revision)),
-            };
-            match self.store.write(write).await? {
-                WriteOutcome::Committed(_) => return Ok(()),
-                WriteOutcome::PreconditionFailed { .. } | WriteOutcome::NotFound if client_rv.is_none() => continue,
-                _ => return Err(conflict(CONFLICT_MESSAGE.into())),
+            match self.write_bound(pod, &node, now, stored.mod_revision, opts.dry_run).await? {
+                None | Some(WriteOutcome::Committed(_)) => return Ok(()),
+                Some(WriteOutcome::PreconditionFailed { .. } | WriteOutcome::NotFound) if client_rv.is_none() => {
+                    continue;
+                }
+                Some(_) => return Err(conflict()),
             }
         }
-        Err(conflict(CONFLICT_MESSAGE.into()))
+        Err(conflict())
     }
-}
 
-impl Objects {
     /// Binds `pod`, as the caller read it at its `resourceVersion`, to `node`: the write
     /// [`Objects::bind`] makes for a Binding guarded by that version, computed from the caller's
     /// copy instead of a fresh read. The scheduler keeps every waiting pod current from its
     /// watch: when its copy is the stored version the result is the same, and when it is not the
     /// write is refused as a conflict, as that Binding would be.
     pub async fn bind_pod(&self, pod: &Pod, node: &str) -> Result<(), ApiError> {
-        let kind = wasmkube_api::kinds::by_resource("", "v1", "pods").expect("pods are registered");
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        let conflict = |message: String| ApiError::Conflict { kind, name: name.clone(), message };
+        let (kind, name) = (pods(), pod.metadata.name.clone().unwrap_or_default());
         let read_at = pod
             .metadata
             .resource_version
             .as_deref()
             .ok_or_else(|| ApiError::BadRequest(format!("pod {name} has no resourceVersion to bind at")))?;
         let read_at = super::parse_revision(read_at)?;
-        let mut bound = pod.clone();
-        bound.metadata.resource_version = None; // the store's revision is the truth
-        assign(&mut bound, node, jiff::Timestamp::now()).map_err(conflict)?;
-        let key = kind.key(pod.metadata.namespace.as_deref(), &name);
-        let value = serde_json::to_vec(&bound).expect("a pod always serialises");
-        let write = Write::Put { key, value, precondition: Some(Precondition::ModRevision(read_at)) };
-        match self.store.write(write).await? {
-            WriteOutcome::Committed(_) => Ok(()),
-            WriteOutcome::PreconditionFailed { current: None } | WriteOutcome::NotFound => {
-                Err(ApiError::NotFound { kind, name: name.clone() })
+        match self.write_bound(pod.clone(), node, jiff::Timestamp::now(), read_at, false).await? {
+            None | Some(WriteOutcome::Committed(_)) => Ok(()),
+            Some(WriteOutcome::PreconditionFailed { current: None } | WriteOutcome::NotFound) => {
+                Err(ApiError::NotFound { kind, name })
             }
-            WriteOutcome::PreconditionFailed { .. } => Err(conflict(CONFLICT_MESSAGE.into())),
+            Some(WriteOutcome::PreconditionFailed { .. }) => {
+                Err(ApiError::Conflict { kind, name, message: CONFLICT_MESSAGE.into() })
+            }
         }
     }
+
+    /// Assigns `pod`, as read at revision `read_at`, to `node` and writes it back if it is still
+    /// at that revision; on a dry run, only assigns it (`None`). A pod that cannot be assigned
+    /// is a conflict.
+    async fn write_bound(
+        &self,
+        mut pod: Pod,
+        node: &str,
+        now: jiff::Timestamp,
+        read_at: Revision,
+        dry_run: bool,
+    ) -> Result<Option<WriteOutcome>, ApiError> {
+        let (kind, name) = (pods(), pod.metadata.name.clone().unwrap_or_default());
+        let key = kind.key(pod.metadata.namespace.as_deref(), &name);
+        assign(&mut pod, node, now).map_err(|message| ApiError::Conflict { kind, name, message })?;
+        if dry_run {
+            return Ok(None);
+        }
+        pod.metadata.resource_version = None; // the store's revision is the truth
+        let value = serde_json::to_vec(&pod).expect("a pod always serialises");
+        let write = Write::Put { key, value, precondition: Some(Precondition::ModRevision(read_at)) };
+        Ok(Some(self.store.write(write).await?))
+    }
+}
+
+fn pods() -> &'static wasmkube_api::Kind {
+    wasmkube_api::kinds::by_resource("", "v1", "pods").expect("pods are registered")
 }
 
 /// Sets `spec.nodeName` and `PodScheduled=True` on a pod that is neither bound nor being

@@ -6,7 +6,8 @@
 //! brings the snapshot up to date, orders the unscheduled pods by priority then age, and for each
 //! either binds it (the `pods/binding` write, made from its copy of the pod and guarded by that
 //! copy's resourceVersion) or marks it `PodScheduled=False` / `Unschedulable` with Kubernetes'
-//! message and a `FailedScheduling` event. Unschedulable pods are tried again whenever pods or nodes change, and every few seconds.
+//! message and a `FailedScheduling` event. Unschedulable pods are tried again whenever pods or
+//! nodes change, and every few seconds.
 //!
 //! As in Kubernetes, deciding and binding are separate: a pass decides pod after pod in memory,
 //! counting each decision as "assumed" on its node at once, while the bindings (durable writes)

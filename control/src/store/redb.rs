@@ -325,18 +325,12 @@ fn previous(
         (_, Some(value)) => value.to_vec(),
         (_, None) => {
             let row = log.get(prev_rev).map_err(read_err)?;
-            let (written_key, written, _, _) = match &row {
-                Some(row) => row.value(),
-                None => ("", None, 0, None),
+            let written = row.as_ref().map(|r| r.value()).filter(|(k, ..)| *k == key).and_then(|(_, v, ..)| v);
+            let Some(value) = written else {
+                let message = format!("event log row for {key} refers to revision {prev_rev}, which does not hold it");
+                return Err(StoreError::Read(message.into()));
             };
-            match written.filter(|_| written_key == key) {
-                Some(value) => value.to_vec(),
-                None => {
-                    return Err(StoreError::Read(
-                        format!("event log row for {key} refers to revision {prev_rev}, which does not hold it").into(),
-                    ));
-                }
-            }
+            value.to_vec()
         }
     };
     Ok(Some(KeyValue { key: key.to_string(), value, mod_revision: prev_rev }))
