@@ -13,6 +13,7 @@ mod delete;
 mod eviction;
 mod fields;
 mod list;
+mod status_patch;
 mod update;
 
 use std::sync::Arc;

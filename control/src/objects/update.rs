@@ -7,7 +7,9 @@
 
 use serde_json::{Value, json};
 
-use super::{Objects, Target, WriteOptions, Written, committed, defaults, encode, fields, parse_revision};
+use super::{
+    Objects, Target, WriteOptions, Written, committed, defaults, encode, fields, parse_revision, status_patch,
+};
 use crate::status::ApiError;
 use crate::store::{Precondition, Revision, Write, WriteOutcome};
 
@@ -62,6 +64,11 @@ impl Objects {
         sub: Subresource,
         opts: &WriteOptions,
     ) -> Result<Written, ApiError> {
+        if status_patch::applies(target, &patch, patch_kind, sub)
+            && let Some(written) = self.patch_status_only(target, &patch, opts).await?
+        {
+            return Ok(written);
+        }
         let kind = target.kind;
         let apply_patch = |current: &Value| -> Result<Value, ApiError> {
             let mut doc = current.clone();
