@@ -74,6 +74,15 @@ struct ServerArgs {
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     default_toleration_seconds: u32,
 
+    /// Where Services' ClusterIPs come from (IPv4, at least a /29). The `kubernetes` Service gets
+    /// its first address, `kube-dns` its tenth.
+    #[arg(long, value_name = "CIDR", default_value = "127.32.0.0/12")]
+    service_cidr: String,
+
+    /// The ports NodePort and LoadBalancer Services are given on every node.
+    #[arg(long, value_name = "LOW-HIGH", default_value = "30000-32767")]
+    service_node_port_range: String,
+
     /// Extra IP addresses the API server certificate is valid for (besides 127.0.0.1 and the
     /// listen address).
     #[arg(long = "tls-san-ip", value_name = "IP")]
@@ -196,6 +205,9 @@ async fn serve(args: ServerArgs, node: Option<NodeArgs>, global: &ClientOptions)
     config.extra_ips = args.tls_san_ips;
     config.node_monitor_grace_period = Duration::from_secs(args.node_monitor_grace_period.max(1));
     config.default_toleration_seconds = i64::from(args.default_toleration_seconds);
+    config.service_network =
+        wasmkube_control::objects::ServiceNetwork::new(&args.service_cidr, &args.service_node_port_range)
+            .map_err(|e| anyhow::anyhow!("--service-cidr / --service-node-port-range: {e}"))?;
     let control = ControlPlane::start(config).await?;
     let url = client_url(control.addr);
     let kubeconfig_path = data_dir.join("kubeconfig");

@@ -55,6 +55,8 @@ pub struct ControlPlaneConfig {
     /// `tolerationSeconds` of the not-ready/unreachable NoExecute tolerations given to pods created
     /// without them: how long their pods stay bound to a lost node before eviction (default 300).
     pub default_toleration_seconds: i64,
+    /// Where Services' ClusterIPs and node ports come from.
+    pub service_network: objects::ServiceNetwork,
 }
 
 impl ControlPlaneConfig {
@@ -69,6 +71,7 @@ impl ControlPlaneConfig {
             cluster_cidr: controller::node_ipam::ClusterCidr::default(),
             node_monitor_grace_period: controller::node_lifecycle::DEFAULT_GRACE_PERIOD,
             default_toleration_seconds: 300,
+            service_network: objects::ServiceNetwork::default(),
         }
     }
 }
@@ -95,7 +98,7 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-    #[error("creating the built-in namespaces: {0}")]
+    #[error("creating the built-in namespaces and Services: {0}")]
     Bootstrap(status::ApiError),
 }
 
@@ -120,7 +123,9 @@ impl ControlPlane {
             RedbConfig { event_window: config.event_window },
             metrics.store.clone(),
         )?;
-        let objects = Objects::new(Arc::new(store)).with_default_toleration_seconds(config.default_toleration_seconds);
+        let objects = Objects::new(Arc::new(store))
+            .with_default_toleration_seconds(config.default_toleration_seconds)
+            .with_service_network(config.service_network.clone());
         controller::namespace::ensure_built_in(&objects).await.map_err(StartError::Bootstrap)?;
 
         let mut ips = config.extra_ips.clone();
@@ -145,6 +150,7 @@ impl ControlPlane {
             }),
             images: registry::storage::Storage::open(config.data_dir.join("registry")).map_err(StartError::Registry)?,
         };
+        controller::built_in_services::ensure(&objects, addr.port()).await.map_err(StartError::Bootstrap)?;
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let router = apiserver::router(state);

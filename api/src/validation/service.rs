@@ -12,9 +12,6 @@ use super::{Cause, field, list_field, push_invalid, str_field};
 
 /// Service types, in the (sorted) order Kubernetes lists them in its message.
 const TYPES: &[&str] = &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
-/// The default node port range, `--service-node-port-range` in Kubernetes.
-const NODE_PORTS: std::ops::RangeInclusive<i64> = 30000..=32767;
-
 pub(super) fn validate_service(object: &Value, causes: &mut Vec<Cause>) {
     let spec = field(object, "spec");
     let service_type = match str_field(spec, "type").unwrap_or("") {
@@ -78,7 +75,8 @@ fn validate_port<'a>(
     }
 }
 
-/// Node ports only exist on NodePort and LoadBalancer Services, within the node port range.
+/// Node ports only exist on NodePort and LoadBalancer Services. Whether one is in the cluster's
+/// node port range (a server flag) is the allocator's to say, as in Kubernetes.
 fn validate_node_port(port: &Value, path: &str, service_type: &str, causes: &mut Vec<Cause>) {
     let node_port = port.get("nodePort").and_then(Value::as_i64).unwrap_or(0);
     if node_port == 0 {
@@ -86,13 +84,8 @@ fn validate_node_port(port: &Value, path: &str, service_type: &str, causes: &mut
     }
     if !matches!(service_type, "NodePort" | "LoadBalancer") {
         causes.push(Cause::forbidden(path, &format!("may not be used when `type` is '{service_type}'")));
-    } else if !NODE_PORTS.contains(&node_port) {
-        let message = format!(
-            "provided port is not in the valid range. The range of valid ports is {}-{}",
-            NODE_PORTS.start(),
-            NODE_PORTS.end()
-        );
-        causes.push(Cause::invalid(path, &Value::from(node_port), &message));
+    } else {
+        check_port_number(node_port, path, causes);
     }
 }
 
@@ -184,10 +177,8 @@ mod tests {
                 vec!["spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'"],
             ),
             (
-                json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 80}]}),
-                vec![
-                    "spec.ports[0].nodePort: Invalid value: 80: provided port is not in the valid range. The range of valid ports is 30000-32767",
-                ],
+                json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 70000}]}),
+                vec!["spec.ports[0].nodePort: Invalid value: 70000: must be between 1 and 65535, inclusive"],
             ),
             (json!({"type": "ExternalName"}), vec!["spec.externalName: Required value"]),
             (

@@ -1,5 +1,6 @@
 //! Controllers that run inside the control plane and act through the object service.
 
+pub mod built_in_services;
 pub mod deployment;
 pub mod disruption;
 pub mod garbage_collector;

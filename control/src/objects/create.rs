@@ -3,7 +3,9 @@
 use rand::Rng;
 use serde_json::{Value, json};
 
-use super::{Objects, Target, WriteOptions, Written, committed, defaults, encode, fields, metadata_mut, now_rfc3339};
+use super::{
+    Objects, Target, WriteOptions, Written, committed, defaults, encode, fields, is_service, metadata_mut, now_rfc3339,
+};
 use crate::status::ApiError;
 use crate::store::{Precondition, Write, WriteOutcome};
 
@@ -46,6 +48,12 @@ impl Objects {
         }
         self.check_namespace(target, &name).await?;
         let key = kind.key(target.namespace.as_deref(), &name);
+        // A Service's addresses are chosen and written under the allocator's lock.
+        let mut services = if is_service(kind) { Some(self.services.lock(&*self.store).await?) } else { None };
+        let held = match &mut services {
+            Some(locked) => Some(locked.assign(&key, &name, None, &mut object)?),
+            None => None,
+        };
         if opts.dry_run {
             if self.store.get(&key).await?.is_some() {
                 return Err(ApiError::AlreadyExists { kind, name });
@@ -53,9 +61,14 @@ impl Objects {
             return Ok(Written { object, warnings });
         }
         let bytes = encode(&object);
-        let write = Write::Put { key, value: bytes, precondition: Some(Precondition::Absent) };
+        let write = Write::Put { key: key.clone(), value: bytes, precondition: Some(Precondition::Absent) };
         match self.store.write(write).await? {
-            WriteOutcome::Committed(rev) => Ok(Written { object: committed(object, rev), warnings }),
+            WriteOutcome::Committed(rev) => {
+                if let (Some(locked), Some(held)) = (&mut services, held) {
+                    locked.commit(&key, held);
+                }
+                Ok(Written { object: committed(object, rev), warnings })
+            }
             WriteOutcome::PreconditionFailed { .. } | WriteOutcome::NotFound => {
                 Err(ApiError::AlreadyExists { kind, name })
             }

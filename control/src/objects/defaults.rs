@@ -98,6 +98,16 @@ pub fn apply(kind: &Kind, object: &mut Value) {
 fn default_service(object: &mut Value) {
     default_at(object, &["spec", "type"], json!("ClusterIP"));
     default_at(object, &["spec", "sessionAffinity"], json!("None"));
+    let service_type = object.pointer("/spec/type").and_then(Value::as_str).unwrap_or_default().to_string();
+    if service_type != "ExternalName" {
+        default_at(object, &["spec", "internalTrafficPolicy"], json!("Cluster"));
+    }
+    if matches!(service_type.as_str(), "NodePort" | "LoadBalancer") {
+        default_at(object, &["spec", "externalTrafficPolicy"], json!("Cluster"));
+    }
+    if service_type == "LoadBalancer" {
+        default_at(object, &["spec", "allocateLoadBalancerNodePorts"], json!(true));
+    }
     if let Some(ports) = object.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
         for p in ports {
             default_at(p, &["protocol"], json!("TCP"));

@@ -163,6 +163,9 @@ impl Objects {
             };
             match self.store.write(write).await? {
                 WriteOutcome::Committed(new_rev) => {
+                    if marked.is_none() && super::is_service(kind) {
+                        self.services.lock(&*self.store).await?.release(&key);
+                    }
                     let mut object = marked.unwrap_or(current);
                     super::set_resource_version(&mut object, new_rev);
                     return Ok(Written { object, warnings });

@@ -13,6 +13,7 @@ mod delete;
 mod eviction;
 mod fields;
 mod list;
+mod services;
 mod status_patch;
 mod update;
 
@@ -24,6 +25,7 @@ use wasmkube_api::Kind;
 pub use delete::DeleteOptions;
 pub use fields::FieldValidation;
 pub use list::{ListOptions, Selectors, WatchEvent, WatchOptions};
+pub use services::ServiceNetwork;
 pub use update::{PatchKind, Subresource};
 
 use crate::status::ApiError;
@@ -79,11 +81,28 @@ pub struct Objects {
     /// `tolerationSeconds` of the not-ready/unreachable tolerations pods get at create
     /// ([`defaults::tolerate_lost_nodes`]).
     default_toleration_seconds: i64,
+    /// Services' ClusterIPs and node ports.
+    services: Arc<services::Allocator>,
 }
 
 impl Objects {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store, default_toleration_seconds: defaults::DEFAULT_TOLERATION_SECONDS }
+        Self {
+            store,
+            default_toleration_seconds: defaults::DEFAULT_TOLERATION_SECONDS,
+            services: Arc::new(services::Allocator::new(ServiceNetwork::default())),
+        }
+    }
+
+    /// Sets where Services' ClusterIPs and node ports come from.
+    pub fn with_service_network(mut self, network: ServiceNetwork) -> Self {
+        self.services = Arc::new(services::Allocator::new(network));
+        self
+    }
+
+    /// Where Services' ClusterIPs and node ports come from.
+    pub fn service_network(&self) -> &ServiceNetwork {
+        self.services.network()
     }
 
     /// Sets how long new pods tolerate a not-ready or unreachable node (Kubernetes'
@@ -219,6 +238,11 @@ impl serde::Serialize for StoredMetadata<'_> {
 pub(crate) fn committed(mut object: Value, revision: Revision) -> Value {
     set_resource_version(&mut object, revision);
     object
+}
+
+/// Whether objects of `kind` hold Service addresses.
+fn is_service(kind: &Kind) -> bool {
+    kind.group.is_empty() && kind.kind == "Service"
 }
 
 pub(crate) fn metadata_mut(object: &mut Value) -> Option<&mut serde_json::Map<String, Value>> {

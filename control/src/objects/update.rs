@@ -8,7 +8,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    Objects, Target, WriteOptions, Written, committed, defaults, encode, fields, parse_revision, status_patch,
+    Objects, Target, WriteOptions, Written, committed, defaults, encode, fields, is_service, parse_revision, services,
+    status_patch,
 };
 use crate::status::ApiError;
 use crate::store::{Precondition, Revision, Write, WriteOutcome};
@@ -134,6 +135,12 @@ impl Objects {
         let name = target.name.clone().unwrap_or_default();
         let key = target.key()?;
         let conflict = || ApiError::Conflict { kind, name: name.clone(), message: CONFLICT_MESSAGE.into() };
+        // A Service's spec holds its addresses: they are checked and written under the lock.
+        let mut services = if is_service(kind) && sub == Subresource::Main {
+            Some(self.services.lock(&*self.store).await?)
+        } else {
+            None
+        };
         for _ in 0..MAX_RETRIES {
             let Some((current, rev)) = self.get_kv(&key).await? else {
                 return Err(ApiError::NotFound { kind, name: name.clone() });
@@ -160,10 +167,18 @@ impl Objects {
                     }
                 }
             };
+            let mut new = new;
+            if services.is_some() {
+                services::keep_allocated(&current, &mut new);
+            }
             let causes = wasmkube_api::validation::validate(kind, &new);
             if !causes.is_empty() {
                 return Err(ApiError::Invalid { kind, name: name.clone(), causes });
             }
+            let held = match &mut services {
+                Some(locked) => Some(locked.assign(&key, &name, Some(&current), &mut new)?),
+                None => None,
+            };
             if same_object(&new, &current) || opts.dry_run {
                 return Ok(Written { object: if opts.dry_run { new } else { current }, warnings });
             }
@@ -178,6 +193,11 @@ impl Objects {
             };
             match self.store.write(write).await? {
                 WriteOutcome::Committed(new_rev) => {
+                    match (&mut services, held) {
+                        (Some(locked), _) if finished => locked.release(&key),
+                        (Some(locked), Some(held)) => locked.commit(&key, held),
+                        _ => {}
+                    }
                     let object = if finished { new } else { committed(new, new_rev) };
                     return Ok(Written { object, warnings });
                 }

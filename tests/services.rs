@@ -1,0 +1,171 @@
+//! Services' addresses end to end: a real control plane on loopback, driven by the `kube` crate.
+//! ClusterIPs and node ports come from the configured ranges, are honoured when asked for, are
+//! never given twice (422 with Kubernetes' message), stay with a Service across updates, are
+//! given back when it is deleted, and are remembered across a restart.
+
+mod support;
+
+use std::collections::HashSet;
+
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use support::{TestCluster, status_of};
+use wasmkube_control::objects::ServiceNetwork;
+use wasmkube_control::{ControlPlane, ControlPlaneConfig};
+
+fn service(name: &str, spec: Value) -> Service {
+    serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).expect("service")
+}
+
+fn web(name: &str) -> Service {
+    service(name, json!({"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]}))
+}
+
+fn cluster_ip(s: &Service) -> String {
+    s.spec.as_ref().and_then(|s| s.cluster_ip.clone()).unwrap_or_default()
+}
+
+fn node_ports(s: &Service) -> Vec<i32> {
+    s.spec.as_ref().and_then(|s| s.ports.as_ref()).into_iter().flatten().filter_map(|p| p.node_port).collect()
+}
+
+fn network() -> ServiceNetwork {
+    ServiceNetwork::new("127.40.0.0/24", "30100-30103").expect("valid")
+}
+
+#[tokio::test]
+async fn services_get_addresses_from_the_configured_ranges_and_never_the_same_twice() {
+    let cluster = TestCluster::start_with(|c| c.service_network = network()).await;
+    let client = cluster.client.clone();
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let create = |s: Service| {
+        let services = services.clone();
+        async move { services.create(&PostParams::default(), &s).await }
+    };
+
+    // The built-in Services hold the first and the tenth address.
+    let kubernetes = services.get("kubernetes").await.expect("the kubernetes Service");
+    assert_eq!(cluster_ip(&kubernetes), "127.40.0.1");
+    let port = &kubernetes.spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
+    assert_eq!(port.port, 443);
+    assert_eq!(
+        port.target_port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i32::from(cluster.control.addr.port())))
+    );
+    let dns = Api::<Service>::namespaced(client.clone(), "kube-system").get("kube-dns").await.expect("kube-dns");
+    assert_eq!(cluster_ip(&dns), "127.40.0.10");
+
+    // A ClusterIP Service gets a free address from above the static band, with its families.
+    let first = create(web("first")).await.expect("create");
+    assert_eq!(cluster_ip(&first), "127.40.0.16");
+    let spec = first.spec.as_ref().unwrap();
+    assert_eq!(spec.cluster_ips.as_deref(), Some(&["127.40.0.16".to_string()][..]));
+    assert_eq!(spec.ip_families.as_deref(), Some(&["IPv4".to_string()][..]));
+    assert_eq!(spec.internal_traffic_policy.as_deref(), Some("Cluster"));
+
+    // An address asked for is honoured once; a second Service asking for it gets 422.
+    let asked = create(service("asked", json!({"clusterIP": "127.40.0.20", "ports": [{"port": 80}]}))).await;
+    assert_eq!(cluster_ip(&asked.expect("create")), "127.40.0.20");
+    let taken = status_of(create(service("again", json!({"clusterIP": "127.40.0.20", "ports": [{"port": 80}]}))).await);
+    assert_eq!((taken.code, taken.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        taken.message,
+        r#"Service "again" is invalid: spec.clusterIPs: Invalid value: ["127.40.0.20"]: failed to allocate IP 127.40.0.20: provided IP is already allocated"#
+    );
+    let outside = status_of(create(service("out", json!({"clusterIP": "10.0.0.1", "ports": [{"port": 80}]}))).await);
+    assert!(outside.message.contains("The range of valid IPs is 127.40.0.0/24"), "{}", outside.message);
+
+    // Headless and ExternalName Services hold none.
+    let headless =
+        create(service("db", json!({"clusterIP": "None", "selector": {"app": "db"}}))).await.expect("create");
+    assert_eq!(cluster_ip(&headless), "None");
+    let external = create(service("ext", json!({"type": "ExternalName", "externalName": "example.com"}))).await;
+    assert_eq!(cluster_ip(&external.expect("create")), "");
+
+    // NodePort: a free port per port unless asked; a taken or out-of-range one is refused.
+    let nodeport = create(service(
+        "np",
+        json!({"type": "NodePort", "ports": [{"name": "a", "port": 80}, {"name": "b", "port": 81, "nodePort": 30100}]}),
+    ))
+    .await
+    .expect("create");
+    assert_eq!(node_ports(&nodeport), [30101, 30100]);
+    let spec = nodeport.spec.as_ref().unwrap();
+    assert_eq!(spec.external_traffic_policy.as_deref(), Some("Cluster"));
+    let clash = status_of(
+        create(service("np2", json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30101}]}))).await,
+    );
+    assert_eq!(
+        clash.message,
+        r#"Service "np2" is invalid: spec.ports[0].nodePort: Invalid value: 30101: provided port is already allocated"#
+    );
+    let range = status_of(
+        create(service("np3", json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 31000}]}))).await,
+    );
+    assert!(range.message.contains("The range of valid ports is 30100-30103"), "{}", range.message);
+    let lb = create(service("lb", json!({"type": "LoadBalancer", "ports": [{"port": 80}]}))).await.expect("create");
+    assert_eq!(node_ports(&lb), [30102]);
+
+    // An update keeps what the Service holds; the ClusterIP never changes.
+    let mut resent = web("first");
+    resent.metadata.resource_version = first.metadata.resource_version.clone();
+    let replaced = services.replace("first", &PostParams::default(), &resent).await.expect("replace");
+    assert_eq!(cluster_ip(&replaced), "127.40.0.16");
+    let moved = Patch::Merge(json!({"spec": {"clusterIP": "127.40.0.30", "clusterIPs": ["127.40.0.30"]}}));
+    let refused = status_of(services.patch("first", &PatchParams::default(), &moved).await);
+    assert_eq!(refused.code, 422);
+    assert!(refused.message.contains("may not change once set"), "{}", refused.message);
+    let to_cluster_ip = Patch::Merge(json!({"spec": {"type": "ClusterIP"}}));
+    let plain = services.patch("np", &PatchParams::default(), &to_cluster_ip).await.expect("patch");
+    assert!(node_ports(&plain).is_empty(), "leaving NodePort gives its ports back");
+    let reuse = create(service("np4", json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30100}]}))).await;
+    assert_eq!(node_ports(&reuse.expect("the port is free again")), [30100]);
+
+    // A dry run shows an address without holding it; a delete gives the address back.
+    let dry = PostParams { dry_run: true, ..PostParams::default() };
+    let shown =
+        services.create(&dry, &service("dry", json!({"clusterIP": "127.40.0.21", "ports": [{"port": 1}]}))).await;
+    assert_eq!(cluster_ip(&shown.expect("dry run")), "127.40.0.21");
+    create(service("real", json!({"clusterIP": "127.40.0.21", "ports": [{"port": 1}]}))).await.expect("not held");
+    services.delete("asked", &DeleteParams::default()).await.expect("delete");
+    let reused = create(service("reuse", json!({"clusterIP": "127.40.0.20", "ports": [{"port": 80}]}))).await;
+    assert_eq!(cluster_ip(&reused.expect("the address is free again")), "127.40.0.20");
+
+    // Concurrent creates never share an address.
+    let many = futures::future::join_all((0..24).map(|i| create(web(&format!("many-{i}"))))).await;
+    let addresses: Vec<String> = many.into_iter().map(|s| cluster_ip(&s.expect("create"))).collect();
+    assert_eq!(addresses.iter().collect::<HashSet<_>>().len(), addresses.len(), "{addresses:?}");
+}
+
+#[tokio::test]
+async fn addresses_held_are_remembered_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let start = || {
+        let mut config = ControlPlaneConfig::new(dir.path(), "127.0.0.1:0".parse().expect("addr"));
+        config.service_network = network();
+        ControlPlane::start(config)
+    };
+    let control = start().await.expect("starts");
+    let client = support::client_for(&control.url(), &control.pki.ca_pem, Some(&control.pki.admin_token)).await;
+    let services: Api<Service> = Api::namespaced(client, "default");
+    let held = services
+        .create(&PostParams::default(), &service("held", json!({"type": "NodePort", "ports": [{"port": 80}]})))
+        .await
+        .expect("create");
+    control.shutdown();
+    control.stopped().await;
+
+    let control = start().await.expect("starts again");
+    let client = support::client_for(&control.url(), &control.pki.ca_pem, Some(&control.pki.admin_token)).await;
+    let services: Api<Service> = Api::namespaced(client, "default");
+    let same_ip = service("copy", json!({"clusterIP": cluster_ip(&held), "ports": [{"port": 80}]}));
+    let refused = status_of(services.create(&PostParams::default(), &same_ip).await);
+    assert!(refused.message.contains("provided IP is already allocated"), "{}", refused.message);
+    let same_port =
+        service("copy", json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": node_ports(&held)[0]}]}));
+    let refused = status_of(services.create(&PostParams::default(), &same_port).await);
+    assert!(refused.message.contains("provided port is already allocated"), "{}", refused.message);
+    control.shutdown();
+    control.stopped().await;
+}
