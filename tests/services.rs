@@ -1,16 +1,19 @@
-//! Services' addresses end to end: a real control plane on loopback, driven by the `kube` crate.
+//! Services end to end: a real control plane on loopback, driven by the `kube` crate.
 //! ClusterIPs and node ports come from the configured ranges, are honoured when asked for, are
 //! never given twice (422 with Kubernetes' message), stay with a Service across updates, are
-//! given back when it is deleted, and are remembered across a restart.
+//! given back when it is deleted, and are remembered across a restart. EndpointSlices and
+//! Endpoints follow the pods a Service selects (their status written here as an agent would).
 
 mod support;
 
 use std::collections::HashSet;
+use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use support::{TestCluster, status_of};
+use support::{TestCluster, eventually, status_of};
 use wasmkube_control::objects::ServiceNetwork;
 use wasmkube_control::{ControlPlane, ControlPlaneConfig};
 
@@ -168,4 +171,124 @@ async fn addresses_held_are_remembered_across_a_restart() {
     assert!(refused.message.contains("provided port is already allocated"), "{}", refused.message);
     control.shutdown();
     control.stopped().await;
+}
+
+/// Marks `pod` as an agent would once it runs: an IP and its Ready condition.
+async fn report(pods: &Api<Pod>, pod: &str, ip: &str, ready: bool) {
+    let status = json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+        "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}});
+    pods.patch_status(pod, &PatchParams::default(), &Patch::Merge(status)).await.expect("status");
+}
+
+/// `(pod, address, ready, serving, terminating)` of every endpoint in the Service's slices, and
+/// the slices' ports.
+async fn slice_view(slices: &Api<EndpointSlice>, service: &str) -> (Vec<(String, String, bool, bool, bool)>, Vec<i32>) {
+    let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={service}"));
+    let listed = slices.list(&lp).await.expect("list slices");
+    let mut endpoints = Vec::new();
+    let mut ports = Vec::new();
+    for slice in listed.items {
+        ports.extend(slice.ports.into_iter().flatten().filter_map(|p| p.port));
+        for e in slice.endpoints {
+            let c = e.conditions.unwrap_or_default();
+            let pod = e.target_ref.and_then(|r| r.name).unwrap_or_default();
+            let flag = |b: Option<bool>| b.unwrap_or(false);
+            endpoints.push((pod, e.addresses[0].clone(), flag(c.ready), flag(c.serving), flag(c.terminating)));
+        }
+    }
+    endpoints.sort();
+    (endpoints, ports)
+}
+
+#[tokio::test]
+async fn endpoint_slices_and_endpoints_follow_the_pods_a_service_selects() {
+    let cluster = TestCluster::start().await;
+    let client = cluster.client.clone();
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), "default");
+    let svc = service(
+        "web",
+        json!({"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}),
+    );
+    services.create(&PostParams::default(), &svc).await.expect("service");
+    // Bound to a node no agent runs: their status is written below, as an agent would.
+    for name in ["a", "b", "c"] {
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": name, "labels": {"app": "web"}},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "hello:1", "ports": [{"name": "http", "containerPort": 8080}]}]}}))
+        .expect("pod");
+        pods.create(&PostParams::default(), &pod).await.expect("pod");
+    }
+    // An empty slice until the pods have addresses.
+    eventually(Duration::from_secs(10), "an empty slice", || async {
+        let lp = ListParams::default().labels("kubernetes.io/service-name=web");
+        (slices.list(&lp).await.ok()?.items.len() == 1).then_some(())
+    })
+    .await;
+    report(&pods, "a", "10.1.0.1", true).await;
+    report(&pods, "b", "10.1.0.2", true).await;
+    report(&pods, "c", "10.1.0.3", false).await;
+    let want = |c_ready: bool| {
+        vec![
+            ("a".to_string(), "10.1.0.1".to_string(), true, true, false),
+            ("b".to_string(), "10.1.0.2".to_string(), true, true, false),
+            ("c".to_string(), "10.1.0.3".to_string(), c_ready, c_ready, false),
+        ]
+    };
+    let wanted = want(false);
+    eventually(Duration::from_secs(10), "three endpoints", || async {
+        let view = slice_view(&slices, "web").await;
+        (view == (wanted.clone(), vec![8080])).then_some(())
+    })
+    .await;
+    let ep = endpoints.get("web").await.expect("the Endpoints of the Service");
+    let subset = &ep.subsets.as_ref().expect("subsets")[0];
+    let ips = |list: &Option<Vec<k8s_openapi::api::core::v1::EndpointAddress>>| -> Vec<String> {
+        list.iter().flatten().map(|a| a.ip.clone()).collect()
+    };
+    assert_eq!(
+        (ips(&subset.addresses), ips(&subset.not_ready_addresses)),
+        (vec!["10.1.0.1".to_string(), "10.1.0.2".into()], vec!["10.1.0.3".to_string()])
+    );
+    assert_eq!(subset.ports.as_ref().expect("ports")[0].port, 8080);
+
+    // Readiness changes, relabelling and deletion show within the batching delay.
+    report(&pods, "c", "10.1.0.3", true).await;
+    let wanted = want(true);
+    eventually(Duration::from_secs(10), "c ready", || async {
+        (slice_view(&slices, "web").await.0 == wanted).then_some(())
+    })
+    .await;
+    pods.patch("b", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"app": "other"}}})))
+        .await
+        .expect("relabel");
+    pods.delete("a", &DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() }).await.expect("delete");
+    let only_c = vec![("c".to_string(), "10.1.0.3".to_string(), true, true, false)];
+    eventually(Duration::from_secs(10), "only c", || async {
+        (slice_view(&slices, "web").await.0 == only_c).then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(10), "Endpoints with only c", || async {
+        let ep = endpoints.get("web").await.ok()?;
+        let subsets = ep.subsets?;
+        (subsets.len() == 1 && ips(&subsets[0].addresses) == ["10.1.0.3"] && subsets[0].not_ready_addresses.is_none())
+            .then_some(())
+    })
+    .await;
+
+    // A slice someone deletes is put back; deleting the Service takes its slices and Endpoints.
+    let lp = ListParams::default().labels("kubernetes.io/service-name=web");
+    let name = slices.list(&lp).await.expect("list").items[0].metadata.name.clone().expect("name");
+    slices.delete(&name, &DeleteParams::default()).await.expect("delete slice");
+    eventually(Duration::from_secs(10), "the slice back", || async {
+        (slice_view(&slices, "web").await.0 == only_c).then_some(())
+    })
+    .await;
+    services.delete("web", &DeleteParams::default()).await.expect("delete service");
+    eventually(Duration::from_secs(20), "slices and Endpoints gone", || async {
+        let none_left = slices.list(&lp).await.ok()?.items.is_empty();
+        (none_left && endpoints.get_opt("web").await.ok()?.is_none()).then_some(())
+    })
+    .await;
 }

@@ -172,6 +172,7 @@ impl ControlPlane {
         let grace = config.node_monitor_grace_period;
         tasks.spawn(controller::node_lifecycle::run(objects.clone(), recorder.clone(), grace, cancel.clone()));
         tasks.spawn(controller::service_account::run(objects.clone(), cancel.clone()));
+        tasks.spawn(controller::endpoints::run(objects.clone(), cancel.clone()));
         tasks.spawn(scheduler::run(objects.clone(), recorder, scheduler::Scheduler::default(), cancel.clone()));
         tracing::info!(%addr, "control plane serving");
         Ok(Self { addr, pki, objects, cancel, tasks })

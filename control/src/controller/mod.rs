@@ -3,6 +3,7 @@
 pub mod built_in_services;
 pub mod deployment;
 pub mod disruption;
+pub mod endpoints;
 pub mod garbage_collector;
 pub mod namespace;
 pub mod node_ipam;

@@ -262,7 +262,10 @@ async fn mark_unschedulable(objects: &Objects, events: &Recorder, pod: &Pod, mes
     }
     let condition = json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
         "lastTransitionTime": wasmkube_api::meta::now_rfc3339()});
-    let mut status = json!({"status": {"phase": "Pending"}});
+    // The merge patch replaces the whole list: keep the pod's other conditions in it.
+    let others = pod.status.as_ref().and_then(|s| s.conditions.as_ref()).map(serde_json::to_value);
+    let mut status =
+        json!({"status": {"phase": "Pending", "conditions": others.and_then(Result::ok).unwrap_or(json!([]))}});
     crate::objects::set_condition(&mut status, condition);
     let patch = json!({"status": {"phase": "Pending", "conditions": status["status"]["conditions"]}});
     match objects.patch(&target_of(pod), patch, PatchKind::Merge, Subresource::Status, &WriteOptions::default()).await {
@@ -271,4 +274,31 @@ async fn mark_unschedulable(objects: &Objects, events: &Recorder, pod: &Pod, mes
     }
     events.event(InvolvedObject::of(pod), EventType::Warning, "FailedScheduling", message).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::testing::objects_with_pod;
+
+    #[tokio::test]
+    async fn marking_a_pod_unschedulable_keeps_its_other_conditions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (objects, target) = objects_with_pod(dir.path()).await;
+        let other = json!({"status": {"conditions": [{"type": "DisruptionTarget", "status": "True"}]}});
+        let opts = WriteOptions::default();
+        objects.patch(&target, other, PatchKind::Merge, Subresource::Status, &opts).await.expect("status");
+        let pod: Pod = serde_json::from_value(objects.get(&target).await.expect("get")).expect("a pod");
+        let events = Recorder::new(objects.clone());
+        mark_unschedulable(&objects, &events, &pod, "0/0 nodes are available").await.expect("marked");
+        let stored = objects.get(&target).await.expect("get");
+        let types: Vec<&str> = stored["status"]["conditions"]
+            .as_array()
+            .expect("conditions")
+            .iter()
+            .filter_map(|c| c["type"].as_str())
+            .collect();
+        assert_eq!(types, ["DisruptionTarget", "PodScheduled"]);
+        assert_eq!(stored["status"]["conditions"][1]["reason"], "Unschedulable");
+    }
 }
