@@ -162,7 +162,10 @@ mod tests {
         .unwrap()
     }
 
-    fn summary(slices: &[Slice]) -> Vec<(Vec<(String, i32)>, Vec<(String, bool, bool, bool)>)> {
+    /// A slice as `(name, port)` pairs and `(pod, ready, serving, terminating)` rows.
+    type Summary = (Vec<(String, i32)>, Vec<(String, bool, bool, bool)>);
+
+    fn summary(slices: &[Slice]) -> Vec<Summary> {
         slices
             .iter()
             .map(|s| {
