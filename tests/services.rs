@@ -142,14 +142,104 @@ async fn services_get_addresses_from_the_configured_ranges_and_never_the_same_tw
 }
 
 #[tokio::test]
+async fn updates_and_removals_of_services_keep_the_addresses_right() {
+    let cluster = TestCluster::start_with(|c| c.service_network = network()).await;
+    let services: Api<Service> = Api::namespaced(cluster.client.clone(), "default");
+    let create = |s: Service| {
+        let services = services.clone();
+        async move { services.create(&PostParams::default(), &s).await }
+    };
+    let patch = |name: &'static str, body: Value| {
+        let services = services.clone();
+        async move { services.patch(name, &PatchParams::default(), &Patch::Merge(body)).await }
+    };
+
+    // A TCP and a UDP port of one number share a node port; one number twice for TCP is refused.
+    let dns = create(service(
+        "dns",
+        json!({"type": "NodePort", "ports": [
+        {"name": "udp", "port": 53, "protocol": "UDP"}, {"name": "tcp", "port": 53, "protocol": "TCP"}]}),
+    ))
+    .await
+    .expect("create");
+    assert_eq!(node_ports(&dns), [30100, 30100]);
+    let twice = status_of(
+        create(service(
+            "twice",
+            json!({"type": "NodePort", "ports": [
+            {"name": "a", "port": 1, "nodePort": 30103}, {"name": "b", "port": 2, "nodePort": 30103}]}),
+        ))
+        .await,
+    );
+    assert!(twice.message.contains("spec.ports[1].nodePort: Duplicate value: 30103"), "{}", twice.message);
+    let headless = status_of(
+        create(service("hl", json!({"type": "NodePort", "clusterIP": "None", "ports": [{"port": 1}]}))).await,
+    );
+    assert!(headless.message.contains("may not be set to 'None' for NodePort services"), "{}", headless.message);
+
+    // Sending a Service again unchanged changes nothing, generation included.
+    let web = create(web("web")).await.expect("create");
+    let mut again = self::web("web");
+    again.metadata.resource_version = web.metadata.resource_version.clone();
+    let replaced = services.replace("web", &PostParams::default(), &again).await.expect("replace");
+    assert_eq!(
+        (replaced.metadata.generation, replaced.metadata.resource_version),
+        (web.metadata.generation, web.metadata.resource_version)
+    );
+
+    // Moving a node port frees the old number; an ExternalName Service may not carry an address.
+    let moved = patch(
+        "dns",
+        json!({"spec": {"ports": [
+        {"name": "udp", "port": 53, "protocol": "UDP", "nodePort": 30101},
+        {"name": "tcp", "port": 53, "protocol": "TCP", "nodePort": 30101}]}}),
+    )
+    .await
+    .expect("patch");
+    assert_eq!(node_ports(&moved), [30101, 30101]);
+    let taker = create(service("taker", json!({"type": "NodePort", "ports": [{"port": 1, "nodePort": 30100}]}))).await;
+    assert_eq!(node_ports(&taker.expect("30100 is free again")), [30100]);
+    let external = status_of(
+        patch(
+            "web",
+            json!({"spec": {"type": "ExternalName", "externalName": "example.com", "clusterIP": "127.40.0.99"}}),
+        )
+        .await,
+    );
+    assert!(
+        external.message.contains("spec.clusterIPs: Forbidden: may not be set for ExternalName services"),
+        "{}",
+        external.message
+    );
+
+    // A LoadBalancer without automatic node ports still holds the ones it asks for.
+    let bare = json!({"type": "LoadBalancer", "allocateLoadBalancerNodePorts": false, "ports": [{"port": 80, "nodePort": 30102}]});
+    create(service("lb", bare.clone())).await.expect("create");
+    let clash = status_of(create(service("lb2", bare)).await);
+    assert!(clash.message.contains("provided port is already allocated"), "{}", clash.message);
+
+    // A Service held by a finalizer keeps its address until the finalizer goes.
+    let held =
+        create(service("held", json!({"clusterIP": "127.40.0.50", "ports": [{"port": 80}]}))).await.expect("create");
+    assert_eq!(cluster_ip(&held), "127.40.0.50");
+    patch("held", json!({"metadata": {"finalizers": ["example.com/hold"]}})).await.expect("finalizer");
+    services.delete("held", &DeleteParams::default()).await.expect("delete");
+    let copy = || service("copy", json!({"clusterIP": "127.40.0.50", "ports": [{"port": 80}]}));
+    let refused = status_of(create(copy()).await);
+    assert!(refused.message.contains("provided IP is already allocated"), "{}", refused.message);
+    patch("held", json!({"metadata": {"finalizers": null}})).await.expect("finalizer removed");
+    assert_eq!(cluster_ip(&create(copy()).await.expect("the address is free once the Service is gone")), "127.40.0.50");
+}
+
+#[tokio::test]
 async fn addresses_held_are_remembered_across_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let start = || {
+    let start = |network: ServiceNetwork| {
         let mut config = ControlPlaneConfig::new(dir.path(), "127.0.0.1:0".parse().expect("addr"));
-        config.service_network = network();
+        config.service_network = network;
         ControlPlane::start(config)
     };
-    let control = start().await.expect("starts");
+    let control = start(network()).await.expect("starts");
     let client = support::client_for(&control.url(), &control.pki.ca_pem, Some(&control.pki.admin_token)).await;
     let services: Api<Service> = Api::namespaced(client, "default");
     let held = services
@@ -159,7 +249,7 @@ async fn addresses_held_are_remembered_across_a_restart() {
     control.shutdown();
     control.stopped().await;
 
-    let control = start().await.expect("starts again");
+    let control = start(network()).await.expect("starts again");
     let client = support::client_for(&control.url(), &control.pki.ca_pem, Some(&control.pki.admin_token)).await;
     let services: Api<Service> = Api::namespaced(client, "default");
     let same_ip = service("copy", json!({"clusterIP": cluster_ip(&held), "ports": [{"port": 80}]}));
@@ -169,6 +259,18 @@ async fn addresses_held_are_remembered_across_a_restart() {
         service("copy", json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": node_ports(&held)[0]}]}));
     let refused = status_of(services.create(&PostParams::default(), &same_port).await);
     assert!(refused.message.contains("provided port is already allocated"), "{}", refused.message);
+    control.shutdown();
+    control.stopped().await;
+
+    // With other ranges, a Service from the old ones can still be changed and deleted.
+    let elsewhere = ServiceNetwork::new("127.41.0.0/24", "30200-30203").expect("valid");
+    let control = start(elsewhere).await.expect("starts with other ranges");
+    let client = support::client_for(&control.url(), &control.pki.ca_pem, Some(&control.pki.admin_token)).await;
+    let services: Api<Service> = Api::namespaced(client, "default");
+    let labelled = Patch::Merge(json!({"metadata": {"labels": {"tier": "old"}}}));
+    let kept = services.patch("held", &PatchParams::default(), &labelled).await.expect("a label on an old Service");
+    assert_eq!((cluster_ip(&kept), node_ports(&kept)), (cluster_ip(&held), node_ports(&held)));
+    services.delete("held", &DeleteParams::default()).await.expect("delete");
     control.shutdown();
     control.stopped().await;
 }

@@ -144,6 +144,9 @@ impl Objects {
         if kind.group.is_empty() && kind.kind == "Namespace" && IMMORTAL_NAMESPACES.contains(&name.as_str()) {
             return Err(ApiError::Forbidden { kind, name, message: "this namespace may not be deleted".into() });
         }
+        // A Service's removal gives its addresses back under the allocator's lock, held from
+        // before the write so that a create of the same name cannot slip in between.
+        let mut services = if super::is_service(kind) { Some(self.services.lock(&*self.store).await?) } else { None };
         loop {
             let Some((current, rev)) = self.get_kv(&key).await? else {
                 return Err(ApiError::NotFound { kind, name });
@@ -163,8 +166,8 @@ impl Objects {
             };
             match self.store.write(write).await? {
                 WriteOutcome::Committed(new_rev) => {
-                    if marked.is_none() && super::is_service(kind) {
-                        self.services.lock(&*self.store).await?.release(&key);
+                    if let (None, Some(locked)) = (&marked, &mut services) {
+                        locked.release(&key);
                     }
                     let mut object = marked.unwrap_or(current);
                     super::set_resource_version(&mut object, new_rev);

@@ -39,12 +39,13 @@ impl Default for ServiceNetwork {
 }
 
 impl ServiceNetwork {
-    /// `cidr` like `127.32.0.0/12` (at least 8 addresses) and `ports` like `30000-32767`.
+    /// `cidr` like `127.32.0.0/12` (at least a /28) and `ports` like `30000-32767`.
     pub fn new(cidr: &str, ports: &str) -> Result<Self, String> {
         let cidr: Ipv4Net =
             cidr.parse().map_err(|_| format!("invalid service CIDR {cidr:?}: expected like 127.32.0.0/12"))?;
-        if cidr.prefix_len() > 29 {
-            return Err(format!("service CIDR {cidr} is too small: it needs at least 8 addresses (/29)"));
+        // The cluster DNS Service takes the tenth address.
+        if cidr.prefix_len() > 28 {
+            return Err(format!("service CIDR {cidr} is too small: it needs at least 16 addresses (/28)"));
         }
         let invalid = || format!("invalid node port range {ports:?}: expected like 30000-32767");
         let (low, high) = ports.split_once('-').ok_or_else(invalid)?;
@@ -110,19 +111,27 @@ impl Allocations {
     fn set(&mut self, key: &str, held: Held) {
         self.release(key);
         if let Some(ip) = held.ip {
-            self.ips.insert(ip, key.to_string());
+            self.ips.entry(ip).or_insert_with(|| key.to_string());
         }
         for port in &held.node_ports {
-            self.node_ports.insert(*port, key.to_string());
+            self.node_ports.entry(*port).or_insert_with(|| key.to_string());
         }
         self.services.insert(key.to_string(), held);
     }
 
+    /// Gives back what `key` holds. An address is only freed by its owner: stored data from
+    /// before allocation existed may have two Services naming one, and the other keeps it.
     fn release(&mut self, key: &str) {
         if let Some(held) = self.services.remove(key) {
-            held.ip.inspect(|ip| drop(self.ips.remove(ip)));
+            if let Some(ip) = held.ip
+                && self.ips.get(&ip).is_some_and(|owner| owner == key)
+            {
+                self.ips.remove(&ip);
+            }
             for port in held.node_ports {
-                self.node_ports.remove(&port);
+                if self.node_ports.get(&port).is_some_and(|owner| owner == key) {
+                    self.node_ports.remove(&port);
+                }
             }
         }
     }
@@ -216,10 +225,21 @@ impl Locked<'_> {
 
 /// What a stored Service holds.
 fn held_by(service: &Value) -> Held {
-    let spec = service.get("spec");
-    let ip = spec.and_then(|s| s.get("clusterIP")).and_then(Value::as_str).and_then(|ip| ip.parse().ok());
-    let node_ports = ports_of(service).iter().filter_map(node_port).collect();
+    let ty = service_type(service);
+    let ip = if ty == "ExternalName" { None } else { cluster_ip(service).parse().ok() };
+    let node_ports = if has_node_ports(service) {
+        let mut ports: Vec<u16> = ports_of(service).iter().filter_map(node_port).collect();
+        ports.dedup();
+        ports
+    } else {
+        Vec::new()
+    };
     Held { ip, node_ports }
+}
+
+/// Whether a Service of this type may have node ports at all.
+fn has_node_ports(service: &Value) -> bool {
+    matches!(service_type(service), "NodePort" | "LoadBalancer")
 }
 
 fn ports_of(service: &Value) -> Vec<Value> {
@@ -273,17 +293,27 @@ pub(crate) fn keep_allocated(old: &Value, new: &mut Value) {
     } else if new_ip.is_empty() && !old_ip.is_empty() && old_type != "ExternalName" {
         spec.insert("clusterIP".into(), json!(old_ip));
         spec.insert("clusterIPs".into(), json!([old_ip]));
+        for field in ["ipFamilies", "ipFamilyPolicy"] {
+            if let Some(value) = old.pointer(&format!("/spec/{field}")).filter(|_| !spec.contains_key(field)) {
+                spec.insert(field.into(), value.clone());
+            }
+        }
     }
     let external_policy = |s: &Value| s.pointer("/spec/externalTrafficPolicy").cloned();
     if !matches!(new_type.as_str(), "NodePort" | "LoadBalancer") && external_policy(new) == external_policy(old) {
         new.get_mut("spec").and_then(Value::as_object_mut).map(|s| s.remove("externalTrafficPolicy"));
     }
     let old_ports = ports_of(old);
-    let keeps_ports = wants_node_ports(new);
+    let keeps_ports = has_node_ports(new);
     let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut) else { return };
+    // Ports the user names explicitly are theirs; a left-out one takes its old number (the port
+    // of the same name, else of the same number and protocol) unless another port asks for it.
+    let asked: Vec<u16> = ports.iter().filter_map(node_port).collect();
     for port in ports {
+        let named = |p: &&Value| p.get("name").is_some_and(|n| n != "") && p.get("name") == port.get("name");
         let same = |p: &&Value| p.get("port") == port.get("port") && p.get("protocol") == port.get("protocol");
-        let previous = old_ports.iter().find(same).and_then(node_port);
+        let previous = old_ports.iter().find(named).or_else(|| old_ports.iter().find(same)).and_then(node_port);
+        let previous = previous.filter(|p| node_port(port) == Some(*p) || !asked.contains(p));
         let current = node_port(port);
         match (keeps_ports, current, previous) {
             (true, None, Some(previous)) => {
@@ -298,7 +328,8 @@ pub(crate) fn keep_allocated(old: &Value, new: &mut Value) {
 }
 
 /// Fills in and checks `new`'s ClusterIP and node ports; returns what it will hold, or pushes
-/// the causes of refusal.
+/// the causes of refusal. What the Service already holds (`old`) is kept without checking it
+/// again: it may predate a change of the ranges.
 fn assign(
     network: &ServiceNetwork,
     allocations: &Allocations,
@@ -307,103 +338,142 @@ fn assign(
     new: &mut Value,
     causes: &mut Vec<Cause>,
 ) -> Held {
-    let mut held = Held::default();
+    let before = old.map(held_by).unwrap_or_default();
     let ty = service_type(new).to_string();
     let requested = cluster_ip(new).to_string();
     let old_ip = old.map(cluster_ip).unwrap_or("").to_string();
     let was_external = old.is_some_and(|o| service_type(o) == "ExternalName");
+    let mut held = Held::default();
     if ty == "ExternalName" {
-        if old.is_none() && !requested.is_empty() {
-            causes.push(Cause::invalid(
-                "spec.clusterIP",
-                &json!(requested),
-                "may not be set for ExternalName services",
-            ));
+        if !requested.is_empty() {
+            causes.push(Cause::forbidden("spec.clusterIPs", "may not be set for ExternalName services"));
         }
-    } else {
-        if !old_ip.is_empty() && !was_external && requested != old_ip {
-            causes.push(Cause::invalid("spec.clusterIPs[0]", &json!([requested]), "may not change once set"));
-            return held;
-        }
-        let ip = match requested.as_str() {
-            "None" => None,
-            "" => match next_free_ip(network, allocations, key) {
-                Some(ip) => Some(ip),
-                None => {
-                    let message = format!("failed to allocate a serviceIP: range is full ({})", network.cidr);
-                    causes.push(Cause::invalid("spec.clusterIPs", &json!([]), &message));
-                    return held;
-                }
-            },
-            text => match text.parse::<Ipv4Addr>() {
-                Err(_) => {
-                    causes.push(Cause::invalid("spec.clusterIPs[0]", &json!(text), "must be a valid IP address"));
-                    return held;
-                }
-                Ok(ip) => {
-                    let why = match network.offset_of(ip) {
-                        Some(offset) if network.usable().contains(&offset) => {
-                            allocations.ip_taken(ip, key).then(|| "provided IP is already allocated".to_string())
-                        }
-                        _ => Some(format!(
-                            "the provided IP ({ip}) is not in the valid range. The range of valid IPs is {}",
-                            network.cidr
-                        )),
-                    };
-                    if let Some(why) = why {
-                        let message = format!("failed to allocate IP {ip}: {why}");
-                        causes.push(Cause::invalid("spec.clusterIPs", &json!([text]), &message));
-                        return held;
-                    }
-                    Some(ip)
-                }
-            },
-        };
-        held.ip = ip;
-        let address = ip.map_or_else(|| "None".to_string(), |ip| ip.to_string());
-        if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
-            spec.insert("clusterIP".into(), json!(address));
-            spec.insert("clusterIPs".into(), json!([address]));
-            spec.entry("ipFamilies").or_insert_with(|| json!(["IPv4"]));
-            spec.entry("ipFamilyPolicy").or_insert_with(|| json!("SingleStack"));
-        }
-    }
-    if !wants_node_ports(new) {
         return held;
     }
+    if requested == "None" && has_node_ports(new) {
+        let message = format!("may not be set to 'None' for {ty} services");
+        causes.push(Cause::invalid("spec.clusterIPs[0]", &json!("None"), &message));
+        return held;
+    }
+    if !old_ip.is_empty() && !was_external && requested != old_ip {
+        causes.push(Cause::invalid("spec.clusterIPs[0]", &json!([requested]), "may not change once set"));
+        return held;
+    }
+    held.ip = match requested.as_str() {
+        "None" => None,
+        "" => match next_free_ip(network, allocations, key) {
+            Some(ip) => Some(ip),
+            None => {
+                let message = format!("failed to allocate a serviceIP: range is full ({})", network.cidr);
+                causes.push(Cause::invalid("spec.clusterIPs", &json!([]), &message));
+                return held;
+            }
+        },
+        text => match text.parse::<Ipv4Addr>() {
+            Err(_) => {
+                causes.push(Cause::invalid("spec.clusterIPs[0]", &json!(text), "must be a valid IP address"));
+                return held;
+            }
+            Ok(ip) if before.ip == Some(ip) => Some(ip),
+            Ok(ip) => {
+                let why = match network.offset_of(ip) {
+                    Some(offset) if network.usable().contains(&offset) => {
+                        allocations.ip_taken(ip, key).then(|| "provided IP is already allocated".to_string())
+                    }
+                    _ => Some(format!(
+                        "the provided IP ({ip}) is not in the valid range. The range of valid IPs is {}",
+                        network.cidr
+                    )),
+                };
+                if let Some(why) = why {
+                    let message = format!("failed to allocate IP {ip}: {why}");
+                    causes.push(Cause::invalid("spec.clusterIPs", &json!([text]), &message));
+                    return held;
+                }
+                Some(ip)
+            }
+        },
+    };
+    let address = held.ip.map_or_else(|| "None".to_string(), |ip| ip.to_string());
+    if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.insert("clusterIP".into(), json!(address));
+        spec.insert("clusterIPs".into(), json!([address]));
+        spec.entry("ipFamilies").or_insert_with(|| json!(["IPv4"]));
+        spec.entry("ipFamilyPolicy").or_insert_with(|| json!("SingleStack"));
+    }
+    if has_node_ports(new) {
+        held.node_ports = assign_node_ports(network, allocations, key, &before, wants_node_ports(new), new, causes);
+    }
+    held
+}
+
+/// The node ports of a NodePort or LoadBalancer Service: those asked for are checked (unless
+/// the Service holds them already); the rest are filled in when `fill`, a TCP and a UDP port of
+/// the same number sharing one, as in Kubernetes.
+fn assign_node_ports(
+    network: &ServiceNetwork,
+    allocations: &Allocations,
+    key: &str,
+    before: &Held,
+    fill: bool,
+    new: &mut Value,
+    causes: &mut Vec<Cause>,
+) -> Vec<u16> {
+    let mut held: Vec<u16> = Vec::new();
     let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut) else { return held };
-    // Explicit ports first, so a free one chosen for another port never takes a number asked for.
+    let protocol = |p: &Value| p.get("protocol").and_then(Value::as_str).unwrap_or("TCP").to_string();
+    let mut used: Vec<(u16, String)> = Vec::new();
     for (i, port) in ports.iter().enumerate() {
         let Some(number) = port.get("nodePort").and_then(Value::as_i64).filter(|&n| n != 0) else { continue };
         let path = format!("spec.ports[{i}].nodePort");
-        let in_range = u16::try_from(number).ok().filter(|n| network.node_ports.contains(n));
-        match in_range {
-            None => {
-                let message = format!(
-                    "provided port is not in the valid range. The range of valid ports is {}-{}",
-                    network.node_ports.start(),
-                    network.node_ports.end()
-                );
-                causes.push(Cause::invalid(path, &json!(number), &message));
-            }
-            Some(n) if allocations.port_taken(n, key) => {
-                causes.push(Cause::invalid(path, &json!(number), "provided port is already allocated"));
-            }
-            // One number may serve a TCP and a UDP port of the same Service.
-            Some(n) => {
-                if !held.node_ports.contains(&n) {
-                    held.node_ports.push(n);
-                }
-            }
+        let Some(n) = u16::try_from(number).ok() else { continue }; // validation reports it
+        if used.contains(&(n, protocol(port))) {
+            causes.push(Cause::duplicate(path, &json!(number)));
+            continue;
+        }
+        used.push((n, protocol(port)));
+        if before.node_ports.contains(&n) {
+            // Held already: kept whatever the range now says.
+        } else if !network.node_ports.contains(&n) {
+            let message = format!(
+                "provided port is not in the valid range. The range of valid ports is {}-{}",
+                network.node_ports.start(),
+                network.node_ports.end()
+            );
+            causes.push(Cause::invalid(path, &json!(number), &message));
+            continue;
+        } else if allocations.port_taken(n, key) {
+            causes.push(Cause::invalid(path, &json!(number), "provided port is already allocated"));
+            continue;
+        }
+        if !held.contains(&n) {
+            held.push(n);
         }
     }
-    for port in ports.iter_mut().filter(|p| node_port(p).is_none()) {
-        let free =
-            network.node_ports.clone().find(|n| !allocations.port_taken(*n, key) && !held.node_ports.contains(n));
-        match free {
+    if !fill {
+        return held;
+    }
+    for i in 0..ports.len() {
+        if node_port(&ports[i]).is_some() {
+            continue;
+        }
+        let (number, proto) = (ports[i].get("port").cloned(), protocol(&ports[i]));
+        // A port of the same number (another protocol) already given one shares it.
+        let sibling = ports
+            .iter()
+            .filter(|p| p.get("port") == number.as_ref())
+            .filter_map(node_port)
+            .find(|n| !used.contains(&(*n, proto.clone())) && held.contains(n));
+        let free = || {
+            network.node_ports.clone().find(|n| !allocations.port_taken(*n, key) && !used.iter().any(|(u, _)| u == n))
+        };
+        match sibling.or_else(free) {
             Some(n) => {
-                port["nodePort"] = json!(n);
-                held.node_ports.push(n);
+                ports[i]["nodePort"] = json!(n);
+                used.push((n, proto));
+                if !held.contains(&n) {
+                    held.push(n);
+                }
             }
             None => {
                 let message = format!(
@@ -466,7 +536,7 @@ mod tests {
         assert_eq!((n.kubernetes_ip(), n.dns_ip()), (Ipv4Addr::new(127, 32, 0, 1), Ipv4Addr::new(127, 32, 0, 10)));
         assert_eq!(n.node_ports, 30000..=32767);
         assert_eq!(network().static_band(), 16);
-        assert!(ServiceNetwork::new("10.0.0.0/30", "1-2").unwrap_err().contains("too small"));
+        assert!(ServiceNetwork::new("10.0.0.0/29", "1-2").unwrap_err().contains("too small"));
         assert!(ServiceNetwork::new("10.0.0.0", "1-2").unwrap_err().contains("invalid service CIDR"));
         assert!(ServiceNetwork::new("10.0.0.0/24", "9-2").unwrap_err().contains("invalid node port range"));
     }

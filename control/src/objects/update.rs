@@ -162,29 +162,32 @@ impl Objects {
                         // server owns is as stored. Only the status goes through the kind's type.
                         with_canonical_status(kind, requested, validation)?
                     } else {
-                        let (canonical, warnings) = fields::canonicalize(kind, requested, validation)?;
+                        let (mut canonical, warnings) = fields::canonicalize(kind, requested, validation)?;
+                        if services.is_some() {
+                            // Before the spec is compared for `generation`: a Service sent
+                            // again without its addresses keeps them and is unchanged.
+                            services::keep_allocated(&current, &mut canonical);
+                        }
                         (merge_server_owned(target, &current, canonical, sub), warnings)
                     }
                 }
             };
             let mut new = new;
-            if services.is_some() {
-                services::keep_allocated(&current, &mut new);
-            }
             let causes = wasmkube_api::validation::validate(kind, &new);
             if !causes.is_empty() {
                 return Err(ApiError::Invalid { kind, name: name.clone(), causes });
             }
+            let finished = new.pointer("/metadata/deletionTimestamp").is_some()
+                && new.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64) == Some(0)
+                && !has_finalizers(&new);
+            // A Service being removed needs no addresses checked: it gives them back.
             let held = match &mut services {
-                Some(locked) => Some(locked.assign(&key, &name, Some(&current), &mut new)?),
-                None => None,
+                Some(locked) if !finished => Some(locked.assign(&key, &name, Some(&current), &mut new)?),
+                _ => None,
             };
             if same_object(&new, &current) || opts.dry_run {
                 return Ok(Written { object: if opts.dry_run { new } else { current }, warnings });
             }
-            let finished = new.pointer("/metadata/deletionTimestamp").is_some()
-                && new.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64) == Some(0)
-                && !has_finalizers(&new);
             let bytes = encode(&new);
             let write = if finished {
                 Write::Delete { key: key.clone(), precondition: Some(Precondition::ModRevision(rev)) }
