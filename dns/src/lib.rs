@@ -1,6 +1,5 @@
-//! The wasmkube cluster DNS server, run by every node agent.
-//!
-//! It will build the `cluster.local` zone from watches of Services, EndpointSlices and Pods and answer
-//! `<svc>.<ns>.svc.cluster.local`, SRV, PTR and pod records with hickory, forwarding other names
-//! upstream. This crate holds only this map until the service-networking work lands; see
-//! `docs/ARCHITECTURE.md`.
+//! The wasmkube cluster DNS, run by every node agent: the `cluster.local` zone built from
+//! Services and EndpointSlices ([`zone`]), answering `<svc>.<ns>.svc.cluster.local`, SRV, PTR and
+//! pod names as Kubernetes' DNS specification says. Start with [`zone::Zone::answer`].
+
+pub mod zone;
