@@ -68,6 +68,8 @@ pub struct Zone {
     services: HashMap<Key, Service>,
     /// Slices by `(namespace, slice name)`, and the Service each belongs to.
     slices: HashMap<Key, (String, EndpointSlice)>,
+    /// The names of each Service's slices.
+    slices_of: HashMap<Key, BTreeSet<String>>,
     /// Records by owner name (lowercase, trailing dot), and which Service made them.
     names: HashMap<String, Vec<(Key, Data)>>,
     /// The names each Service's records sit at.
@@ -81,6 +83,7 @@ impl Zone {
             domain: format!("{}.", domain.trim_end_matches('.').to_ascii_lowercase()),
             services: HashMap::new(),
             slices: HashMap::new(),
+            slices_of: HashMap::new(),
             names: HashMap::new(),
             made: HashMap::new(),
         }
@@ -108,26 +111,64 @@ impl Zone {
     pub fn put_slice(&mut self, slice: EndpointSlice) {
         let key = key_of(&slice.metadata);
         let service = slice.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name")).cloned();
-        let previous = match service {
-            Some(service) => self.slices.insert(key.clone(), (service.clone(), slice)).map(|(s, _)| s),
-            None => self.slices.remove(&key).map(|(s, _)| s),
-        };
-        let now = self.slices.get(&key).map(|(s, _)| s.clone());
-        for service in [previous, now].into_iter().flatten().collect::<BTreeSet<_>>() {
+        let previous = self.take_slice(&key);
+        if let Some(service) = &service {
+            self.slices_of.entry((key.0.clone(), service.clone())).or_default().insert(key.1.clone());
+            self.slices.insert(key.clone(), (service.clone(), slice));
+        }
+        for service in [previous, service].into_iter().flatten().collect::<BTreeSet<_>>() {
             self.rebuild(&(key.0.clone(), service));
         }
     }
 
     pub fn remove_slice(&mut self, namespace: &str, name: &str) {
-        if let Some((service, _)) = self.slices.remove(&(namespace.to_string(), name.to_string())) {
+        if let Some(service) = self.take_slice(&(namespace.to_string(), name.to_string())) {
             self.rebuild(&(namespace.to_string(), service));
         }
     }
 
-    /// Forgets everything (before a fresh full read).
-    pub fn clear(&mut self) {
-        let domain = std::mem::take(&mut self.domain);
-        *self = Self { domain, ..Self::new("") };
+    /// Removes a slice without rebuilding; the name of the Service it belonged to.
+    fn take_slice(&mut self, key: &Key) -> Option<String> {
+        let (service, _) = self.slices.remove(key)?;
+        let owner = (key.0.clone(), service.clone());
+        if let Some(names) = self.slices_of.get_mut(&owner) {
+            names.remove(&key.1);
+            if names.is_empty() {
+                self.slices_of.remove(&owner);
+            }
+        }
+        Some(service)
+    }
+
+    /// Replaces every Service with `services` (a fresh full read).
+    pub fn replace_services(&mut self, services: Vec<Service>) {
+        let fresh: HashMap<Key, Service> = services.into_iter().map(|s| (key_of(&s.metadata), s)).collect();
+        let keys: BTreeSet<Key> = self.services.keys().chain(fresh.keys()).cloned().collect();
+        self.services = fresh;
+        for key in keys {
+            self.rebuild(&key);
+        }
+    }
+
+    /// Replaces every EndpointSlice with `slices` (a fresh full read).
+    pub fn replace_slices(&mut self, slices: Vec<EndpointSlice>) {
+        let old: Vec<Key> = self.slices.keys().cloned().collect();
+        let mut touched = BTreeSet::new();
+        for key in old {
+            touched.extend(self.take_slice(&key).map(|service| (key.0.clone(), service)));
+        }
+        for slice in slices {
+            let key = key_of(&slice.metadata);
+            let labels = slice.metadata.labels.as_ref();
+            if let Some(service) = labels.and_then(|l| l.get("kubernetes.io/service-name")).cloned() {
+                self.slices_of.entry((key.0.clone(), service.clone())).or_default().insert(key.1.clone());
+                touched.insert((key.0.clone(), service.clone()));
+                self.slices.insert(key, (service, slice));
+            }
+        }
+        for key in touched {
+            self.rebuild(&key);
+        }
     }
 
     /// Works out again the records of Service `key` from it and its slices.
@@ -141,12 +182,9 @@ impl Zone {
             }
         }
         let Some(service) = self.services.get(key) else { return };
-        let slices: Vec<&EndpointSlice> = self
-            .slices
-            .iter()
-            .filter(|((ns, _), (svc, _))| *ns == key.0 && *svc == key.1)
-            .map(|(_, (_, s))| s)
-            .collect();
+        let names = self.slices_of.get(key).into_iter().flatten();
+        let slices: Vec<&EndpointSlice> =
+            names.filter_map(|n| self.slices.get(&(key.0.clone(), n.clone()))).map(|(_, s)| s).collect();
         let records = records_of(&self.domain, service, &slices);
         let mut names = BTreeSet::new();
         for (name, data) in records {
@@ -415,5 +453,17 @@ mod tests {
         assert_eq!(zone.answer("web.default.svc.cluster.local", Kind::A), Answer::NxDomain);
         zone.put_slice(slice("db-abc", "db", json!([{"addresses": ["10.1.0.9"], "conditions": {"ready": true}}])));
         assert_eq!(records(zone.answer("db.default.svc.cluster.local", Kind::A)), [a("10.1.0.9")]);
+
+        // A fresh full read replaces everything of its kind.
+        zone.replace_slices(vec![slice(
+            "db-new",
+            "db",
+            json!([{"addresses": ["10.1.0.8"], "conditions": {"ready": true}}]),
+        )]);
+        assert_eq!(records(zone.answer("db.default.svc.cluster.local", Kind::A)), [a("10.1.0.8")]);
+        zone.replace_services(vec![service("web", json!({"clusterIP": "127.32.0.22", "ports": [{"port": 80}]}))]);
+        assert_eq!(records(zone.answer("web.default.svc.cluster.local", Kind::A)), [a("127.32.0.22")]);
+        assert_eq!(zone.answer("db.default.svc.cluster.local", Kind::A), Answer::NxDomain);
+        assert_eq!(zone.answer("ext.default.svc.cluster.local", Kind::A), Answer::NxDomain);
     }
 }
