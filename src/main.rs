@@ -3,6 +3,7 @@
 //! concerns: flags, logging, signals, the kubeconfig file and exit codes.
 
 mod kubeconfig;
+mod node_dns;
 
 /// mimalloc, not glibc's malloc: the control plane allocates and frees many small JSON values
 /// per request, which glibc's allocator serves far more slowly under two busy threads.
@@ -121,6 +122,9 @@ struct NodeArgs {
     /// hostPath volumes are refused.
     #[arg(long = "host-path-root", value_name = "DIR")]
     host_path_roots: Vec<std::path::PathBuf>,
+
+    #[command(flatten)]
+    dns: node_dns::DnsArgs,
 }
 
 /// A log file size: a Kubernetes quantity of at least 1 KiB (smaller would rotate every line).
@@ -212,19 +216,22 @@ async fn serve(args: ServerArgs, node: Option<NodeArgs>, global: &ClientOptions)
     let url = client_url(control.addr);
     let kubeconfig_path = data_dir.join("kubeconfig");
     kubeconfig::write(&kubeconfig_path, &url, &control.pki.ca_pem, &control.pki.admin_token)?;
-    let agent = match node {
+    let (agent, dns) = match node {
         Some(node) => {
             let client = kubeconfig::client(&url, &control.pki.ca_pem, &control.pki.admin_token).await?;
-            Some(start_agent(client, &url, &control.pki.admin_token, node, &data_dir).await?)
+            let (agent, dns) = start_agent(client, &url, &control.pki.admin_token, node, &data_dir).await?;
+            (Some(agent), dns)
         }
-        None => None,
+        None => (None, None),
     };
-    println!("ready: api={url} kubeconfig={}", kubeconfig_path.display());
+    let dns_field = dns.as_ref().map(|d| format!(" dns={}", d.addr)).unwrap_or_default();
+    println!("ready: api={url}{dns_field} kubeconfig={}", kubeconfig_path.display());
     if !args.apply.is_empty() {
         apply_at_start(&args.apply, &kubeconfig_path).await;
     }
     shutdown_signal().await;
     tracing::info!("shutting down");
+    drop(dns);
     if let Some(agent) = agent {
         agent.shutdown();
         agent.stopped().await;
@@ -261,7 +268,7 @@ async fn start_agent(
     token: &str,
     node: NodeArgs,
     data_dir: &std::path::Path,
-) -> anyhow::Result<Agent> {
+) -> anyhow::Result<(Agent, Option<node_dns::NodeDns>)> {
     raise_open_files_limit();
     let name = node.node_name.unwrap_or_else(default_node_name);
     let mut config = AgentConfig::new(name, node.node_ip, data_dir.join("agent"));
@@ -271,7 +278,8 @@ async fn start_agent(
     config.host_path_roots = node.host_path_roots;
     config.api_token = token.to_string();
     config.server_authority = server.parse::<http::Uri>().ok().and_then(|u| u.authority().map(|a| a.to_string()));
-    Agent::start(client, config).await
+    let dns = node_dns::start(client.clone(), &node.dns).await?;
+    Ok((Agent::start(client, config).await?, dns))
 }
 
 /// Runs a node agent against a remote control plane until SIGINT or SIGTERM.
@@ -285,9 +293,11 @@ async fn agent(args: AgentArgs, global: &ClientOptions) -> anyhow::Result<()> {
     let token = std::fs::read_to_string(&args.token_file)
         .with_context(|| format!("reading the token {}", args.token_file.display()))?;
     let client = kubeconfig::client(&args.server, &ca, token.trim()).await?;
-    let agent = start_agent(client, &args.server, token.trim(), args.node, &data_dir).await?;
-    println!("ready: node={} podCIDR={}", agent.node_name, agent.pod_cidr);
+    let (agent, dns) = start_agent(client, &args.server, token.trim(), args.node, &data_dir).await?;
+    let dns_field = dns.as_ref().map(|d| format!(" dns={}", d.addr)).unwrap_or_default();
+    println!("ready: node={} podCIDR={}{dns_field}", agent.node_name, agent.pod_cidr);
     shutdown_signal().await;
+    drop(dns);
     agent.shutdown();
     agent.stopped().await;
     Ok(())
