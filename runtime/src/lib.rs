@@ -5,7 +5,9 @@
 //! and gives each one a [`agent::sandbox`] that runs its containers. [`host`] is the wasmtime side:
 //! one `Engine` per node, compiled workloads, wasi:http handlers served with a fresh instance per
 //! request and commands run as processes. [`image`] resolves container images to Wasm bytes.
+//! [`proxy`] carries Services' TCP traffic to their endpoints.
 
 pub mod agent;
 pub mod host;
 pub mod image;
+pub mod proxy;

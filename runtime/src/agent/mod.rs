@@ -111,6 +111,7 @@ impl Agent {
         };
         tasks.spawn(api.serve(node_api, cancel.clone()));
         let manager_node = config.node_name.clone();
+        let (proxy_client, proxy_node_ip) = (client.clone(), config.node_ip);
         let puller =
             crate::image::Puller::new(client.clone(), config.server_authority.clone(), config.data_dir.join("images"))?;
         let manager = Manager {
@@ -126,6 +127,7 @@ impl Agent {
             events: Arc::new(Mutex::new(Correlator::default())),
         };
         tasks.spawn(manager.run(cancel.clone()));
+        tasks.spawn(crate::proxy::run(proxy_client, proxy_node_ip, cancel.clone()));
         tracing::info!(%pod_cidr, "agent running");
         Ok(Self { node_name: manager_node, pod_cidr, cancel, tasks })
     }

@@ -1,0 +1,297 @@
+//! The node's L4 proxy for Services (TCP): it listens on every Service's `ClusterIP:port` and on
+//! `NODE_IP:nodePort` for NodePort and LoadBalancer Services, and splices each connection to a
+//! ready endpoint. [`routes`] says where connections may go; this module keeps the listeners in
+//! step with it and carries the bytes.
+//!
+//! - **Policy**: round robin over a port's ready endpoints, per listener. An endpoint that refuses
+//!   or does not answer within [`CONNECT_TIMEOUT`] is skipped for the next one; a connection no
+//!   endpoint takes is closed. With `sessionAffinity: ClientIP` a client goes back to the endpoint
+//!   it last reached while that is still ready, for the affinity timeout.
+//! - **Changes** (from watches of Services and EndpointSlices) swap a listener's route in place,
+//!   so established connections are untouched; a listener whose Service went stops accepting, and
+//!   its connections finish on their own (draining). Endpoints that leave keep their established
+//!   connections the same way.
+//! - **Bounds**: at most [`MAX_CONNECTIONS`] proxied connections per node at once (more wait in
+//!   the accept queue), and a connection idle in both directions for [`IDLE_TIMEOUT`] is closed.
+//! - Listeners set `SO_REUSEPORT`: several agents on one host (each pod IP and ClusterIP is a
+//!   loopback address) share them, and the kernel spreads connections over their proxies.
+//! - Endpoints are dialled directly: pod IPs of this host's agents are local. Reaching pods on
+//!   other hosts (the node tunnel) and UDP are not done yet.
+
+pub mod routes;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Api;
+use kube::runtime::watcher::{self, Event};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use routes::{Route, Routes};
+
+/// How long a connection to one endpoint may take before the next is tried.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A proxied connection with no bytes either way for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Proxied connections open at once on one node.
+pub const MAX_CONNECTIONS: usize = 16_384;
+
+/// One listener: its current route (swapped in place on changes) and its stop switch.
+struct Listener {
+    route: Arc<RwLock<Route>>,
+    stop: CancellationToken,
+}
+
+/// Per-route connection state: the round-robin position and the ClientIP affinities.
+#[derive(Default)]
+struct Balance {
+    next: AtomicUsize,
+    affinity: Mutex<HashMap<IpAddr, (SocketAddr, Instant)>>,
+}
+
+/// Runs the proxy for the node at `node_ip` until `cancel`.
+pub async fn run(client: kube::Client, node_ip: IpAddr, cancel: CancellationToken) {
+    let (changes, mut changed) = mpsc::unbounded_channel::<Change>();
+    let (service, slice): (fn(_) -> _, fn(_) -> _) = (|e| Change::Service(Box::new(e)), |e| Change::Slice(Box::new(e)));
+    tokio::spawn(follow::<Service>(Api::all(client.clone()), changes.clone(), service, cancel.clone()));
+    tokio::spawn(follow::<EndpointSlice>(Api::all(client), changes, slice, cancel.clone()));
+    let mut routes = Routes::default();
+    let mut feed = Feed::default();
+    let mut listeners: HashMap<SocketAddr, Listener> = HashMap::new();
+    let room = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let change = tokio::select! {
+            _ = cancel.cancelled() => break,
+            change = changed.recv() => match change { Some(c) => c, None => break },
+        };
+        feed.apply(change, &mut routes);
+        // Take in the rest of a burst before working out the table again.
+        while let Ok(change) = changed.try_recv() {
+            feed.apply(change, &mut routes);
+        }
+        if feed.relisting() {
+            // Half a full read would look like Services gone: wait for the rest.
+            continue;
+        }
+        let table = routes.table(node_ip);
+        listeners.retain(|addr, listener| {
+            let keep = table.contains_key(addr);
+            if !keep {
+                listener.stop.cancel();
+            }
+            keep
+        });
+        for (addr, route) in table {
+            match listeners.get(&addr) {
+                Some(listener) => *listener.route.write().unwrap_or_else(|p| p.into_inner()) = route,
+                None => match listen(addr) {
+                    Ok(socket) => {
+                        let route = Arc::new(RwLock::new(route));
+                        let stop = cancel.child_token();
+                        tokio::spawn(accept(socket, route.clone(), room.clone(), stop.clone()));
+                        listeners.insert(addr, Listener { route, stop });
+                    }
+                    // Tried again on the next change.
+                    Err(e) => tracing::warn!(%addr, error = %e, "the Service proxy cannot listen here"),
+                },
+            }
+        }
+    }
+    for listener in listeners.values() {
+        listener.stop.cancel();
+    }
+}
+
+/// A change the watches saw.
+enum Change {
+    Service(Box<Event<Service>>),
+    Slice(Box<Event<EndpointSlice>>),
+}
+
+/// Full reads in progress: their objects replace a kind at once when complete.
+#[derive(Default)]
+struct Feed {
+    services: Option<Vec<Service>>,
+    slices: Option<Vec<EndpointSlice>>,
+}
+
+impl Feed {
+    fn relisting(&self) -> bool {
+        self.services.is_some() || self.slices.is_some()
+    }
+
+    fn apply(&mut self, change: Change, routes: &mut Routes) {
+        match change {
+            Change::Service(event) => match *event {
+                Event::Init => self.services = Some(Vec::new()),
+                Event::InitApply(s) => self.services.get_or_insert_with(Vec::new).push(s),
+                Event::InitDone => routes.replace_services(self.services.take().unwrap_or_default()),
+                Event::Apply(s) => routes.put_service(s),
+                Event::Delete(s) => routes.remove_service(&s),
+            },
+            Change::Slice(event) => match *event {
+                Event::Init => self.slices = Some(Vec::new()),
+                Event::InitApply(s) => self.slices.get_or_insert_with(Vec::new).push(s),
+                Event::InitDone => routes.replace_slices(self.slices.take().unwrap_or_default()),
+                Event::Apply(s) => routes.put_slice(s),
+                Event::Delete(s) => routes.remove_slice(&s),
+            },
+        }
+    }
+}
+
+/// Follows every object of one kind into `changes` until `cancel`.
+async fn follow<K>(
+    api: Api<K>,
+    changes: mpsc::UnboundedSender<Change>,
+    wrap: fn(Event<K>) -> Change,
+    cancel: CancellationToken,
+) where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let mut events = watcher::watcher(api, watcher::Config::default()).boxed();
+    loop {
+        let event = tokio::select! {
+            _ = cancel.cancelled() => return,
+            event = events.next() => event,
+        };
+        match event {
+            Some(Ok(event)) => {
+                if changes.send(wrap(event)).is_err() {
+                    return;
+                }
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "the Service proxy's watch failed; it lists again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            None => return,
+        }
+    }
+}
+
+/// A listening socket at `addr`, shared with other processes' (`SO_REUSEPORT`).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+async fn accept(listener: TcpListener, route: Arc<RwLock<Route>>, room: Arc<Semaphore>, stop: CancellationToken) {
+    let balance = Arc::new(Balance::default());
+    loop {
+        let permit = tokio::select! {
+            _ = stop.cancelled() => return,
+            permit = room.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => return },
+        };
+        let (client, peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::debug!(error = %e, "accepting a Service connection failed");
+                    continue;
+                }
+            },
+        };
+        let current = route.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let balance = balance.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let Some(backend) = connect(&current, &balance, peer.ip()).await else {
+                tracing::debug!(service = %current.name, "no endpoint took the connection");
+                return;
+            };
+            splice(client, backend, IDLE_TIMEOUT).await;
+        });
+    }
+}
+
+/// A connection to one of the route's backends: the client's affine one first, then round robin.
+async fn connect(route: &Route, balance: &Balance, client: IpAddr) -> Option<TcpStream> {
+    let backends = &route.backends;
+    if backends.is_empty() {
+        return None;
+    }
+    let now = Instant::now();
+    let sticky = route.affinity.and_then(|timeout| {
+        let mut affinity = balance.affinity.lock().unwrap_or_else(|p| p.into_inner());
+        affinity.retain(|_, (_, at)| now.duration_since(*at) < timeout);
+        affinity.get(&client).map(|(backend, _)| *backend).filter(|b| backends.contains(b))
+    });
+    let start = balance.next.fetch_add(1, Ordering::Relaxed);
+    let order = sticky.into_iter().chain((0..backends.len()).map(|i| backends[(start + i) % backends.len()]));
+    for backend in order {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(backend)).await {
+            Ok(Ok(stream)) => {
+                if route.affinity.is_some() {
+                    balance
+                        .affinity
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(client, (backend, Instant::now()));
+                }
+                let _ = stream.set_nodelay(true);
+                return Some(stream);
+            }
+            Ok(Err(e)) => tracing::debug!(%backend, error = %e, "endpoint refused; trying the next"),
+            Err(_) => tracing::debug!(%backend, "endpoint did not answer in time; trying the next"),
+        }
+    }
+    None
+}
+
+/// Copies both ways until both sides are done, or nothing moved for `idle`.
+async fn splice(mut client: TcpStream, mut backend: TcpStream, idle: Duration) {
+    let _ = client.set_nodelay(true);
+    let (mut client_read, mut client_write) = client.split();
+    let (mut backend_read, mut backend_write) = backend.split();
+    let last = Mutex::new(Instant::now());
+    let up = pump(&mut client_read, &mut backend_write, &last);
+    let down = pump(&mut backend_read, &mut client_write, &last);
+    let watchdog = async {
+        loop {
+            let since = last.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
+            if since >= idle {
+                return;
+            }
+            tokio::time::sleep(idle - since).await;
+        }
+    };
+    tokio::select! {
+        _ = futures::future::join(up, down) => {}
+        _ = watchdog => tracing::debug!("closing an idle Service connection"),
+    }
+}
+
+/// Copies `from` to `to` until EOF, then shuts `to`'s writing side (a half close, passed on).
+async fn pump<R, W>(from: &mut R, to: &mut W, last: &Mutex<Instant>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if to.write_all(&buffer[..n]).await.is_err() {
+            break;
+        }
+        *last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+    let _ = to.shutdown().await;
+}

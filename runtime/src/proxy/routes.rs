@@ -1,0 +1,215 @@
+//! Which addresses the proxy listens on and where each one's connections may go, from Services
+//! and their EndpointSlices: pure, so the rules have table tests.
+//!
+//! - A Service with a ClusterIP gets a listener on `ClusterIP:port` for each TCP port; a NodePort
+//!   or LoadBalancer Service also on `NODE_IP:nodePort`.
+//! - A port's backends are the ready endpoints of the Service's slices, at the slice port of the
+//!   same name and protocol (the target port resolved per pod by the endpoints controller).
+//! - `sessionAffinity: ClientIP` keeps a client on one backend for `timeoutSeconds` (default
+//!   10800, as in Kubernetes).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+/// Kubernetes' default ClientIP affinity timeout.
+const DEFAULT_AFFINITY: Duration = Duration::from_secs(10800);
+
+/// Where one listener's connections go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// `namespace/name:port` — for logs.
+    pub name: String,
+    /// Ready backends, in a stable order.
+    pub backends: Vec<SocketAddr>,
+    /// `Some(timeout)` for ClientIP session affinity.
+    pub affinity: Option<Duration>,
+}
+
+/// `(namespace, name)`.
+type Key = (String, String);
+
+/// Services and slices as the proxy last heard of them.
+#[derive(Debug, Default)]
+pub struct Routes {
+    services: HashMap<Key, Service>,
+    /// Slices by `(namespace, slice name)`, with their Service's name.
+    slices: HashMap<Key, (String, EndpointSlice)>,
+}
+
+fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key {
+    (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
+}
+
+impl Routes {
+    pub fn put_service(&mut self, service: Service) {
+        self.services.insert(key_of(&service.metadata), service);
+    }
+
+    pub fn remove_service(&mut self, service: &Service) {
+        self.services.remove(&key_of(&service.metadata));
+    }
+
+    pub fn put_slice(&mut self, slice: EndpointSlice) {
+        let key = key_of(&slice.metadata);
+        match slice.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name")).cloned() {
+            Some(service) => self.slices.insert(key, (service, slice)),
+            None => self.slices.remove(&key),
+        };
+    }
+
+    pub fn remove_slice(&mut self, slice: &EndpointSlice) {
+        self.slices.remove(&key_of(&slice.metadata));
+    }
+
+    pub fn replace_services(&mut self, services: Vec<Service>) {
+        self.services = services.into_iter().map(|s| (key_of(&s.metadata), s)).collect();
+    }
+
+    pub fn replace_slices(&mut self, slices: Vec<EndpointSlice>) {
+        self.slices.clear();
+        for slice in slices {
+            self.put_slice(slice);
+        }
+    }
+
+    /// Every listener address and its route, for a node at `node_ip`.
+    pub fn table(&self, node_ip: IpAddr) -> BTreeMap<SocketAddr, Route> {
+        let mut by_service: HashMap<Key, Vec<&EndpointSlice>> = HashMap::new();
+        for ((namespace, _), (service, slice)) in &self.slices {
+            by_service.entry((namespace.clone(), service.clone())).or_default().push(slice);
+        }
+        let mut table = BTreeMap::new();
+        for (key, service) in &self.services {
+            let Some(spec) = &service.spec else { continue };
+            let Some(cluster_ip) = spec.cluster_ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()) else {
+                continue;
+            };
+            let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+                let seconds = spec
+                    .session_affinity_config
+                    .as_ref()
+                    .and_then(|c| c.client_ip.as_ref())
+                    .and_then(|c| c.timeout_seconds);
+                seconds.map_or(DEFAULT_AFFINITY, |s| Duration::from_secs(s.max(1) as u64))
+            });
+            let slices = by_service.get(key).map(Vec::as_slice).unwrap_or_default();
+            for port in spec.ports.iter().flatten() {
+                let protocol = port.protocol.as_deref().unwrap_or("TCP");
+                if protocol != "TCP" {
+                    continue;
+                }
+                let name = port.name.clone().unwrap_or_default();
+                let route = Route {
+                    name: format!("{}/{}:{}", key.0, key.1, port.port),
+                    backends: backends(slices, &name, protocol),
+                    affinity,
+                };
+                let Ok(number) = u16::try_from(port.port) else { continue };
+                table.insert(SocketAddr::new(cluster_ip, number), route.clone());
+                if let Some(node_port) = port.node_port.and_then(|n| u16::try_from(n).ok()).filter(|n| *n != 0) {
+                    table.insert(SocketAddr::new(node_ip, node_port), route);
+                }
+            }
+        }
+        table
+    }
+}
+
+/// The ready endpoints of `slices` at their port named `name` (and `protocol`).
+fn backends(slices: &[&EndpointSlice], name: &str, protocol: &str) -> Vec<SocketAddr> {
+    let mut out = BTreeSet::new();
+    for slice in slices {
+        let port = slice.ports.iter().flatten().find(|p| {
+            p.name.as_deref().unwrap_or_default() == name && p.protocol.as_deref().unwrap_or("TCP") == protocol
+        });
+        let Some(number) = port.and_then(|p| p.port).and_then(|p| u16::try_from(p).ok()) else { continue };
+        for endpoint in &slice.endpoints {
+            if endpoint.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                continue;
+            }
+            out.extend(
+                endpoint
+                    .addresses
+                    .iter()
+                    .filter_map(|a| a.parse::<IpAddr>().ok())
+                    .map(|ip| SocketAddr::new(ip, number)),
+            );
+        }
+    }
+    out.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn service(name: &str, spec: Value) -> Service {
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default"}, "spec": spec})).unwrap()
+    }
+
+    fn slice(name: &str, service: &str, port: (&str, i32), endpoints: Value) -> EndpointSlice {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4", "ports": [{"name": port.0, "port": port.1, "protocol": "TCP"}], "endpoints": endpoints,
+        }))
+        .unwrap()
+    }
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn cluster_ips_and_node_ports_route_to_the_ready_endpoints_of_the_named_port() {
+        let mut routes = Routes::default();
+        routes.put_service(service("web", json!({"type": "NodePort", "clusterIP": "127.32.0.20",
+            "ports": [{"name": "http", "port": 80, "nodePort": 30080}, {"name": "dns", "port": 53, "protocol": "UDP"}]})));
+        routes.put_service(service("db", json!({"clusterIP": "None", "ports": [{"port": 5432}]})));
+        routes.put_slice(slice(
+            "web-a",
+            "web",
+            ("http", 8080),
+            json!([
+            {"addresses": ["127.64.0.2"], "conditions": {"ready": true}},
+            {"addresses": ["127.64.0.3"], "conditions": {"ready": false}}]),
+        ));
+        routes.put_slice(slice("web-b", "web", ("http", 9090), json!([{"addresses": ["127.64.1.2"]}])));
+        let table = routes.table("10.0.0.5".parse().unwrap());
+        let listeners: Vec<SocketAddr> = table.keys().copied().collect();
+        assert_eq!(listeners, [addr("10.0.0.5:30080"), addr("127.32.0.20:80")], "TCP only; headless has none");
+        let route = &table[&addr("127.32.0.20:80")];
+        assert_eq!(route.backends, [addr("127.64.0.2:8080"), addr("127.64.1.2:9090")]);
+        assert_eq!(route.name, "default/web:80");
+        assert_eq!(table[&addr("10.0.0.5:30080")], *route);
+        assert_eq!(route.affinity, None);
+
+        routes.remove_slice(&slice("web-a", "web", ("http", 8080), json!([])));
+        assert_eq!(
+            routes.table("10.0.0.5".parse().unwrap())[&addr("127.32.0.20:80")].backends,
+            [addr("127.64.1.2:9090")]
+        );
+    }
+
+    #[test]
+    fn client_ip_affinity_has_kubernetes_default_timeout() {
+        let mut routes = Routes::default();
+        routes.put_service(service(
+            "a",
+            json!({"clusterIP": "127.32.0.21", "sessionAffinity": "ClientIP", "ports": [{"port": 80}]}),
+        ));
+        routes.put_service(service(
+            "b",
+            json!({"clusterIP": "127.32.0.22", "sessionAffinity": "ClientIP",
+            "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}, "ports": [{"port": 80}]}),
+        ));
+        let table = routes.table("127.0.0.1".parse().unwrap());
+        assert_eq!(table[&addr("127.32.0.21:80")].affinity, Some(Duration::from_secs(10800)));
+        assert_eq!(table[&addr("127.32.0.22:80")].affinity, Some(Duration::from_secs(60)));
+    }
+}

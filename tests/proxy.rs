@@ -1,0 +1,110 @@
+//! The Service proxy end to end: a real control plane and agent run three `hello` pods behind a
+//! NodePort Service; plain HTTP over TCP to its ClusterIP and its node port reaches them, spread
+//! over all three, never a pod that left, and one pod only with ClientIP affinity.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use support::{TestCluster, eventually, sample};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wasmkube_control::objects::ServiceNetwork;
+use wasmkube_runtime::agent::{Agent, AgentConfig};
+
+/// One HTTP/1.0 GET through `addr`; the `pod=` the hello sample names, if it answered.
+async fn which_pod(addr: SocketAddr) -> Option<String> {
+    let mut stream =
+        tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await.ok()?.ok()?;
+    stream.write_all(b"GET / HTTP/1.0\r\nHost: hello\r\n\r\n").await.ok()?;
+    let mut body = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut body)).await.ok()?.ok()?;
+    let pod = body.split_whitespace().find_map(|w| w.strip_prefix("pod="))?;
+    Some(pod.to_string())
+}
+
+#[tokio::test]
+async fn service_traffic_reaches_ready_pods_by_cluster_ip_and_node_port() {
+    // Addresses no other test cluster on this host uses: listeners are shared between processes.
+    let network = ServiceNetwork::new("127.48.0.0/24", "31900-31909").expect("valid");
+    let cluster = TestCluster::start_with(|c| c.service_network = network).await;
+    let mut config = AgentConfig::new("proxy-node", "127.0.0.1".parse().expect("ip"), cluster.dir.path().join("agent"));
+    config.node_api_port = 0;
+    config.api_token = cluster.control.pki.admin_token.clone();
+    let _agent = Agent::start(cluster.client.clone(), config).await.expect("agent starts");
+
+    let client = cluster.client.clone();
+    let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let rs: ReplicaSet = serde_json::from_value(json!({
+        "metadata": {"name": "hello"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "hello"}},
+                 "template": {"metadata": {"labels": {"app": "hello"}},
+                              "spec": {"containers": [{"name": "hello", "image": format!("file://{}", sample("hello").display()),
+                                  "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                                  "ports": [{"name": "http", "containerPort": 8080}]}]}}},
+    }))
+    .expect("rs");
+    sets.create(&PostParams::default(), &rs).await.expect("create");
+    let svc: Service = serde_json::from_value(json!({"metadata": {"name": "hello"},
+        "spec": {"type": "NodePort", "selector": {"app": "hello"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}))
+    .expect("service");
+    let svc = services.create(&PostParams::default(), &svc).await.expect("service");
+    let spec = svc.spec.expect("spec");
+    let cluster_ip: SocketAddr = format!("{}:80", spec.cluster_ip.expect("a ClusterIP")).parse().expect("addr");
+    let node_port = spec.ports.expect("ports")[0].node_port.expect("a node port");
+    let node_addr: SocketAddr = format!("127.0.0.1:{node_port}").parse().expect("addr");
+
+    let names = |pods: Vec<Pod>| pods.into_iter().filter_map(|p| p.metadata.name).collect::<BTreeSet<String>>();
+    let all: BTreeSet<String> = eventually(Duration::from_secs(60), "three pods reached through the ClusterIP", || {
+        let pods = pods.clone();
+        async move {
+            let listed = names(pods.list(&ListParams::default().labels("app=hello")).await.ok()?.items);
+            let mut seen = BTreeSet::new();
+            for _ in 0..12 {
+                seen.insert(which_pod(cluster_ip).await?);
+            }
+            (listed.len() == 3 && seen == listed).then_some(seen)
+        }
+    })
+    .await;
+    // Round robin: a run of requests reaches every pod; the node port routes the same way.
+    let mut through_node_port = BTreeSet::new();
+    for _ in 0..9 {
+        through_node_port.insert(which_pod(node_addr).await.expect("an answer through the node port"));
+    }
+    assert_eq!(through_node_port, all);
+
+    // A pod that goes stops getting traffic once its endpoint leaves.
+    let gone = all.iter().next().expect("a pod").clone();
+    pods.delete(&gone, &DeleteParams::default()).await.expect("delete");
+    eventually(Duration::from_secs(30), "traffic only to the pods still there", || {
+        let gone = gone.clone();
+        async move {
+            let mut seen = BTreeSet::new();
+            for _ in 0..9 {
+                seen.insert(which_pod(cluster_ip).await?);
+            }
+            (!seen.contains(&gone)).then_some(())
+        }
+    })
+    .await;
+
+    // ClientIP affinity keeps this client on one pod.
+    let sticky = Patch::Merge(json!({"spec": {"sessionAffinity": "ClientIP"}}));
+    services.patch("hello", &PatchParams::default(), &sticky).await.expect("patch");
+    eventually(Duration::from_secs(30), "one pod for this client", || async move {
+        let mut seen = BTreeSet::new();
+        for _ in 0..8 {
+            seen.insert(which_pod(cluster_ip).await?);
+        }
+        (seen.len() == 1).then_some(())
+    })
+    .await;
+}
