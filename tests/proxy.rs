@@ -1,6 +1,7 @@
 //! The Service proxy end to end: a real control plane and agent run three `hello` pods behind a
 //! NodePort Service; plain HTTP over TCP to its ClusterIP and its node port reaches them, spread
-//! over all three, never a pod that left, and one pod only with ClientIP affinity.
+//! over all three, never a pod that left, and one pod only with ClientIP affinity. A LoadBalancer
+//! Service answers on the node's address, which its status lists.
 
 mod support;
 
@@ -94,6 +95,28 @@ async fn service_traffic_reaches_ready_pods_by_cluster_ip_and_node_port() {
             (!seen.contains(&gone)).then_some(())
         }
     })
+    .await;
+
+    // A LoadBalancer Service is served on the node's address at its port, which its status names.
+    let lb: Service = serde_json::from_value(json!({"metadata": {"name": "hello-lb"},
+        "spec": {"type": "LoadBalancer", "selector": {"app": "hello"}, "ports": [{"name": "http", "port": 18481, "targetPort": "http"}]}}))
+    .expect("service");
+    services.create(&PostParams::default(), &lb).await.expect("create");
+    eventually(Duration::from_secs(30), "the load balancer's ingress", || {
+        let services = services.clone();
+        async move {
+            let status = services.get("hello-lb").await.ok()?.status?.load_balancer?;
+            let ips: Vec<String> = status.ingress?.into_iter().filter_map(|i| i.ip).collect();
+            (ips == ["127.0.0.1"]).then_some(())
+        }
+    })
+    .await;
+    let lb_addr: SocketAddr = "127.0.0.1:18481".parse().expect("addr");
+    eventually(
+        Duration::from_secs(30),
+        "an answer through the load balancer",
+        || async move { which_pod(lb_addr).await },
+    )
     .await;
 
     // ClientIP affinity keeps this client on one pod.

@@ -58,6 +58,15 @@ async fn services_get_addresses_from_the_configured_ranges_and_never_the_same_tw
     );
     let dns = Api::<Service>::namespaced(client.clone(), "kube-system").get("kube-dns").await.expect("kube-dns");
     assert_eq!(cluster_ip(&dns), "127.40.0.10");
+    // Its endpoints are the API server's own address.
+    let api = cluster.control.addr;
+    let endpoints = Api::<Endpoints>::namespaced(client.clone(), "default").get("kubernetes").await.expect("Endpoints");
+    let subset = &endpoints.subsets.expect("subsets")[0];
+    assert_eq!(subset.addresses.as_ref().expect("addresses")[0].ip, api.ip().to_string());
+    assert_eq!(subset.ports.as_ref().expect("ports")[0].port, i32::from(api.port()));
+    let slice = Api::<EndpointSlice>::namespaced(client.clone(), "default").get("kubernetes").await.expect("a slice");
+    assert_eq!(slice.endpoints[0].addresses, [api.ip().to_string()]);
+    assert_eq!(slice.ports.expect("ports")[0].port, Some(i32::from(api.port())));
 
     // A ClusterIP Service gets a free address from above the static band, with its families.
     let first = create(web("first")).await.expect("create");

@@ -150,7 +150,7 @@ impl ControlPlane {
             }),
             images: registry::storage::Storage::open(config.data_dir.join("registry")).map_err(StartError::Registry)?,
         };
-        controller::built_in_services::ensure(&objects, addr.port()).await.map_err(StartError::Bootstrap)?;
+        controller::built_in_services::ensure(&objects, addr).await.map_err(StartError::Bootstrap)?;
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let router = apiserver::router(state);
@@ -173,6 +173,7 @@ impl ControlPlane {
         tasks.spawn(controller::node_lifecycle::run(objects.clone(), recorder.clone(), grace, cancel.clone()));
         tasks.spawn(controller::service_account::run(objects.clone(), cancel.clone()));
         tasks.spawn(controller::endpoints::run(objects.clone(), cancel.clone()));
+        tasks.spawn(controller::service_lb::run(objects.clone(), cancel.clone()));
         tasks.spawn(scheduler::run(objects.clone(), recorder, scheduler::Scheduler::default(), cancel.clone()));
         tracing::info!(%addr, "control plane serving");
         Ok(Self { addr, pki, objects, cancel, tasks })

@@ -10,6 +10,7 @@ pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod replicaset;
 pub mod service_account;
+pub mod service_lb;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

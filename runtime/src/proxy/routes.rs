@@ -2,7 +2,8 @@
 //! and their EndpointSlices: pure, so the rules have table tests.
 //!
 //! - A Service with a ClusterIP gets a listener on `ClusterIP:port` for each TCP port; a NodePort
-//!   or LoadBalancer Service also on `NODE_IP:nodePort`.
+//!   or LoadBalancer Service also on `NODE_IP:nodePort`, and a LoadBalancer Service on
+//!   `NODE_IP:port` (ServiceLB: the node's address is the load balancer's).
 //! - A port's backends are the ready endpoints of the Service's slices, at the slice port of the
 //!   same name and protocol (the target port resolved per pod by the endpoints controller).
 //! - `sessionAffinity: ClientIP` keeps a client on one backend for `timeoutSeconds` (default
@@ -111,7 +112,11 @@ impl Routes {
                 let Ok(number) = u16::try_from(port.port) else { continue };
                 table.insert(SocketAddr::new(cluster_ip, number), route.clone());
                 if let Some(node_port) = port.node_port.and_then(|n| u16::try_from(n).ok()).filter(|n| *n != 0) {
-                    table.insert(SocketAddr::new(node_ip, node_port), route);
+                    table.insert(SocketAddr::new(node_ip, node_port), route.clone());
+                }
+                // ServiceLB: a LoadBalancer Service is served on the node's own address, at its port.
+                if spec.type_.as_deref() == Some("LoadBalancer") {
+                    table.insert(SocketAddr::new(node_ip, number), route);
                 }
             }
         }
@@ -189,6 +194,15 @@ mod tests {
         assert_eq!(table[&addr("10.0.0.5:30080")], *route);
         assert_eq!(route.affinity, None);
 
+        routes.put_service(service(
+            "lb",
+            json!({"type": "LoadBalancer", "clusterIP": "127.32.0.30",
+            "ports": [{"name": "http", "port": 8443, "nodePort": 30443}]}),
+        ));
+        let table = routes.table("10.0.0.5".parse().unwrap());
+        for listener in ["127.32.0.30:8443", "10.0.0.5:30443", "10.0.0.5:8443"] {
+            assert!(table.contains_key(&addr(listener)), "a LoadBalancer listens on {listener}");
+        }
         routes.remove_slice(&slice("web-a", "web", ("http", 8080), json!([])));
         assert_eq!(
             routes.table("10.0.0.5".parse().unwrap())[&addr("127.32.0.20:80")].backends,
