@@ -279,6 +279,10 @@ async fn start_agent(
     config.api_token = token.to_string();
     config.server_authority = server.parse::<http::Uri>().ok().and_then(|u| u.authority().map(|a| a.to_string()));
     let dns = node_dns::start(client.clone(), &node.dns).await?;
+    // Guests' outgoing HTTP requests resolve names through it, with their pod's search path.
+    config.cluster_dns = dns
+        .as_ref()
+        .map(|dns| wasmkube_runtime::host::outbound::ClusterDns { server: dns.addr, domain: dns.domain.clone() });
     Ok((Agent::start(client, config).await?, dns))
 }
 

@@ -35,6 +35,8 @@ pub struct DnsArgs {
 /// A running DNS server; dropping it stops it.
 pub struct NodeDns {
     pub addr: SocketAddr,
+    /// The cluster domain it serves.
+    pub domain: String,
     cancel: CancellationToken,
 }
 
@@ -77,7 +79,7 @@ pub async fn start(client: kube::Client, args: &DnsArgs) -> anyhow::Result<Optio
         },
     };
     tokio::spawn(wasmkube_dns::watch::follow(client, zone, cancel.clone()));
-    Ok(Some(NodeDns { addr: running.addr, cancel }))
+    Ok(Some(NodeDns { addr: running.addr, domain: args.cluster_domain.clone(), cancel }))
 }
 
 /// `10.0.0.2,10.0.0.3:5300` → socket addresses (port 53 unless given).

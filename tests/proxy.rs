@@ -131,3 +131,80 @@ async fn service_traffic_reaches_ready_pods_by_cluster_ip_and_node_port() {
     })
     .await;
 }
+
+/// The body of one HTTP/1.0 GET to `addr`.
+async fn get(addr: SocketAddr) -> Option<String> {
+    let mut stream =
+        tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await.ok()?.ok()?;
+    stream.write_all(b"GET / HTTP/1.0\r\nHost: frontend\r\n\r\n").await.ok()?;
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut response)).await.ok()?.ok()?;
+    Some(response)
+}
+
+#[tokio::test]
+async fn a_guest_reaches_a_service_by_its_names_and_its_cluster_ip() {
+    let network = ServiceNetwork::new("127.49.0.0/24", "31910-31919").expect("valid");
+    let cluster = TestCluster::start_with(|c| c.service_network = network).await;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let _stop = cancel.clone().drop_guard();
+    // The node's cluster DNS, as `wasmkube up` runs it next to the agent.
+    let zone = std::sync::Arc::new(std::sync::RwLock::new(wasmkube_dns::zone::Zone::new("cluster.local")));
+    tokio::spawn(wasmkube_dns::watch::follow(cluster.client.clone(), zone.clone(), cancel.clone()));
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let handler = wasmkube_dns::server::Handler::new(zone, None);
+    let dns = wasmkube_dns::server::serve(any, handler, cancel.clone()).await.expect("DNS").addr;
+    let mut config = AgentConfig::new("guest-node", "127.0.0.1".parse().expect("ip"), cluster.dir.path().join("agent"));
+    config.node_api_port = 0;
+    config.api_token = cluster.control.pki.admin_token.clone();
+    config.cluster_dns =
+        Some(wasmkube_runtime::host::outbound::ClusterDns { server: dns, domain: "cluster.local".into() });
+    let _agent = Agent::start(cluster.client.clone(), config).await.expect("agent starts");
+
+    let client = cluster.client.clone();
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let hello: Pod = serde_json::from_value(json!({"metadata": {"name": "hello-0", "labels": {"app": "hello"}},
+        "spec": {"containers": [{"name": "hello", "image": format!("file://{}", sample("hello").display()),
+            "env": [{"name": "POD_NAME", "value": "hello-0"}], "ports": [{"name": "http", "containerPort": 8080}]}]}}))
+    .expect("pod");
+    pods.create(&PostParams::default(), &hello).await.expect("hello");
+    let svc: Service = serde_json::from_value(json!({"metadata": {"name": "hello"},
+        "spec": {"selector": {"app": "hello"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}))
+    .expect("service");
+    let cluster_ip = services
+        .create(&PostParams::default(), &svc)
+        .await
+        .expect("service")
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("ip");
+    // One frontend per way of naming the Service.
+    let backends = [
+        ("short", "http://hello/".to_string()),
+        ("namespaced", "http://hello.default/".to_string()),
+        ("fqdn", "http://hello.default.svc.cluster.local/".to_string()),
+        ("ip", format!("http://{cluster_ip}/")),
+    ];
+    for (name, backend) in &backends {
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": format!("frontend-{name}")},
+            "spec": {"containers": [{"name": "frontend", "image": format!("file://{}", sample("frontend").display()),
+                "env": [{"name": "BACKEND", "value": backend}], "ports": [{"name": "http", "containerPort": 8080}]}]}}))
+        .expect("pod");
+        pods.create(&PostParams::default(), &pod).await.expect("frontend");
+    }
+    for (name, backend) in &backends {
+        let pod_name = format!("frontend-{name}");
+        let body = eventually(Duration::from_secs(60), &format!("{pod_name} answered through hello"), || {
+            let pods = pods.clone();
+            let pod_name = pod_name.clone();
+            async move {
+                let ip = pods.get(&pod_name).await.ok()?.status?.pod_ip?;
+                let body = get(format!("{ip}:8080").parse().ok()?).await?;
+                body.contains("200 Hello from wasmkube! pod=hello-0").then_some(body)
+            }
+        })
+        .await;
+        assert!(body.contains(&format!("asked {backend}")), "{body}");
+    }
+}

@@ -343,6 +343,7 @@ async fn start_and_wait(
         usage: shared.usage(spec.index),
         cpu_quota: spec.cpu_limit.map(|m| Arc::new(CpuQuota::new(m, shared.usage(spec.index)))),
         stdio: None,
+        resolver: pod.resolver.clone(),
     };
     let started_at = now();
     let probes = Probes::of(&spec.container, &pod.pod);

@@ -60,6 +60,9 @@ pub struct AgentConfig {
     pub api_token: String,
     /// `host:port` of the API server, which image references may name as their registry.
     pub server_authority: Option<String>,
+    /// The node's cluster DNS server, through which guests' outgoing HTTP requests resolve host
+    /// names (none: the host's resolver).
+    pub cluster_dns: Option<crate::host::outbound::ClusterDns>,
 }
 
 impl AgentConfig {
@@ -76,6 +79,7 @@ impl AgentConfig {
             node_api_port: 10250,
             api_token: String::new(),
             server_authority: None,
+            cluster_dns: None,
         }
     }
 }
@@ -111,6 +115,7 @@ impl Agent {
         };
         tasks.spawn(api.serve(node_api, cancel.clone()));
         let manager_node = config.node_name.clone();
+        let config_names = config.cluster_dns.clone().map(|dns| Arc::new(crate::host::outbound::Names::new(dns)));
         let (proxy_client, proxy_node_ip) = (client.clone(), config.node_ip);
         let puller =
             crate::image::Puller::new(client.clone(), config.server_authority.clone(), config.data_dir.join("images"))?;
@@ -125,6 +130,7 @@ impl Agent {
             sandboxes: HashMap::new(),
             finished: HashSet::new(),
             events: Arc::new(Mutex::new(Correlator::default())),
+            names: config_names,
         };
         tasks.spawn(manager.run(cancel.clone()));
         tasks.spawn(crate::proxy::run(proxy_client, proxy_node_ip, cancel.clone()));
@@ -157,6 +163,8 @@ struct Manager {
     finished: HashSet<String>,
     /// Compacts the Events of every pod on this node (one cache, bounded for the whole agent).
     events: Arc<Mutex<Correlator>>,
+    /// Resolvers for guests' outgoing requests, one per namespace.
+    names: Option<Arc<crate::host::outbound::Names>>,
 }
 
 fn uid(pod: &Pod) -> String {
@@ -257,6 +265,7 @@ impl Manager {
         status.host_ip = Some(self.config.node_ip.to_string());
         // Admission validated the settings; anything unreadable here falls back to the defaults.
         let settings = WasmSettings::from_map(pod.metadata.annotations.as_ref()).unwrap_or_default();
+        let resolver = self.names.as_ref().and_then(|names| names.for_namespace(&namespace));
         let ctx = PodContext {
             pod: snapshot,
             client: self.client.clone(),
@@ -279,6 +288,7 @@ impl Manager {
             log_max_bytes: self.config.container_log_max_bytes,
             host_path_roots: self.config.host_path_roots.clone(),
             events: self.events.clone(),
+            resolver,
         };
         self.sandboxes.insert(uid(pod), Sandbox::start(ctx, pod));
         Ok(())

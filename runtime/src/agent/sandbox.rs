@@ -53,6 +53,8 @@ pub struct PodContext {
     pub log_max_bytes: u64,
     /// The agent's event correlator, shared by all its pods.
     pub events: Arc<Mutex<Correlator>>,
+    /// Resolves guests' outgoing HTTP host names with the cluster DNS and this pod's search path.
+    pub resolver: Option<Arc<hickory_resolver::TokioResolver>>,
 }
 
 impl PodContext {

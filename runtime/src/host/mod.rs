@@ -7,6 +7,7 @@ mod cache;
 pub mod command;
 pub mod http;
 pub mod log;
+pub mod outbound;
 mod state;
 pub mod usage;
 

@@ -15,12 +15,15 @@ use wasmtime_wasi::{FsPerms, ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::log::ContainerLog;
+use super::outbound::ClusterHooks;
 use super::usage::{CpuQuota, Meter, Usage};
 
 /// Per-store state of a component instance.
 pub struct Guest {
     pub wasi: WasiCtx,
     pub http: WasiHttpCtx,
+    /// Where outgoing requests go (cluster names resolved).
+    pub hooks: ClusterHooks,
     pub table: ResourceTable,
     pub limits: Meter,
 }
@@ -33,7 +36,7 @@ impl WasiView for Guest {
 
 impl WasiHttpView for Guest {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: Default::default() }
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
     }
 }
 
@@ -66,6 +69,9 @@ pub struct GuestConfig {
     pub cpu_quota: Option<Arc<CpuQuota>>,
     /// Interactive stdio (an `exec` session) instead of the log: stdin, stdout, stderr.
     pub stdio: Option<ExecStdio>,
+    /// Resolves the host names of outgoing HTTP requests with the cluster DNS (the pod's
+    /// namespace search path); without one, the host resolves them.
+    pub resolver: Option<Arc<hickory_resolver::TokioResolver>>,
 }
 
 /// Pipes for a guest's stdin, stdout and stderr (shared by every handle the guest opens).
@@ -135,6 +141,7 @@ impl GuestConfig {
         Ok(Guest {
             wasi: self.builder()?.build(),
             http: WasiHttpCtx::new(),
+            hooks: ClusterHooks { resolver: self.resolver.clone() },
             table: ResourceTable::new(),
             limits: self.limits(),
         })
