@@ -208,3 +208,80 @@ async fn a_guest_reaches_a_service_by_its_names_and_its_cluster_ip() {
         assert!(body.contains(&format!("asked {backend}")), "{body}");
     }
 }
+
+#[tokio::test]
+async fn udp_services_relay_datagrams_and_replies_per_client() {
+    let network = ServiceNetwork::new("127.50.0.0/24", "31920-31929").expect("valid");
+    let cluster = TestCluster::start_with(|c| c.service_network = network).await;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let _stop = cancel.clone().drop_guard();
+    tokio::spawn(wasmkube_runtime::proxy::run(
+        cluster.client.clone(),
+        "127.0.0.1".parse().expect("ip"),
+        cancel.clone(),
+    ));
+    // Two UDP "pods" answering with their name, as a Service without a selector names them.
+    let mut backends = Vec::new();
+    for name in ["udp-a", "udp-b"] {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        backends.push(socket.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            let mut buffer = [0u8; 512];
+            while let Ok((n, from)) = socket.recv_from(&mut buffer).await {
+                let reply = format!("{name}:{}", String::from_utf8_lossy(&buffer[..n]));
+                let _ = socket.send_to(reply.as_bytes(), from).await;
+            }
+        });
+    }
+    let client = cluster.client.clone();
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let svc: Service = serde_json::from_value(json!({"metadata": {"name": "udp"},
+        "spec": {"ports": [{"name": "echo", "port": 5300, "protocol": "UDP"}]}}))
+    .expect("service");
+    let ip = services
+        .create(&PostParams::default(), &svc)
+        .await
+        .expect("service")
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("ip");
+    let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> = Api::namespaced(client, "default");
+    for (i, backend) in backends.iter().enumerate() {
+        let slice = serde_json::from_value(json!({
+            "metadata": {"name": format!("udp-{i}"), "labels": {"kubernetes.io/service-name": "udp"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [backend.ip().to_string()], "conditions": {"ready": true}}],
+            "ports": [{"name": "echo", "port": backend.port(), "protocol": "UDP"}],
+        }))
+        .expect("slice");
+        slices.create(&PostParams::default(), &slice).await.expect("slice");
+    }
+    let service: SocketAddr = format!("{ip}:5300").parse().expect("addr");
+    // Each client socket is one session: its datagrams all go to one backend, whose replies come back.
+    let answers = eventually(Duration::from_secs(20), "replies from both backends", || async move {
+        let mut names = BTreeSet::new();
+        for _ in 0..4 {
+            let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.ok()?;
+            socket.connect(service).await.ok()?;
+            let mut seen = BTreeSet::new();
+            for word in ["one", "two"] {
+                socket.send(word.as_bytes()).await.ok()?;
+                let mut buffer = [0u8; 512];
+                let n = tokio::time::timeout(Duration::from_millis(500), socket.recv(&mut buffer)).await.ok()?.ok()?;
+                let reply = String::from_utf8_lossy(&buffer[..n]).to_string();
+                let (name, echoed) = reply.split_once(':')?;
+                if echoed != word {
+                    return None;
+                }
+                seen.insert(name.to_string());
+            }
+            if seen.len() != 1 {
+                return None;
+            }
+            names.extend(seen);
+        }
+        (names.len() == 2).then_some(names)
+    })
+    .await;
+    assert_eq!(answers, BTreeSet::from(["udp-a".to_string(), "udp-b".to_string()]));
+}

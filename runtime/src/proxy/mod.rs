@@ -1,6 +1,6 @@
-//! The node's L4 proxy for Services (TCP): it listens on every Service's `ClusterIP:port` and on
-//! `NODE_IP:nodePort` for NodePort and LoadBalancer Services, and splices each connection to a
-//! ready endpoint. [`routes`] says where connections may go; this module keeps the listeners in
+//! The node's L4 proxy for Services: it listens on every Service's `ClusterIP:port` and on
+//! `NODE_IP:nodePort` for NodePort and LoadBalancer Services, and splices each TCP connection to
+//! a ready endpoint ([`udp`] relays datagrams per client the same way). [`routes`] says where connections may go; this module keeps the listeners in
 //! step with it and carries the bytes.
 //!
 //! - **Policy**: round robin over a port's ready endpoints, per listener. An endpoint that refuses
@@ -16,9 +16,10 @@
 //! - Listeners set `SO_REUSEPORT`: several agents on one host (each pod IP and ClusterIP is a
 //!   loopback address) share them, and the kernel spreads connections over their proxies.
 //! - Endpoints are dialled directly: pod IPs of this host's agents are local. Reaching pods on
-//!   other hosts (the node tunnel) and UDP are not done yet.
+//!   other hosts (the node tunnel) is not done yet.
 
 pub mod routes;
+mod udp;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -36,7 +37,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use routes::{Route, Routes};
+use routes::{Listen, Protocol, Route, Routes};
 
 /// How long a connection to one endpoint may take before the next is tried.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -66,7 +67,7 @@ pub async fn run(client: kube::Client, node_ip: IpAddr, cancel: CancellationToke
     tokio::spawn(follow::<EndpointSlice>(Api::all(client), changes, slice, cancel.clone()));
     let mut routes = Routes::default();
     let mut feed = Feed::default();
-    let mut listeners: HashMap<SocketAddr, Listener> = HashMap::new();
+    let mut listeners: HashMap<Listen, Listener> = HashMap::new();
     let room = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let change = tokio::select! {
@@ -90,19 +91,28 @@ pub async fn run(client: kube::Client, node_ip: IpAddr, cancel: CancellationToke
             }
             keep
         });
-        for (addr, route) in table {
-            match listeners.get(&addr) {
-                Some(listener) => *listener.route.write().unwrap_or_else(|p| p.into_inner()) = route,
-                None => match listen(addr) {
-                    Ok(socket) => {
-                        let route = Arc::new(RwLock::new(route));
-                        let stop = cancel.child_token();
-                        tokio::spawn(accept(socket, route.clone(), room.clone(), stop.clone()));
-                        listeners.insert(addr, Listener { route, stop });
-                    }
-                    // Tried again on the next change.
-                    Err(e) => tracing::warn!(%addr, error = %e, "the Service proxy cannot listen here"),
-                },
+        for (listen_at, route) in table {
+            if let Some(listener) = listeners.get(&listen_at) {
+                *listener.route.write().unwrap_or_else(|p| p.into_inner()) = route;
+                continue;
+            }
+            let (protocol, addr) = listen_at;
+            let route = Arc::new(RwLock::new(route));
+            let stop = cancel.child_token();
+            let started = match protocol {
+                Protocol::Tcp => listen(addr).map(|socket| {
+                    tokio::spawn(accept(socket, route.clone(), room.clone(), stop.clone()));
+                }),
+                Protocol::Udp => udp::bind(addr).map(|socket| {
+                    tokio::spawn(udp::relay(socket, route.clone(), stop.clone()));
+                }),
+            };
+            match started {
+                Ok(()) => {
+                    listeners.insert(listen_at, Listener { route, stop });
+                }
+                // Tried again on the next change.
+                Err(e) => tracing::warn!(%addr, ?protocol, error = %e, "the Service proxy cannot listen here"),
             }
         }
     }
@@ -218,11 +228,12 @@ async fn accept(listener: TcpListener, route: Arc<RwLock<Route>>, room: Arc<Sema
     }
 }
 
-/// A connection to one of the route's backends: the client's affine one first, then round robin.
-async fn connect(route: &Route, balance: &Balance, client: IpAddr) -> Option<TcpStream> {
+/// The order in which to try the route's backends for `client`: its affine one first (while
+/// ready), then round robin.
+fn candidates(route: &Route, balance: &Balance, client: IpAddr) -> Vec<SocketAddr> {
     let backends = &route.backends;
     if backends.is_empty() {
-        return None;
+        return Vec::new();
     }
     let now = Instant::now();
     let sticky = route.affinity.and_then(|timeout| {
@@ -231,17 +242,22 @@ async fn connect(route: &Route, balance: &Balance, client: IpAddr) -> Option<Tcp
         affinity.get(&client).map(|(backend, _)| *backend).filter(|b| backends.contains(b))
     });
     let start = balance.next.fetch_add(1, Ordering::Relaxed);
-    let order = sticky.into_iter().chain((0..backends.len()).map(|i| backends[(start + i) % backends.len()]));
-    for backend in order {
+    sticky.into_iter().chain((0..backends.len()).map(|i| backends[(start + i) % backends.len()])).collect()
+}
+
+/// Notes that `client` reached `backend`, for ClientIP affinity.
+fn remember(route: &Route, balance: &Balance, client: IpAddr, backend: SocketAddr) {
+    if route.affinity.is_some() {
+        balance.affinity.lock().unwrap_or_else(|p| p.into_inner()).insert(client, (backend, Instant::now()));
+    }
+}
+
+/// A connection to one of the route's backends: the client's affine one first, then round robin.
+async fn connect(route: &Route, balance: &Balance, client: IpAddr) -> Option<TcpStream> {
+    for backend in candidates(route, balance, client) {
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(backend)).await {
             Ok(Ok(stream)) => {
-                if route.affinity.is_some() {
-                    balance
-                        .affinity
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(client, (backend, Instant::now()));
-                }
+                remember(route, balance, client, backend);
                 let _ = stream.set_nodelay(true);
                 return Some(stream);
             }

@@ -1,7 +1,7 @@
 //! Which addresses the proxy listens on and where each one's connections may go, from Services
 //! and their EndpointSlices: pure, so the rules have table tests.
 //!
-//! - A Service with a ClusterIP gets a listener on `ClusterIP:port` for each TCP port; a NodePort
+//! - A Service with a ClusterIP gets a listener on `ClusterIP:port` for each TCP and UDP port; a NodePort
 //!   or LoadBalancer Service also on `NODE_IP:nodePort`, and a LoadBalancer Service on
 //!   `NODE_IP:port` (ServiceLB: the node's address is the load balancer's).
 //! - A port's backends are the ready endpoints of the Service's slices, at the slice port of the
@@ -18,6 +18,16 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 /// Kubernetes' default ClientIP affinity timeout.
 const DEFAULT_AFFINITY: Duration = Duration::from_secs(10800);
+
+/// The transport a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+/// A listener: an address and a transport.
+pub type Listen = (Protocol, SocketAddr);
 
 /// Where one listener's connections go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,8 +87,8 @@ impl Routes {
         }
     }
 
-    /// Every listener address and its route, for a node at `node_ip`.
-    pub fn table(&self, node_ip: IpAddr) -> BTreeMap<SocketAddr, Route> {
+    /// Every listener and its route, for a node at `node_ip`.
+    pub fn table(&self, node_ip: IpAddr) -> BTreeMap<Listen, Route> {
         let mut by_service: HashMap<Key, Vec<&EndpointSlice>> = HashMap::new();
         for ((namespace, _), (service, slice)) in &self.slices {
             by_service.entry((namespace.clone(), service.clone())).or_default().push(slice);
@@ -100,9 +110,11 @@ impl Routes {
             let slices = by_service.get(key).map(Vec::as_slice).unwrap_or_default();
             for port in spec.ports.iter().flatten() {
                 let protocol = port.protocol.as_deref().unwrap_or("TCP");
-                if protocol != "TCP" {
-                    continue;
-                }
+                let transport = match protocol {
+                    "TCP" => Protocol::Tcp,
+                    "UDP" => Protocol::Udp,
+                    _ => continue,
+                };
                 let name = port.name.clone().unwrap_or_default();
                 let route = Route {
                     name: format!("{}/{}:{}", key.0, key.1, port.port),
@@ -110,13 +122,13 @@ impl Routes {
                     affinity,
                 };
                 let Ok(number) = u16::try_from(port.port) else { continue };
-                table.insert(SocketAddr::new(cluster_ip, number), route.clone());
+                table.insert((transport, SocketAddr::new(cluster_ip, number)), route.clone());
                 if let Some(node_port) = port.node_port.and_then(|n| u16::try_from(n).ok()).filter(|n| *n != 0) {
-                    table.insert(SocketAddr::new(node_ip, node_port), route.clone());
+                    table.insert((transport, SocketAddr::new(node_ip, node_port)), route.clone());
                 }
                 // ServiceLB: a LoadBalancer Service is served on the node's own address, at its port.
                 if spec.type_.as_deref() == Some("LoadBalancer") {
-                    table.insert(SocketAddr::new(node_ip, number), route);
+                    table.insert((transport, SocketAddr::new(node_ip, number)), route);
                 }
             }
         }
@@ -170,6 +182,10 @@ mod tests {
         text.parse().unwrap()
     }
 
+    fn tcp(text: &str) -> Listen {
+        (Protocol::Tcp, addr(text))
+    }
+
     #[test]
     fn cluster_ips_and_node_ports_route_to_the_ready_endpoints_of_the_named_port() {
         let mut routes = Routes::default();
@@ -186,12 +202,17 @@ mod tests {
         ));
         routes.put_slice(slice("web-b", "web", ("http", 9090), json!([{"addresses": ["127.64.1.2"]}])));
         let table = routes.table("10.0.0.5".parse().unwrap());
-        let listeners: Vec<SocketAddr> = table.keys().copied().collect();
-        assert_eq!(listeners, [addr("10.0.0.5:30080"), addr("127.32.0.20:80")], "TCP only; headless has none");
-        let route = &table[&addr("127.32.0.20:80")];
+        let listeners: Vec<Listen> = table.keys().copied().collect();
+        assert_eq!(
+            listeners,
+            [tcp("10.0.0.5:30080"), tcp("127.32.0.20:80"), (Protocol::Udp, addr("127.32.0.20:53"))],
+            "headless has none"
+        );
+        assert!(table[&(Protocol::Udp, addr("127.32.0.20:53"))].backends.is_empty(), "no slice has a dns port");
+        let route = &table[&tcp("127.32.0.20:80")];
         assert_eq!(route.backends, [addr("127.64.0.2:8080"), addr("127.64.1.2:9090")]);
         assert_eq!(route.name, "default/web:80");
-        assert_eq!(table[&addr("10.0.0.5:30080")], *route);
+        assert_eq!(table[&tcp("10.0.0.5:30080")], *route);
         assert_eq!(route.affinity, None);
 
         routes.put_service(service(
@@ -201,11 +222,11 @@ mod tests {
         ));
         let table = routes.table("10.0.0.5".parse().unwrap());
         for listener in ["127.32.0.30:8443", "10.0.0.5:30443", "10.0.0.5:8443"] {
-            assert!(table.contains_key(&addr(listener)), "a LoadBalancer listens on {listener}");
+            assert!(table.contains_key(&tcp(listener)), "a LoadBalancer listens on {listener}");
         }
         routes.remove_slice(&slice("web-a", "web", ("http", 8080), json!([])));
         assert_eq!(
-            routes.table("10.0.0.5".parse().unwrap())[&addr("127.32.0.20:80")].backends,
+            routes.table("10.0.0.5".parse().unwrap())[&tcp("127.32.0.20:80")].backends,
             [addr("127.64.1.2:9090")]
         );
     }
@@ -223,7 +244,7 @@ mod tests {
             "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}, "ports": [{"port": 80}]}),
         ));
         let table = routes.table("127.0.0.1".parse().unwrap());
-        assert_eq!(table[&addr("127.32.0.21:80")].affinity, Some(Duration::from_secs(10800)));
-        assert_eq!(table[&addr("127.32.0.22:80")].affinity, Some(Duration::from_secs(60)));
+        assert_eq!(table[&tcp("127.32.0.21:80")].affinity, Some(Duration::from_secs(10800)));
+        assert_eq!(table[&tcp("127.32.0.22:80")].affinity, Some(Duration::from_secs(60)));
     }
 }
