@@ -284,4 +284,27 @@ async fn udp_services_relay_datagrams_and_replies_per_client() {
     })
     .await;
     assert_eq!(answers, BTreeSet::from(["udp-a".to_string(), "udp-b".to_string()]));
+
+    // A TCP Service with no endpoints resets connections, as a closed port would.
+    let empty: Service = serde_json::from_value(json!({"metadata": {"name": "empty"},
+        "spec": {"ports": [{"name": "tcp", "port": 7777}]}}))
+    .expect("service");
+    let ip = services
+        .create(&PostParams::default(), &empty)
+        .await
+        .expect("service")
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("ip");
+    let addr: SocketAddr = format!("{ip}:7777").parse().expect("addr");
+    let outcome = eventually(Duration::from_secs(20), "a reset from the empty Service", || async move {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let mut buffer = [0u8; 16];
+        match tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buffer)).await.ok()? {
+            Err(e) => Some(e.kind()),
+            Ok(_) => None,
+        }
+    })
+    .await;
+    assert_eq!(outcome, std::io::ErrorKind::ConnectionReset);
 }

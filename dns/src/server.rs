@@ -2,7 +2,8 @@
 //! [`Zone`] and forwards every other name upstream.
 //!
 //! Answers from the zone are authoritative, with [`TTL`]; NXDOMAIN and NODATA carry the zone's SOA
-//! so resolvers cache the absence only briefly. UDP answers are cut to the client's EDNS size (512
+//! so resolvers cache the absence only briefly. Until the zone has been read in full, names under
+//! its domain get SERVFAIL (clients retry) rather than a wrong NXDOMAIN. UDP answers are cut to the client's EDNS size (512
 //! bytes without EDNS) with the TC bit set, and clients ask again over TCP. Without an upstream
 //! (or for names it cannot resolve) other names are refused or get the upstream's answer.
 
@@ -117,10 +118,15 @@ impl RequestHandler for Handler {
         let qtype = info.query.query_type();
         let answer = if info.query.query_class() == DNSClass::IN {
             let zone = self.zone.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let answer = zone.answer(&name.to_ascii(), kind_of(qtype));
-            (answer, zone.domain().to_string())
+            let text = name.to_ascii();
+            // Not read in full yet: "no such name" could be wrong, and would be cached.
+            let early = !zone.is_complete() && zone.covers(&text);
+            (!early).then(|| (zone.answer(&text, kind_of(qtype)), zone.domain().to_string()))
         } else {
-            (Answer::NotOurs, String::new())
+            Some((Answer::NotOurs, String::new()))
+        };
+        let Some(answer) = answer else {
+            return send(&mut handle, request, builder.error_msg(&request.metadata, ResponseCode::ServFail)).await;
         };
         let mut meta = Metadata::response_from_request(&request.metadata);
         meta.recursion_available = self.upstream.is_some();

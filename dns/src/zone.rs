@@ -74,6 +74,8 @@ pub struct Zone {
     names: HashMap<String, Vec<(Key, Data)>>,
     /// The names each Service's records sit at.
     made: HashMap<Key, BTreeSet<String>>,
+    /// Whether a full read of Services, and of EndpointSlices, has come in.
+    read: (bool, bool),
 }
 
 impl Zone {
@@ -86,6 +88,7 @@ impl Zone {
             slices_of: HashMap::new(),
             names: HashMap::new(),
             made: HashMap::new(),
+            read: (false, false),
         }
     }
 
@@ -140,8 +143,22 @@ impl Zone {
         Some(service)
     }
 
+    /// Whether the zone has been read in full once (both kinds): before that, an unknown name
+    /// may simply not have arrived yet.
+    pub fn is_complete(&self) -> bool {
+        self.read.0 && self.read.1
+    }
+
+    /// Whether `name` is under the zone's domain (or in-addr.arpa, which the zone answers for
+    /// the addresses it holds).
+    pub fn covers(&self, name: &str) -> bool {
+        let name = fqdn(name);
+        name == self.domain || name.ends_with(&format!(".{}", self.domain))
+    }
+
     /// Replaces every Service with `services` (a fresh full read).
     pub fn replace_services(&mut self, services: Vec<Service>) {
+        self.read.0 = true;
         let fresh: HashMap<Key, Service> = services.into_iter().map(|s| (key_of(&s.metadata), s)).collect();
         let keys: BTreeSet<Key> = self.services.keys().chain(fresh.keys()).cloned().collect();
         self.services = fresh;
@@ -152,6 +169,7 @@ impl Zone {
 
     /// Replaces every EndpointSlice with `slices` (a fresh full read).
     pub fn replace_slices(&mut self, slices: Vec<EndpointSlice>) {
+        self.read.1 = true;
         let old: Vec<Key> = self.slices.keys().cloned().collect();
         let mut touched = BTreeSet::new();
         for key in old {
@@ -454,7 +472,8 @@ mod tests {
         zone.put_slice(slice("db-abc", "db", json!([{"addresses": ["10.1.0.9"], "conditions": {"ready": true}}])));
         assert_eq!(records(zone.answer("db.default.svc.cluster.local", Kind::A)), [a("10.1.0.9")]);
 
-        // A fresh full read replaces everything of its kind.
+        // A fresh full read replaces everything of its kind; the zone is complete once both came.
+        assert!(!zone.is_complete());
         zone.replace_slices(vec![slice(
             "db-new",
             "db",
@@ -465,5 +484,7 @@ mod tests {
         assert_eq!(records(zone.answer("web.default.svc.cluster.local", Kind::A)), [a("127.32.0.22")]);
         assert_eq!(zone.answer("db.default.svc.cluster.local", Kind::A), Answer::NxDomain);
         assert_eq!(zone.answer("ext.default.svc.cluster.local", Kind::A), Answer::NxDomain);
+        assert!(zone.is_complete());
+        assert!(zone.covers("Web.default.svc.cluster.local") && !zone.covers("example.com"));
     }
 }

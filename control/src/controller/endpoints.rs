@@ -186,7 +186,7 @@ pub async fn run(objects: Objects, cancel: CancellationToken) {
             }
         };
         // Events between the revision noted and the read are taken in again below: harmless.
-        loop {
+        'following: loop {
             let failed = reconcile_marked(&objects, &mut cache).await;
             let event = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -194,21 +194,33 @@ pub async fn run(objects: Objects, cancel: CancellationToken) {
                 // What failed is still marked: the next pass tries it again.
                 _ = tokio::time::sleep(RETRY), if failed => continue,
             };
+            // A watch that fails ends (the others would go on without it): read everything again.
             let Some(Ok(event)) = event else { break };
-            if let Err(e) = cache.apply(&objects, &event).await {
-                tracing::warn!(error = %describe(&e), "the endpoints controller lost track; reading everything again");
+            if !take_in(&objects, &mut cache, &event).await {
                 break;
             }
             // Gather the rest of a burst (a Deployment's pods turning ready) into one pass.
             tokio::time::sleep(BATCH).await;
-            while let Some(Some(Ok(event))) = futures::FutureExt::now_or_never(changes.next()) {
-                if cache.apply(&objects, &event).await.is_err() {
-                    break;
+            while let Some(next) = futures::FutureExt::now_or_never(changes.next()) {
+                match next {
+                    Some(Ok(event)) if take_in(&objects, &mut cache, &event).await => {}
+                    _ => break 'following,
                 }
             }
         }
         // The watch broke (compaction, shutdown) or the cache could not be kept: start over.
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Applies one event; false (logged) if the cache could not take it in and must be read again.
+async fn take_in(objects: &Objects, cache: &mut Cache, event: &Event) -> bool {
+    match cache.apply(objects, event).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %describe(&e), "the endpoints controller lost track; reading everything again");
+            false
+        }
     }
 }
 
@@ -299,7 +311,8 @@ async fn reconcile(objects: &Objects, service: &Service, wanted: &[Slice]) -> Re
     }
 
     // The legacy Endpoints object, named after the Service.
-    let subsets = subsets(wanted, &namespace);
+    let publish = service.spec.as_ref().and_then(|s| s.publish_not_ready_addresses).unwrap_or(false);
+    let subsets = subsets(wanted, &namespace, publish);
     let subsets = (!subsets.is_empty()).then_some(subsets);
     match objects.get(&one(endpoints(), &name)).await {
         Ok(current) => {
@@ -389,11 +402,13 @@ fn slice_content(slice: &Slice, namespace: &str) -> (Option<Vec<SlicePort>>, Vec
     (Some(ports), endpoints)
 }
 
-/// The Endpoints subsets: per port set, ready and not-ready addresses, terminating pods left out.
-fn subsets(slices: &[Slice], namespace: &str) -> Vec<EndpointSubset> {
+/// The Endpoints subsets: per port set, ready and not-ready addresses, terminating pods left out
+/// unless the Service publishes not-ready addresses.
+fn subsets(slices: &[Slice], namespace: &str, publish_not_ready: bool) -> Vec<EndpointSubset> {
     let mut by_ports: Vec<(&[desired::Port], EndpointSubset)> = Vec::new();
     for slice in slices {
-        let live: Vec<&desired::Endpoint> = slice.endpoints.iter().filter(|e| !e.terminating).collect();
+        let live: Vec<&desired::Endpoint> =
+            slice.endpoints.iter().filter(|e| publish_not_ready || !e.terminating).collect();
         if live.is_empty() {
             continue;
         }

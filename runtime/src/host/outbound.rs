@@ -72,6 +72,9 @@ pub struct ClusterHooks {
 
 type Sent = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
 
+/// Which of several addresses for a name the next request takes.
+static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 impl WasiHttpHooks for ClusterHooks {
     fn send_request(
         &mut self,
@@ -109,8 +112,20 @@ async fn to_resolved_address(
         return Ok(request);
     }
     let not_found = || HttpError::DnsError { rcode: Some("NXDOMAIN".into()), info_code: None };
-    let found = resolver.lookup_ip(host).await.map_err(|_| not_found())?;
-    let ip = found.iter().find(IpAddr::is_ipv4).or_else(|| found.iter().next()).ok_or_else(not_found)?;
+    let found = resolver.lookup_ip(host).await.map_err(|e| {
+        if e.is_nx_domain() || e.is_no_records_found() {
+            not_found()
+        } else {
+            HttpError::DnsError { rcode: Some("SERVFAIL".into()), info_code: None }
+        }
+    })?;
+    // Several addresses (a headless Service's pods): take turns, IPv4 first.
+    let mut addresses: Vec<IpAddr> = found.iter().filter(IpAddr::is_ipv4).collect();
+    if addresses.is_empty() {
+        addresses = found.iter().collect();
+    }
+    let turn = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let ip = *addresses.get(turn % addresses.len().max(1)).ok_or_else(not_found)?;
     let port = uri.port_u16().unwrap_or(80);
     let authority = match ip {
         IpAddr::V4(v4) => format!("{v4}:{port}"),

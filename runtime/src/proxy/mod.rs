@@ -45,6 +45,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Proxied connections open at once on one node.
 pub const MAX_CONNECTIONS: usize = 16_384;
+/// How soon a listener that could not be opened is tried again.
+const BIND_RETRY: Duration = Duration::from_secs(2);
 
 /// One listener: its current route (swapped in place on changes) and its stop switch.
 struct Listener {
@@ -69,12 +71,18 @@ pub async fn run(client: kube::Client, node_ip: IpAddr, cancel: CancellationToke
     let mut feed = Feed::default();
     let mut listeners: HashMap<Listen, Listener> = HashMap::new();
     let room = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // Set when a listener could not be opened (its address not yet on this host, say).
+    let mut retry = false;
     loop {
         let change = tokio::select! {
             _ = cancel.cancelled() => break,
-            change = changed.recv() => match change { Some(c) => c, None => break },
+            change = changed.recv() => match change { Some(c) => Some(c), None => break },
+            _ = tokio::time::sleep(BIND_RETRY), if retry => None,
         };
-        feed.apply(change, &mut routes);
+        retry = false;
+        if let Some(change) = change {
+            feed.apply(change, &mut routes);
+        }
         // Take in the rest of a burst before working out the table again.
         while let Ok(change) = changed.try_recv() {
             feed.apply(change, &mut routes);
@@ -111,8 +119,10 @@ pub async fn run(client: kube::Client, node_ip: IpAddr, cancel: CancellationToke
                 Ok(()) => {
                     listeners.insert(listen_at, Listener { route, stop });
                 }
-                // Tried again on the next change.
-                Err(e) => tracing::warn!(%addr, ?protocol, error = %e, "the Service proxy cannot listen here"),
+                Err(e) => {
+                    tracing::warn!(%addr, ?protocol, error = %e, "the Service proxy cannot listen here; trying again");
+                    retry = true;
+                }
             }
         }
     }
@@ -210,7 +220,9 @@ async fn accept(listener: TcpListener, route: Arc<RwLock<Route>>, room: Arc<Sema
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
+                    // Out of file descriptors, say: do not spin on it.
                     tracing::debug!(error = %e, "accepting a Service connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
@@ -220,7 +232,9 @@ async fn accept(listener: TcpListener, route: Arc<RwLock<Route>>, room: Arc<Sema
         tokio::spawn(async move {
             let _permit = permit;
             let Some(backend) = connect(&current, &balance, peer.ip()).await else {
+                // Refused, as when nothing listens: a reset, not a clean close.
                 tracing::debug!(service = %current.name, "no endpoint took the connection");
+                reset(&client);
                 return;
             };
             splice(client, backend, IDLE_TIMEOUT).await;
@@ -268,31 +282,47 @@ async fn connect(route: &Route, balance: &Balance, client: IpAddr) -> Option<Tcp
     None
 }
 
-/// Copies both ways until both sides are done, or nothing moved for `idle`.
+/// Copies both ways until both sides are done, or nothing moved for `idle`. A side that fails
+/// (a reset) resets the other too, so neither end mistakes a broken stream for a finished one.
 async fn splice(mut client: TcpStream, mut backend: TcpStream, idle: Duration) {
     let _ = client.set_nodelay(true);
-    let (mut client_read, mut client_write) = client.split();
-    let (mut backend_read, mut backend_write) = backend.split();
-    let last = Mutex::new(Instant::now());
-    let up = pump(&mut client_read, &mut backend_write, &last);
-    let down = pump(&mut backend_read, &mut client_write, &last);
-    let watchdog = async {
-        loop {
-            let since = last.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
-            if since >= idle {
-                return;
+    let broken = {
+        let (mut client_read, mut client_write) = client.split();
+        let (mut backend_read, mut backend_write) = backend.split();
+        let last = Mutex::new(Instant::now());
+        let up = pump(&mut client_read, &mut backend_write, &last);
+        let down = pump(&mut backend_read, &mut client_write, &last);
+        let watchdog = async {
+            loop {
+                let since = last.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
+                if since >= idle {
+                    return;
+                }
+                tokio::time::sleep(idle - since).await;
             }
-            tokio::time::sleep(idle - since).await;
+        };
+        tokio::select! {
+            done = futures::future::try_join(up, down) => done.is_err(),
+            _ = watchdog => {
+                tracing::debug!("closing an idle Service connection");
+                false
+            }
         }
     };
-    tokio::select! {
-        _ = futures::future::join(up, down) => {}
-        _ = watchdog => tracing::debug!("closing an idle Service connection"),
+    if broken {
+        reset(&client);
+        reset(&backend);
     }
 }
 
-/// Copies `from` to `to` until EOF, then shuts `to`'s writing side (a half close, passed on).
-async fn pump<R, W>(from: &mut R, to: &mut W, last: &Mutex<Instant>)
+/// Makes closing `stream` send a reset (linger zero, which never blocks), not a clean FIN.
+fn reset(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+}
+
+/// Copies `from` to `to` until EOF, then shuts `to`'s writing side (a half close, passed on);
+/// an error on either side is returned.
+async fn pump<R, W>(from: &mut R, to: &mut W, last: &Mutex<Instant>) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -300,14 +330,12 @@ where
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
-        let n = match from.read(&mut buffer).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if to.write_all(&buffer[..n]).await.is_err() {
+        let n = from.read(&mut buffer).await?;
+        if n == 0 {
             break;
         }
+        to.write_all(&buffer[..n]).await?;
         *last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
     }
-    let _ = to.shutdown().await;
+    to.shutdown().await
 }

@@ -3,14 +3,13 @@
 //!
 //! As in Kubernetes:
 //! - a pod counts once it has an IP, until it finishes (phase Succeeded or Failed);
-//! - `ready` is its Ready condition (always true with `publishNotReadyAddresses`), false while it
-//!   terminates; `serving` is readiness regardless of termination; `terminating` is whether it has
-//!   a deletion timestamp;
+//! - `serving` is its Ready condition; `ready` is that, false while it terminates, and always true
+//!   with `publishNotReadyAddresses`; `terminating` is whether it has a deletion timestamp;
 //! - each Service port's `targetPort` is resolved per pod (a name is looked up among the pod's
 //!   container ports, a number taken as is); pods whose ports resolve alike share a slice, at most
 //!   [`MAX_ENDPOINTS`] endpoints to a slice; a pod a named port cannot be resolved on is left out;
 //! - Endpoints (the legacy API) lists ready pods under `addresses` and not-ready ones under
-//!   `notReadyAddresses`, and leaves out terminating pods.
+//!   `notReadyAddresses`, and leaves out terminating pods unless `publishNotReadyAddresses`.
 
 use std::collections::BTreeMap;
 
@@ -89,9 +88,8 @@ fn endpoint(pod: &Pod, service_name: &str, publish_not_ready: bool) -> Option<En
     if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
         return None;
     }
-    let pod_ready = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
+    let serving = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
     let terminating = pod.metadata.deletion_timestamp.is_some();
-    let serving = publish_not_ready || pod_ready;
     let spec = pod.spec.as_ref();
     let hostname = spec
         .filter(|s| s.subdomain.as_deref() == Some(service_name))
@@ -103,7 +101,7 @@ fn endpoint(pod: &Pod, service_name: &str, publish_not_ready: bool) -> Option<En
         uid: pod.metadata.uid.clone().unwrap_or_default(),
         node: spec.and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()),
         hostname,
-        ready: serving && !terminating,
+        ready: publish_not_ready || (serving && !terminating),
         serving,
         terminating,
     })
@@ -207,11 +205,12 @@ mod tests {
         );
         let a = &got[0].endpoints[0];
         assert_eq!((a.ip.as_str(), a.uid.as_str(), a.node.as_deref()), ("10.0.0.1", "uid-a", Some("n1")));
-        // publishNotReadyAddresses: every pod with an IP is ready (unless terminating).
+        // publishNotReadyAddresses: every pod with an IP is ready, terminating or not.
         let publish =
             service(json!({"selector": {"app": "web"}, "publishNotReadyAddresses": true, "ports": [{"port": 80}]}));
-        let ready: Vec<bool> = slices(&publish, &pods)[0].endpoints.iter().map(|e| e.ready).collect();
-        assert_eq!(ready, [true, true, false]);
+        let flags: Vec<(bool, bool)> =
+            slices(&publish, &pods)[0].endpoints.iter().map(|e| (e.ready, e.serving)).collect();
+        assert_eq!(flags, [(true, true), (true, false), (true, true)]);
     }
 
     #[test]
