@@ -18,6 +18,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wasmkube_control::objects::ServiceNetwork;
 use wasmkube_runtime::agent::{Agent, AgentConfig};
 
+/// Creates the Service `name` in `default` with `spec`; its ClusterIP.
+async fn create_service(client: &kube::Client, name: &str, spec: serde_json::Value) -> String {
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let service: Service = serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).expect("service");
+    let created = services.create(&PostParams::default(), &service).await.expect("create the Service");
+    created.spec.and_then(|s| s.cluster_ip).expect("a ClusterIP")
+}
+
 /// One HTTP/1.0 GET through `addr`; the `pod=` the hello sample names, if it answered.
 async fn which_pod(addr: SocketAddr) -> Option<String> {
     let mut stream =
@@ -162,23 +170,14 @@ async fn a_guest_reaches_a_service_by_its_names_and_its_cluster_ip() {
     let _agent = Agent::start(cluster.client.clone(), config).await.expect("agent starts");
 
     let client = cluster.client.clone();
-    let services: Api<Service> = Api::namespaced(client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let hello: Pod = serde_json::from_value(json!({"metadata": {"name": "hello-0", "labels": {"app": "hello"}},
         "spec": {"containers": [{"name": "hello", "image": format!("file://{}", sample("hello").display()),
             "env": [{"name": "POD_NAME", "value": "hello-0"}], "ports": [{"name": "http", "containerPort": 8080}]}]}}))
     .expect("pod");
     pods.create(&PostParams::default(), &hello).await.expect("hello");
-    let svc: Service = serde_json::from_value(json!({"metadata": {"name": "hello"},
-        "spec": {"selector": {"app": "hello"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}))
-    .expect("service");
-    let cluster_ip = services
-        .create(&PostParams::default(), &svc)
-        .await
-        .expect("service")
-        .spec
-        .and_then(|s| s.cluster_ip)
-        .expect("ip");
+    let spec = json!({"selector": {"app": "hello"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]});
+    let cluster_ip = create_service(&client, "hello", spec).await;
     // One frontend per way of naming the Service.
     let backends = [
         ("short", "http://hello/".to_string()),
@@ -234,18 +233,9 @@ async fn udp_services_relay_datagrams_and_replies_per_client() {
         });
     }
     let client = cluster.client.clone();
-    let services: Api<Service> = Api::namespaced(client.clone(), "default");
-    let svc: Service = serde_json::from_value(json!({"metadata": {"name": "udp"},
-        "spec": {"ports": [{"name": "echo", "port": 5300, "protocol": "UDP"}]}}))
-    .expect("service");
-    let ip = services
-        .create(&PostParams::default(), &svc)
-        .await
-        .expect("service")
-        .spec
-        .and_then(|s| s.cluster_ip)
-        .expect("ip");
-    let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> = Api::namespaced(client, "default");
+    let ip =
+        create_service(&client, "udp", json!({"ports": [{"name": "echo", "port": 5300, "protocol": "UDP"}]})).await;
+    let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> = Api::namespaced(client.clone(), "default");
     for (i, backend) in backends.iter().enumerate() {
         let slice = serde_json::from_value(json!({
             "metadata": {"name": format!("udp-{i}"), "labels": {"kubernetes.io/service-name": "udp"}},
@@ -286,16 +276,7 @@ async fn udp_services_relay_datagrams_and_replies_per_client() {
     assert_eq!(answers, BTreeSet::from(["udp-a".to_string(), "udp-b".to_string()]));
 
     // A TCP Service with no endpoints resets connections, as a closed port would.
-    let empty: Service = serde_json::from_value(json!({"metadata": {"name": "empty"},
-        "spec": {"ports": [{"name": "tcp", "port": 7777}]}}))
-    .expect("service");
-    let ip = services
-        .create(&PostParams::default(), &empty)
-        .await
-        .expect("service")
-        .spec
-        .and_then(|s| s.cluster_ip)
-        .expect("ip");
+    let ip = create_service(&client, "empty", json!({"ports": [{"name": "tcp", "port": 7777}]})).await;
     let addr: SocketAddr = format!("{ip}:7777").parse().expect("addr");
     let outcome = eventually(Duration::from_secs(20), "a reset from the empty Service", || async move {
         let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
