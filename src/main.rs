@@ -75,7 +75,7 @@ struct ServerArgs {
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     default_toleration_seconds: u32,
 
-    /// Where Services' ClusterIPs come from (IPv4, at least a /29). The `kubernetes` Service gets
+    /// Where Services' ClusterIPs come from (IPv4, at least a /28). The `kubernetes` Service gets
     /// its first address, `kube-dns` its tenth.
     #[arg(long, value_name = "CIDR", default_value = "127.32.0.0/12")]
     service_cidr: String,

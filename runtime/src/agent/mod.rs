@@ -115,7 +115,7 @@ impl Agent {
         };
         tasks.spawn(api.serve(node_api, cancel.clone()));
         let manager_node = config.node_name.clone();
-        let config_names = config.cluster_dns.clone().map(|dns| Arc::new(crate::host::outbound::Names::new(dns)));
+        let names = config.cluster_dns.clone().map(|dns| Arc::new(crate::host::outbound::Names::new(dns)));
         let (proxy_client, proxy_node_ip) = (client.clone(), config.node_ip);
         let puller =
             crate::image::Puller::new(client.clone(), config.server_authority.clone(), config.data_dir.join("images"))?;
@@ -130,7 +130,7 @@ impl Agent {
             sandboxes: HashMap::new(),
             finished: HashSet::new(),
             events: Arc::new(Mutex::new(Correlator::default())),
-            names: config_names,
+            names,
         };
         tasks.spawn(manager.run(cancel.clone()));
         tasks.spawn(crate::proxy::run(proxy_client, proxy_node_ip, cancel.clone()));
