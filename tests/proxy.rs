@@ -26,13 +26,19 @@ async fn create_service(client: &kube::Client, name: &str, spec: serde_json::Val
     created.spec.and_then(|s| s.cluster_ip).expect("a ClusterIP")
 }
 
-/// One HTTP/1.0 GET through `addr`; the `pod=` the hello sample names, if it answered.
-async fn which_pod(addr: SocketAddr) -> Option<String> {
+/// The whole response to one HTTP/1.0 GET of `/` at `addr`.
+async fn get(addr: SocketAddr) -> Option<String> {
     let mut stream =
         tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await.ok()?.ok()?;
     stream.write_all(b"GET / HTTP/1.0\r\nHost: hello\r\n\r\n").await.ok()?;
-    let mut body = String::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut body)).await.ok()?.ok()?;
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut response)).await.ok()?.ok()?;
+    Some(response)
+}
+
+/// The `pod=` the hello sample names in its answer to a GET through `addr`, if it answered.
+async fn which_pod(addr: SocketAddr) -> Option<String> {
+    let body = get(addr).await?;
     let pod = body.split_whitespace().find_map(|w| w.strip_prefix("pod="))?;
     Some(pod.to_string())
 }
@@ -138,16 +144,6 @@ async fn service_traffic_reaches_ready_pods_by_cluster_ip_and_node_port() {
         (seen.len() == 1).then_some(())
     })
     .await;
-}
-
-/// The body of one HTTP/1.0 GET to `addr`.
-async fn get(addr: SocketAddr) -> Option<String> {
-    let mut stream =
-        tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await.ok()?.ok()?;
-    stream.write_all(b"GET / HTTP/1.0\r\nHost: frontend\r\n\r\n").await.ok()?;
-    let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut response)).await.ok()?.ok()?;
-    Some(response)
 }
 
 #[tokio::test]

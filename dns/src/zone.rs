@@ -74,6 +74,10 @@ pub struct Zone {
     names: HashMap<String, Vec<(Key, Data)>>,
     /// The names each Service's records sit at.
     made: HashMap<Key, BTreeSet<String>>,
+    /// Every proper ancestor of a name with records (`default.svc.cluster.local.`…), with how
+    /// many such names it has: an ancestor exists (NODATA, not NXDOMAIN). Kept here so a negative
+    /// answer (most queries, with a pod's search path) never scans the zone.
+    ancestors: HashMap<String, usize>,
     /// Whether a full read of Services, and of EndpointSlices, has come in.
     read: (bool, bool),
 }
@@ -88,6 +92,7 @@ impl Zone {
             slices_of: HashMap::new(),
             names: HashMap::new(),
             made: HashMap::new(),
+            ancestors: HashMap::new(),
             read: (false, false),
         }
     }
@@ -192,6 +197,14 @@ impl Zone {
     /// Works out again the records of Service `key` from it and its slices.
     fn rebuild(&mut self, key: &Key) {
         for name in self.made.remove(key).unwrap_or_default() {
+            for ancestor in ancestors_of(&name) {
+                if let Some(count) = self.ancestors.get_mut(ancestor) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.ancestors.remove(ancestor);
+                    }
+                }
+            }
             if let Some(records) = self.names.get_mut(&name) {
                 records.retain(|(owner, _)| owner != key);
                 if records.is_empty() {
@@ -208,6 +221,11 @@ impl Zone {
         for (name, data) in records {
             names.insert(name.clone());
             self.names.entry(name).or_default().push((key.clone(), data));
+        }
+        for name in &names {
+            for ancestor in ancestors_of(name) {
+                *self.ancestors.entry(ancestor.to_string()).or_default() += 1;
+            }
         }
         self.made.insert(key.clone(), names);
     }
@@ -239,8 +257,7 @@ impl Zone {
         }
         if name == self.domain || name.ends_with(&format!(".{}", self.domain)) {
             // A name that is a proper prefix of existing ones (`svc.cluster.local`, `ns.svc…`) exists.
-            let suffix = format!(".{name}");
-            return if self.names.keys().any(|n| n.ends_with(&suffix)) { Answer::NoData } else { Answer::NxDomain };
+            return if self.ancestors.contains_key(&name) { Answer::NoData } else { Answer::NxDomain };
         }
         Answer::NotOurs
     }
@@ -264,6 +281,11 @@ fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> 
 fn fqdn(name: &str) -> String {
     let lower = name.to_ascii_lowercase();
     if lower.ends_with('.') { lower } else { format!("{lower}.") }
+}
+
+/// The proper ancestors of a fully qualified name (`b.c.` and `c.` for `a.b.c.`).
+fn ancestors_of(name: &str) -> impl Iterator<Item = &str> {
+    name.char_indices().filter(|&(i, c)| c == '.' && i + 1 < name.len()).map(|(i, _)| &name[i + 1..])
 }
 
 /// `d.c.b.a.in-addr.arpa.` for `a.b.c.d`.
