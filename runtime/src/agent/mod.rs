@@ -112,11 +112,14 @@ impl Agent {
             token: config.api_token.clone(),
             execs: execs.clone(),
             metrics: metrics.clone(),
+            pod_cidr: pod_cidr.parse().map_err(|e| anyhow::anyhow!("pod CIDR {pod_cidr}: {e}"))?,
         };
         tasks.spawn(api.serve(node_api, cancel.clone()));
         let manager_node = config.node_name.clone();
         let names = config.cluster_dns.clone().map(|dns| Arc::new(crate::host::outbound::Names::new(dns)));
-        let (proxy_client, proxy_node_ip) = (client.clone(), config.node_ip);
+        let proxy_client = client.clone();
+        let me = crate::proxy::routes::Me { node_name: config.node_name.clone(), node_ip: config.node_ip };
+        let tunnel_token = config.api_token.clone();
         let puller =
             crate::image::Puller::new(client.clone(), config.server_authority.clone(), config.data_dir.join("images"))?;
         let manager = Manager {
@@ -133,7 +136,7 @@ impl Agent {
             names,
         };
         tasks.spawn(manager.run(cancel.clone()));
-        tasks.spawn(crate::proxy::run(proxy_client, proxy_node_ip, cancel.clone()));
+        tasks.spawn(crate::proxy::run(proxy_client, me, tunnel_token, cancel.clone()));
         tracing::info!(%pod_cidr, "agent running");
         Ok(Self { node_name: manager_node, pod_cidr, cancel, tasks })
     }

@@ -1,8 +1,9 @@
 //! The agent's node API, which the API server proxies `pods/{name}/log` to (as kube-apiserver does
 //! to the kubelet): `GET /containerLogs/{namespace}/{pod}/{container}` with `follow`, `previous`,
 //! `timestamps`, `sinceSeconds`, `sinceTime`, `tailLines` and `limitBytes` (see [`super::log`]);
-//! `/exec/{namespace}/{pod}/{container}` (see [`super::exec`]); and `/metrics` (see
-//! [`super::metrics`]).
+//! `/exec/{namespace}/{pod}/{container}` (see [`super::exec`]); `/metrics` (see
+//! [`super::metrics`]); and `CONNECT POD_IP:PORT`, the node tunnel other nodes' Service proxies
+//! reach this node's pods through (see [`crate::proxy::tunnel`]).
 //! Requests must carry the cluster's bearer token.
 
 use std::convert::Infallible;
@@ -34,6 +35,8 @@ pub struct NodeApi {
     /// Running containers, for `exec`.
     pub execs: super::exec::Execs,
     pub metrics: std::sync::Arc<super::metrics::AgentMetrics>,
+    /// This node's pod CIDR: the only addresses the tunnel dials.
+    pub pod_cidr: ipnet::IpNet,
 }
 
 fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
@@ -75,6 +78,12 @@ impl NodeApi {
             .is_some_and(|v| v.strip_prefix("Bearer ").is_some_and(|t| t.trim() == self.token));
         if !authorized {
             return text(StatusCode::UNAUTHORIZED, "Unauthorized");
+        }
+        if req.method() == hyper::Method::CONNECT {
+            return match crate::proxy::tunnel::accept(req, self.pod_cidr).await {
+                Ok(()) => text(StatusCode::OK, ""),
+                Err((status, message)) => text(status, message),
+            };
         }
         let path = req.uri().path().to_string();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();

@@ -15,10 +15,12 @@
 //!   the accept queue), and a connection idle in both directions for [`IDLE_TIMEOUT`] is closed.
 //! - Listeners set `SO_REUSEPORT`: several agents on one host (each pod IP and ClusterIP is a
 //!   loopback address) share them, and the kernel spreads connections over their proxies.
-//! - Endpoints are dialled directly: pod IPs of this host's agents are local. Reaching pods on
-//!   other hosts (the node tunnel) is not done yet.
+//! - Endpoints on this host (pod IPs of this host's agents are local loopback addresses) are
+//!   dialled directly; endpoints on other hosts through their node's [`tunnel`]. UDP goes to
+//!   endpoints on this host only.
 
 pub mod routes;
+pub mod tunnel;
 mod udp;
 
 use std::collections::HashMap;
@@ -27,8 +29,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use kube::runtime::watcher::{self, Event};
@@ -37,7 +40,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use routes::{Listen, Protocol, Route, Routes};
+use routes::{Backend, Listen, Me, Protocol, Route, Routes};
 
 /// How long a connection to one endpoint may take before the next is tried.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -58,14 +61,17 @@ struct Listener {
 #[derive(Default)]
 struct Balance {
     next: AtomicUsize,
-    affinity: Mutex<HashMap<IpAddr, (SocketAddr, Instant)>>,
+    affinity: Mutex<HashMap<IpAddr, (Backend, Instant)>>,
 }
 
-/// Runs the proxy for the node at `node_ip` until `cancel`.
-pub async fn run(client: kube::Client, node_ip: IpAddr, cancel: CancellationToken) {
+/// Runs the proxy for node `me` until `cancel`; `token` opens other nodes' tunnels.
+pub async fn run(client: kube::Client, me: Me, token: String, cancel: CancellationToken) {
+    let token: Arc<str> = token.into();
     let (changes, mut changed) = mpsc::unbounded_channel::<Change>();
     let (service, slice): (fn(_) -> _, fn(_) -> _) = (|e| Change::Service(Box::new(e)), |e| Change::Slice(Box::new(e)));
+    let node: fn(_) -> _ = |e| Change::Node(Box::new(e));
     tokio::spawn(follow::<Service>(Api::all(client.clone()), changes.clone(), service, cancel.clone()));
+    tokio::spawn(follow::<Node>(Api::all(client.clone()), changes.clone(), node, cancel.clone()));
     tokio::spawn(follow::<EndpointSlice>(Api::all(client), changes, slice, cancel.clone()));
     let mut routes = Routes::default();
     let mut feed = Feed::default();
@@ -79,19 +85,20 @@ pub async fn run(client: kube::Client, node_ip: IpAddr, cancel: CancellationToke
             change = changed.recv() => match change { Some(c) => Some(c), None => break },
             _ = tokio::time::sleep(BIND_RETRY), if retry => None,
         };
+        let mut changed_any = retry;
         retry = false;
         if let Some(change) = change {
-            feed.apply(change, &mut routes);
+            changed_any |= feed.apply(change, &mut routes);
         }
         // Take in the rest of a burst before working out the table again.
         while let Ok(change) = changed.try_recv() {
-            feed.apply(change, &mut routes);
+            changed_any |= feed.apply(change, &mut routes);
         }
-        if feed.relisting() {
+        if !changed_any || feed.relisting() {
             // Half a full read would look like Services gone: wait for the rest.
             continue;
         }
-        let table = routes.table(node_ip);
+        let table = routes.table(&me);
         listeners.retain(|addr, listener| {
             let keep = table.contains_key(addr);
             if !keep {
@@ -109,7 +116,7 @@ pub async fn run(client: kube::Client, node_ip: IpAddr, cancel: CancellationToke
             let stop = cancel.child_token();
             let started = match protocol {
                 Protocol::Tcp => listen(addr).map(|socket| {
-                    tokio::spawn(accept(socket, route.clone(), room.clone(), stop.clone()));
+                    tokio::spawn(accept(socket, route.clone(), room.clone(), token.clone(), stop.clone()));
                 }),
                 Protocol::Udp => udp::bind(addr).map(|socket| {
                     tokio::spawn(udp::relay(socket, route.clone(), stop.clone()));
@@ -135,6 +142,7 @@ pub async fn run(client: kube::Client, node_ip: IpAddr, cancel: CancellationToke
 enum Change {
     Service(Box<Event<Service>>),
     Slice(Box<Event<EndpointSlice>>),
+    Node(Box<Event<Node>>),
 }
 
 /// Full reads in progress: their objects replace a kind at once when complete.
@@ -142,14 +150,17 @@ enum Change {
 struct Feed {
     services: Option<Vec<Service>>,
     slices: Option<Vec<EndpointSlice>>,
+    nodes: Option<Vec<Node>>,
 }
 
 impl Feed {
     fn relisting(&self) -> bool {
-        self.services.is_some() || self.slices.is_some()
+        self.services.is_some() || self.slices.is_some() || self.nodes.is_some()
     }
 
-    fn apply(&mut self, change: Change, routes: &mut Routes) {
+    /// Takes in one change; says whether the routes may have changed (a Node's heartbeat does not
+    /// change them).
+    fn apply(&mut self, change: Change, routes: &mut Routes) -> bool {
         match change {
             Change::Service(event) => match *event {
                 Event::Init => self.services = Some(Vec::new()),
@@ -165,7 +176,26 @@ impl Feed {
                 Event::Apply(s) => routes.put_slice(s),
                 Event::Delete(s) => routes.remove_slice(&s),
             },
+            Change::Node(event) => {
+                return match *event {
+                    Event::Init => {
+                        self.nodes = Some(Vec::new());
+                        true
+                    }
+                    Event::InitApply(n) => {
+                        self.nodes.get_or_insert_with(Vec::new).push(n);
+                        true
+                    }
+                    Event::InitDone => {
+                        routes.replace_nodes(self.nodes.take().unwrap_or_default());
+                        true
+                    }
+                    Event::Apply(n) => routes.put_node(&n),
+                    Event::Delete(n) => routes.remove_node(&n),
+                };
+            }
         }
+        true
     }
 }
 
@@ -208,7 +238,13 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(1024)
 }
 
-async fn accept(listener: TcpListener, route: Arc<RwLock<Route>>, room: Arc<Semaphore>, stop: CancellationToken) {
+async fn accept(
+    listener: TcpListener,
+    route: Arc<RwLock<Route>>,
+    room: Arc<Semaphore>,
+    token: Arc<str>,
+    stop: CancellationToken,
+) {
     let balance = Arc::new(Balance::default());
     loop {
         let permit = tokio::select! {
@@ -229,14 +265,19 @@ async fn accept(listener: TcpListener, route: Arc<RwLock<Route>>, room: Arc<Sema
         };
         let current = route.read().unwrap_or_else(|p| p.into_inner()).clone();
         let balance = balance.clone();
+        let token = token.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let Some(backend) = connect(&current, &balance, peer.ip()).await else {
+            let Some((backend, early)) = connect(&current, &balance, peer.ip(), &token).await else {
                 // Refused, as when nothing listens: a reset, not a clean close.
                 tracing::debug!(service = %current.name, "no endpoint took the connection");
                 reset(&client);
                 return;
             };
+            let mut client = client;
+            if !early.is_empty() && tokio::io::AsyncWriteExt::write_all(&mut client, &early).await.is_err() {
+                return;
+            }
             splice(client, backend, IDLE_TIMEOUT).await;
         });
     }
@@ -244,7 +285,7 @@ async fn accept(listener: TcpListener, route: Arc<RwLock<Route>>, room: Arc<Sema
 
 /// The order in which to try the route's backends for `client`: its affine one first (while
 /// ready), then round robin.
-fn candidates(route: &Route, balance: &Balance, client: IpAddr) -> Vec<SocketAddr> {
+fn candidates(route: &Route, balance: &Balance, client: IpAddr) -> Vec<Backend> {
     let backends = &route.backends;
     if backends.is_empty() {
         return Vec::new();
@@ -260,23 +301,31 @@ fn candidates(route: &Route, balance: &Balance, client: IpAddr) -> Vec<SocketAdd
 }
 
 /// Notes that `client` reached `backend`, for ClientIP affinity.
-fn remember(route: &Route, balance: &Balance, client: IpAddr, backend: SocketAddr) {
+fn remember(route: &Route, balance: &Balance, client: IpAddr, backend: Backend) {
     if route.affinity.is_some() {
         balance.affinity.lock().unwrap_or_else(|p| p.into_inner()).insert(client, (backend, Instant::now()));
     }
 }
 
-/// A connection to one of the route's backends: the client's affine one first, then round robin.
-async fn connect(route: &Route, balance: &Balance, client: IpAddr) -> Option<TcpStream> {
+/// A connection to one of the route's backends (the client's affine one first, then round
+/// robin), with the bytes it sent while a tunnel opened.
+async fn connect(route: &Route, balance: &Balance, client: IpAddr, token: &str) -> Option<(TcpStream, Bytes)> {
     for backend in candidates(route, balance, client) {
-        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(backend)).await {
-            Ok(Ok(stream)) => {
+        let dial = async {
+            match backend.via {
+                None => TcpStream::connect(backend.addr).await.map(|s| (s, Bytes::new())),
+                Some(via) => tunnel::dial(via, backend.addr, token).await,
+            }
+        };
+        let addr = backend.addr;
+        match tokio::time::timeout(CONNECT_TIMEOUT, dial).await {
+            Ok(Ok((stream, early))) => {
                 remember(route, balance, client, backend);
                 let _ = stream.set_nodelay(true);
-                return Some(stream);
+                return Some((stream, early));
             }
-            Ok(Err(e)) => tracing::debug!(%backend, error = %e, "endpoint refused; trying the next"),
-            Err(_) => tracing::debug!(%backend, "endpoint did not answer in time; trying the next"),
+            Ok(Err(e)) => tracing::debug!(%addr, via = ?backend.via, error = %e, "endpoint refused; trying the next"),
+            Err(_) => tracing::debug!(%addr, via = ?backend.via, "endpoint did not answer in time; trying the next"),
         }
     }
     None

@@ -8,12 +8,16 @@
 //!   same name and protocol (the target port resolved per pod by the endpoints controller).
 //! - `sessionAffinity: ClientIP` keeps a client on one backend for `timeoutSeconds` (default
 //!   10800, as in Kubernetes).
+//! - A backend on this node, or on another node with the same node IP (another agent on this
+//!   host: pod IPs are loopback addresses, so they are local too), is dialled directly; one on
+//!   another host through that node's tunnel, at its node API (`InternalIP` and
+//!   `daemonEndpoints.kubeletEndpoint` of its Node).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 /// Kubernetes' default ClientIP affinity timeout.
@@ -29,13 +33,35 @@ pub enum Protocol {
 /// A listener: an address and a transport.
 pub type Listen = (Protocol, SocketAddr);
 
+/// One ready endpoint of a Service port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Backend {
+    /// The pod's `IP:port`.
+    pub addr: SocketAddr,
+    /// The tunnel of the pod's node, when that is on another host.
+    pub via: Option<SocketAddr>,
+}
+
+impl Backend {
+    pub fn local(addr: SocketAddr) -> Self {
+        Backend { addr, via: None }
+    }
+}
+
+/// The node the proxy runs on.
+#[derive(Debug, Clone)]
+pub struct Me {
+    pub node_name: String,
+    pub node_ip: IpAddr,
+}
+
 /// Where one listener's connections go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     /// `namespace/name:port` — for logs.
     pub name: String,
     /// Ready backends, in a stable order.
-    pub backends: Vec<SocketAddr>,
+    pub backends: Vec<Backend>,
     /// `Some(timeout)` for ClientIP session affinity.
     pub affinity: Option<Duration>,
 }
@@ -49,6 +75,8 @@ pub struct Routes {
     services: HashMap<Key, Service>,
     /// Slices by `(namespace, slice name)`, with their Service's name.
     slices: HashMap<Key, (String, EndpointSlice)>,
+    /// Every node's tunnel address (`InternalIP`, node API port), when it has both.
+    tunnels: HashMap<String, SocketAddr>,
 }
 
 fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key {
@@ -80,6 +108,32 @@ impl Routes {
         self.services = services.into_iter().map(|s| (key_of(&s.metadata), s)).collect();
     }
 
+    /// Notes a node's tunnel address; says whether that changed anything (most Node updates are
+    /// heartbeats, which do not).
+    pub fn put_node(&mut self, node: &Node) -> bool {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let tunnel = tunnel_of(node);
+        if self.tunnels.get(&name) == tunnel.as_ref() {
+            return false;
+        }
+        match tunnel {
+            Some(tunnel) => self.tunnels.insert(name, tunnel),
+            None => self.tunnels.remove(&name),
+        };
+        true
+    }
+
+    pub fn remove_node(&mut self, node: &Node) -> bool {
+        self.tunnels.remove(node.metadata.name.as_deref().unwrap_or_default()).is_some()
+    }
+
+    pub fn replace_nodes(&mut self, nodes: Vec<Node>) {
+        self.tunnels.clear();
+        for node in &nodes {
+            self.put_node(node);
+        }
+    }
+
     pub fn replace_slices(&mut self, slices: Vec<EndpointSlice>) {
         self.slices.clear();
         for slice in slices {
@@ -87,8 +141,15 @@ impl Routes {
         }
     }
 
-    /// Every listener and its route, for a node at `node_ip`.
-    pub fn table(&self, node_ip: IpAddr) -> BTreeMap<Listen, Route> {
+    /// How this node reaches an endpoint on node `node` (unnamed: try directly).
+    fn via(&self, node: Option<&str>, me: &Me) -> Option<SocketAddr> {
+        let node = node.filter(|n| *n != me.node_name)?;
+        self.tunnels.get(node).copied().filter(|tunnel| tunnel.ip() != me.node_ip)
+    }
+
+    /// Every listener and its route, for the proxy on node `me`.
+    pub fn table(&self, me: &Me) -> BTreeMap<Listen, Route> {
+        let node_ip = me.node_ip;
         let mut by_service: HashMap<Key, Vec<&EndpointSlice>> = HashMap::new();
         for ((namespace, _), (service, slice)) in &self.slices {
             by_service.entry((namespace.clone(), service.clone())).or_default().push(slice);
@@ -118,7 +179,7 @@ impl Routes {
                 let name = port.name.clone().unwrap_or_default();
                 let route = Route {
                     name: format!("{}/{}:{}", key.0, key.1, port.port),
-                    backends: backends(slices, &name, protocol),
+                    backends: backends(self, slices, &name, protocol, me),
                     affinity,
                 };
                 let Ok(number) = u16::try_from(port.port) else { continue };
@@ -137,7 +198,7 @@ impl Routes {
 }
 
 /// The ready endpoints of `slices` at their port named `name` (and `protocol`).
-fn backends(slices: &[&EndpointSlice], name: &str, protocol: &str) -> Vec<SocketAddr> {
+fn backends(routes: &Routes, slices: &[&EndpointSlice], name: &str, protocol: &str, me: &Me) -> Vec<Backend> {
     let mut out = BTreeSet::new();
     for slice in slices {
         let port = slice.ports.iter().flatten().find(|p| {
@@ -148,16 +209,25 @@ fn backends(slices: &[&EndpointSlice], name: &str, protocol: &str) -> Vec<Socket
             if endpoint.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
                 continue;
             }
+            let via = routes.via(endpoint.node_name.as_deref(), me);
             out.extend(
                 endpoint
                     .addresses
                     .iter()
                     .filter_map(|a| a.parse::<IpAddr>().ok())
-                    .map(|ip| SocketAddr::new(ip, number)),
+                    .map(|ip| Backend { addr: SocketAddr::new(ip, number), via }),
             );
         }
     }
     out.into_iter().collect()
+}
+
+/// Where a node's tunnel listens: its node API, at its `InternalIP`.
+fn tunnel_of(node: &Node) -> Option<SocketAddr> {
+    let status = node.status.as_ref()?;
+    let ip = status.addresses.iter().flatten().find(|a| a.type_ == "InternalIP")?.address.parse::<IpAddr>().ok()?;
+    let port = status.daemon_endpoints.as_ref()?.kubelet_endpoint.as_ref()?.port;
+    Some(SocketAddr::new(ip, u16::try_from(port).ok().filter(|p| *p != 0)?))
 }
 
 #[cfg(test)]
@@ -182,6 +252,21 @@ mod tests {
         text.parse().unwrap()
     }
 
+    fn local(text: &str) -> Backend {
+        Backend::local(addr(text))
+    }
+
+    fn me(ip: &str) -> Me {
+        Me { node_name: "node-a".into(), node_ip: ip.parse().unwrap() }
+    }
+
+    fn node(name: &str, ip: &str, port: i32) -> Node {
+        serde_json::from_value(json!({"metadata": {"name": name}, "status": {
+            "addresses": [{"type": "InternalIP", "address": ip}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": port}}}}))
+        .unwrap()
+    }
+
     fn tcp(text: &str) -> Listen {
         (Protocol::Tcp, addr(text))
     }
@@ -201,7 +286,7 @@ mod tests {
             {"addresses": ["127.64.0.3"], "conditions": {"ready": false}}]),
         ));
         routes.put_slice(slice("web-b", "web", ("http", 9090), json!([{"addresses": ["127.64.1.2"]}])));
-        let table = routes.table("10.0.0.5".parse().unwrap());
+        let table = routes.table(&me("10.0.0.5"));
         let listeners: Vec<Listen> = table.keys().copied().collect();
         assert_eq!(
             listeners,
@@ -210,7 +295,7 @@ mod tests {
         );
         assert!(table[&(Protocol::Udp, addr("127.32.0.20:53"))].backends.is_empty(), "no slice has a dns port");
         let route = &table[&tcp("127.32.0.20:80")];
-        assert_eq!(route.backends, [addr("127.64.0.2:8080"), addr("127.64.1.2:9090")]);
+        assert_eq!(route.backends, [local("127.64.0.2:8080"), local("127.64.1.2:9090")]);
         assert_eq!(route.name, "default/web:80");
         assert_eq!(table[&tcp("10.0.0.5:30080")], *route);
         assert_eq!(route.affinity, None);
@@ -220,15 +305,12 @@ mod tests {
             json!({"type": "LoadBalancer", "clusterIP": "127.32.0.30",
             "ports": [{"name": "http", "port": 8443, "nodePort": 30443}]}),
         ));
-        let table = routes.table("10.0.0.5".parse().unwrap());
+        let table = routes.table(&me("10.0.0.5"));
         for listener in ["127.32.0.30:8443", "10.0.0.5:30443", "10.0.0.5:8443"] {
             assert!(table.contains_key(&tcp(listener)), "a LoadBalancer listens on {listener}");
         }
         routes.remove_slice(&slice("web-a", "web", ("http", 8080), json!([])));
-        assert_eq!(
-            routes.table("10.0.0.5".parse().unwrap())[&tcp("127.32.0.20:80")].backends,
-            [addr("127.64.1.2:9090")]
-        );
+        assert_eq!(routes.table(&me("10.0.0.5"))[&tcp("127.32.0.20:80")].backends, [local("127.64.1.2:9090")]);
     }
 
     #[test]
@@ -243,8 +325,45 @@ mod tests {
             json!({"clusterIP": "127.32.0.22", "sessionAffinity": "ClientIP",
             "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}, "ports": [{"port": 80}]}),
         ));
-        let table = routes.table("127.0.0.1".parse().unwrap());
+        let table = routes.table(&me("127.0.0.1"));
         assert_eq!(table[&tcp("127.32.0.21:80")].affinity, Some(Duration::from_secs(10800)));
         assert_eq!(table[&tcp("127.32.0.22:80")].affinity, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn endpoints_on_other_hosts_go_through_their_node_tunnel() {
+        let mut routes = Routes::default();
+        routes
+            .put_service(service("web", json!({"clusterIP": "127.32.0.20", "ports": [{"name": "http", "port": 80}]})));
+        routes.put_slice(slice(
+            "web-a",
+            "web",
+            ("http", 8080),
+            json!([
+            {"addresses": ["127.64.0.2"], "nodeName": "node-a"},
+            {"addresses": ["127.64.1.2"], "nodeName": "node-b"},
+            {"addresses": ["127.64.2.2"], "nodeName": "node-c"},
+            {"addresses": ["127.64.3.2"], "nodeName": "node-gone"},
+            {"addresses": ["127.64.4.2"]}]),
+        ));
+        assert!(routes.put_node(&node("node-a", "10.0.0.1", 10250)));
+        assert!(routes.put_node(&node("node-b", "10.0.0.2", 10250)));
+        assert!(routes.put_node(&node("node-c", "10.0.0.1", 10251)), "another agent on node-a's host");
+        assert!(!routes.put_node(&node("node-b", "10.0.0.2", 10250)), "a heartbeat changes nothing");
+        let backends = routes.table(&me("10.0.0.1"))[&tcp("127.32.0.20:80")].backends.clone();
+        let tunnel = Some(addr("10.0.0.2:10250"));
+        assert_eq!(
+            backends,
+            [
+                local("127.64.0.2:8080"),
+                Backend { addr: addr("127.64.1.2:8080"), via: tunnel },
+                local("127.64.2.2:8080"),
+                local("127.64.3.2:8080"),
+                local("127.64.4.2:8080"),
+            ]
+        );
+        assert!(routes.put_node(&node("node-b", "10.0.0.3", 10250)), "a new address matters");
+        assert!(routes.remove_node(&node("node-b", "10.0.0.3", 10250)));
+        assert_eq!(routes.table(&me("10.0.0.1"))[&tcp("127.32.0.20:80")].backends[1], local("127.64.1.2:8080"));
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-use super::routes::Route;
+use super::routes::{Backend, Route};
 use super::{Balance, candidates, remember};
 
 /// How long a UDP session lives without a datagram either way (as conntrack's default for
@@ -95,11 +95,12 @@ pub(super) async fn relay(listener: UdpSocket, route: Arc<RwLock<Route>>, stop: 
 
 /// A socket connected to the first backend that takes one (UDP cannot tell refusal at connect,
 /// so this is the first in order whose address can be connected to).
-async fn open(route: &Route, balance: &Balance, client: IpAddr) -> Option<(UdpSocket, SocketAddr)> {
-    for backend in candidates(route, balance, client) {
-        let local: SocketAddr = if backend.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+/// Endpoints on other hosts are passed over: datagrams do not go through the node tunnel.
+async fn open(route: &Route, balance: &Balance, client: IpAddr) -> Option<(UdpSocket, Backend)> {
+    for backend in candidates(route, balance, client).into_iter().filter(|b| b.via.is_none()) {
+        let local: SocketAddr = if backend.addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
         let Ok(socket) = UdpSocket::bind(local).await else { continue };
-        if socket.connect(backend).await.is_ok() {
+        if socket.connect(backend.addr).await.is_ok() {
             return Some((socket, backend));
         }
     }
