@@ -1,6 +1,7 @@
 //! Node failure end to end: a node whose Lease and status stop changing goes Unknown and is tainted
 //! unreachable, its pods are evicted by their tolerations and replaced elsewhere, and it recovers
-//! once it reports Ready again; every namespace gets its `default` ServiceAccount.
+//! once it reports Ready again; pods of a lost node turn not ready at once (and a real agent
+//! reports them ready again); every namespace gets its `default` ServiceAccount.
 //!
 //! Most tests play the agent themselves (a Node and a Lease written through the API), with a grace
 //! period of 2 s and default tolerations of 1 s so failures show quickly.
@@ -12,7 +13,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use support::{TestCluster, eventually, sample};
@@ -211,6 +213,96 @@ async fn a_lost_node_keeps_its_taints_until_it_posts_ready_again() {
     })
     .await;
     reporting.cancel();
+}
+
+#[tokio::test]
+async fn pods_of_a_lost_node_turn_not_ready_and_leave_their_endpoints_while_they_wait_out_their_tolerations() {
+    let cluster = TestCluster::start_with(fast_failure).await;
+    let client = cluster.client.clone();
+    let (pods, services): (Api<Pod>, Api<Service>) =
+        (Api::namespaced(client.clone(), "default"), Api::namespaced(client.clone(), "default"));
+    register(&client, "lost").await;
+    let reporting = keep_reporting(&client, "lost", Some("True"));
+    let mut pod = bound_pod("web", "lost", json!([{"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute"}]));
+    pod.metadata.labels = Some([("app".to_string(), "web".to_string())].into());
+    pods.create(&PostParams::default(), &pod).await.expect("create");
+    // Playing the agent: the pod runs and is ready.
+    let running = json!({"status": {"phase": "Running", "podIP": "10.42.0.9", "conditions": [
+        {"type": "Initialized", "status": "True", "lastTransitionTime": now()},
+        {"type": "Ready", "status": "True", "lastTransitionTime": now()}]}});
+    pods.patch_status("web", &PatchParams::default(), &Patch::Merge(running)).await.expect("status");
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]},
+    }))
+    .expect("service");
+    services.create(&PostParams::default(), &service).await.expect("create service");
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let ready_endpoints = |want: bool| {
+        let slices = slices.clone();
+        async move {
+            let list = slices.list(&ListParams::default().labels("kubernetes.io/service-name=web")).await.ok()?;
+            let ready: Vec<Option<bool>> = list
+                .items
+                .iter()
+                .flat_map(|s| s.endpoints.iter())
+                .map(|e| e.conditions.as_ref().and_then(|c| c.ready))
+                .collect();
+            (ready == [Some(want)]).then_some(())
+        }
+    };
+    eventually(Duration::from_secs(10), "the pod a ready endpoint", || ready_endpoints(true)).await;
+
+    reporting.cancel();
+    eventually(Duration::from_secs(20), "the pod of the lost node not ready", || async {
+        pods.get("web").await.ok().filter(|p| !pod_ready(p))
+    })
+    .await;
+    eventually(Duration::from_secs(10), "the pod a not-ready endpoint", || ready_endpoints(false)).await;
+    assert!(pods.get_opt("web").await.expect("get").is_some(), "it tolerates the taint: not evicted");
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let marked = events.list(&ListParams::default().fields("involvedObject.name=web")).await.expect("events");
+    assert!(
+        marked
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("NodeNotReady") && e.type_.as_deref() == Some("Warning")),
+        "{:?}",
+        marked.items
+    );
+}
+
+#[tokio::test]
+async fn an_agent_reports_its_pod_ready_again_when_the_api_says_otherwise() {
+    let cluster = TestCluster::start().await;
+    let agent = start_agent(&cluster, "node-a").await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "hello"},
+        "spec": {"containers": [{"name": "hello", "image": format!("file://{}", sample("hello").display()),
+                                 "ports": [{"containerPort": 8080}]}]},
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &pod).await.expect("create");
+    eventually(Duration::from_secs(60), "the pod ready", || async { pods.get("hello").await.ok().filter(pod_ready) })
+        .await;
+    // What the node lifecycle controller writes while the node is lost.
+    let conditions = pods.get("hello").await.expect("get").status.and_then(|s| s.conditions).unwrap_or_default();
+    let marked: Vec<Value> = conditions
+        .iter()
+        .map(|c| {
+            let status = if c.type_ == "Ready" { "False" } else { c.status.as_str() };
+            json!({"type": c.type_, "status": status})
+        })
+        .collect();
+    let patch = Patch::Merge(json!({"status": {"conditions": marked}}));
+    pods.patch_status("hello", &PatchParams::default(), &patch).await.expect("mark not ready");
+    eventually(Duration::from_secs(10), "the agent to report the pod ready again", || async {
+        pods.get("hello").await.ok().filter(pod_ready)
+    })
+    .await;
+    agent.shutdown();
+    agent.stopped().await;
 }
 
 #[tokio::test]

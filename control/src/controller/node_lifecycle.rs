@@ -8,7 +8,9 @@
 //! `node.kubernetes.io/not-ready` pair, and a Ready node neither. The taint manager then
 //! deletes pods on a node with NoExecute taints they do not tolerate, at once or, for a toleration
 //! with `tolerationSeconds`, that long after the taint's `timeAdded`; their controllers create
-//! replacements, which the scheduler keeps off the tainted node.
+//! replacements, which the scheduler keeps off the tainted node. Pods on a node that is not
+//! Ready have their own Ready condition turned False at once (Kubernetes' MarkPodsNotReady), so
+//! their Services' EndpointSlices stop routing to them while they wait out their tolerations.
 //!
 //! The decisions are pure and tested as tables: [`health`] (is the node stale, its conditions
 //! then, its lifecycle taints) and [`eviction`] (when a pod goes); this file reads and writes.
@@ -39,7 +41,7 @@ use crate::objects::{DeleteOptions, Objects, PatchKind, Subresource, Target, Wri
 use crate::scheduler::plugins::UNREACHABLE;
 use crate::status::ApiError;
 use eviction::{Eviction, eviction};
-use health::{Heartbeat, Probe, lifecycle_taint, unknown_conditions, with_lifecycle_taint};
+use health::{Heartbeat, Probe, lifecycle_taint, pod_not_ready, unknown_conditions, with_lifecycle_taint};
 
 /// The component events are reported under (Kubernetes' taint eviction controller).
 pub const COMPONENT: &str = "taint-eviction-controller";
@@ -65,6 +67,8 @@ struct Synced {
     no_execute: Vec<(Taint, Timestamp)>,
     /// Its agent is lost, so its pods cannot be stopped gracefully.
     unreachable: bool,
+    /// Its Ready condition is not True, so its pods are marked not ready.
+    not_ready: bool,
     /// When it goes stale unless it reports again.
     recheck: Option<Timestamp>,
 }
@@ -179,6 +183,12 @@ impl NodeLifecycle {
             let on_node =
                 pods.iter().filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&node.name));
             for pod in on_node {
+                if node.not_ready
+                    && let Err(e) = self.mark_not_ready(pod, now).await
+                {
+                    tracing::warn!(pod = ?pod.metadata.name, error = %describe(&e), "marking a pod not ready failed");
+                    next = earliest(next, now.checked_add(RETRY).ok());
+                }
                 next = earliest(next, self.evict_if_due(pod, node, now).await);
             }
         }
@@ -235,13 +245,34 @@ impl NodeLifecycle {
                 (t, since)
             })
             .collect();
-        Ok(Synced { name, no_execute, unreachable: want == Some(UNREACHABLE), recheck })
+        Ok(Synced { name, no_execute, unreachable: want == Some(UNREACHABLE), not_ready: want.is_some(), recheck })
     }
 
     async fn patch_node(&self, name: &str, patch: Value, sub: Subresource) -> Result<Node, ApiError> {
         let target = Target { kind: kind("", "nodes"), namespace: None, name: Some(name.to_string()) };
         let written = self.objects.patch(&target, patch, PatchKind::Merge, sub, &WriteOptions::default()).await?;
         serde_json::from_value(written.object).map_err(|e| ApiError::Internal(e.to_string()))
+    }
+
+    /// Turns the Ready condition of a pod on a node that is not Ready False, if it is True.
+    async fn mark_not_ready(&self, pod: &Pod, now: Timestamp) -> Result<(), ApiError> {
+        let conditions = pod.status.as_ref().and_then(|s| s.conditions.as_deref()).unwrap_or_default();
+        let Some(conditions) = pod_not_ready(conditions, now) else { return Ok(()) };
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        tracing::info!(pod = %format!("{namespace}/{name}"), "marking pod on a node that is not ready not ready");
+        // The resourceVersion makes this lose to a status the agent wrote meanwhile.
+        let patch = json!({"metadata": {"resourceVersion": pod.metadata.resource_version},
+                           "status": {"conditions": conditions}});
+        let target = Target { kind: kind("", "pods"), namespace: Some(namespace), name: Some(name) };
+        match self.objects.patch(&target, patch, PatchKind::Merge, Subresource::Status, &WriteOptions::default()).await
+        {
+            Ok(_) => {}
+            Err(e) if is_race(&e) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        self.events.event(InvolvedObject::of(pod), EventType::Warning, "NodeNotReady", "Node is not ready").await;
+        Ok(())
     }
 
     /// Deletes `pod` if its tolerations say so; otherwise returns when they run out, if ever.

@@ -242,8 +242,12 @@ impl Manager {
                 }
                 continue;
             }
+            if let Some(sandbox) = self.sandboxes.get(&u) {
+                sandbox.observe(pod);
+                continue;
+            }
             let terminal = matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"));
-            if terminal || self.sandboxes.contains_key(&u) || self.finished.contains(&u) {
+            if terminal || self.finished.contains(&u) {
                 continue;
             }
             if let Err(e) = self.start(pod) {

@@ -126,6 +126,11 @@ impl PodContext {
 pub struct Shared {
     statuses: Arc<Mutex<Vec<Status>>>,
     changed: Arc<Notify>,
+    /// The Ready status the reporter last wrote, and whether the API has since been seen to say
+    /// otherwise (the node lifecycle controller marks pods of a lost node not ready), so the
+    /// reporter writes again.
+    written_ready: Arc<Mutex<Option<String>>>,
+    rewrite: Arc<std::sync::atomic::AtomicBool>,
     /// What each container's instances use, by container index.
     usages: Arc<[Arc<Usage>]>,
 }
@@ -247,6 +252,8 @@ impl Sandbox {
         let shared = Shared {
             statuses: Arc::new(Mutex::new(containers.iter().map(|c| resumed_status(pod, c)).collect())),
             changed: Arc::new(Notify::new()),
+            written_ready: Arc::default(),
+            rewrite: Arc::default(),
             usages: containers.iter().map(|_| Arc::new(Usage::new(ctx.metrics.instantiate_seconds.clone()))).collect(),
         };
         ctx.metrics.pods.insert(&ctx.uid, &ctx.namespace, &ctx.name, shared.clone());
@@ -257,6 +264,22 @@ impl Sandbox {
         }
         tasks.spawn(report(ctx.clone(), shared.clone(), stop.clone()));
         Self { ip: ctx.ip, ctx, shared, stop, tasks }
+    }
+
+    /// Takes note of the pod as the API has it now: if its Ready condition is not what this
+    /// sandbox last reported, reports again.
+    pub fn observe(&self, pod: &Pod) {
+        let api = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.status.clone());
+        let written = self.shared.written_ready.lock().expect("ready lock").clone();
+        if written.is_some() && api != written {
+            self.shared.rewrite.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.shared.changed.notify_one();
+        }
     }
 
     /// Stops the pod because it is being deleted, first saying so for each running container
@@ -306,12 +329,23 @@ async fn report(ctx: Arc<PodContext>, shared: Shared, stop: CancellationToken) {
         // much to the time a pod takes to show Running.
         tokio::time::sleep(Duration::from_millis(5)).await;
         let status = status_json(&ctx, &shared.snapshot(), &start_time, &mut transitions);
+        if shared.rewrite.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            last = None;
+        }
         if last.as_ref() != Some(&status) {
             match pods
                 .patch_status(&ctx.name, &PatchParams::default(), &Patch::Merge(json!({"status": status.clone()})))
                 .await
             {
-                Ok(_) => last = Some(status),
+                Ok(_) => {
+                    let ready = status["conditions"]
+                        .as_array()
+                        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                        .and_then(|c| c["status"].as_str())
+                        .map(str::to_string);
+                    *shared.written_ready.lock().expect("ready lock") = ready;
+                    last = Some(status);
+                }
                 Err(e) => tracing::debug!(error = %e, pod = %ctx.name, "reporting pod status failed"),
             }
         }

@@ -1,9 +1,10 @@
 //! A node's health, decided from what it reported: whether it is stale ([`Probe`]), the
 //! conditions it then gets ([`unknown_conditions`]) and the lifecycle taints its Ready condition
-//! calls for ([`lifecycle_taint`], [`with_lifecycle_taint`]). Pure: times are passed in.
+//! calls for ([`lifecycle_taint`], [`with_lifecycle_taint`]), and the pod conditions its pods
+//! then get ([`pod_not_ready`]). Pure: times are passed in.
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::core::v1::{NodeCondition, Taint};
+use k8s_openapi::api::core::v1::{NodeCondition, PodCondition, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::scheduler::plugins::{NOT_READY, UNREACHABLE};
@@ -136,6 +137,27 @@ pub fn with_lifecycle_taint(taints: &[Taint], want: Option<&str>, now: Timestamp
     (out.len() != taints.len() || out.iter().zip(taints).any(|(a, b)| a != b)).then_some(out)
 }
 
+/// The conditions of a pod on a node that is not Ready, with the pod's Ready condition turned
+/// False (Kubernetes' MarkPodsNotReady): its agent may be gone and unable to say the pod stopped
+/// serving, so Services stop sending it traffic, though the pod is only evicted once its
+/// tolerations run out. `None` when Ready is not True already. An agent that is back reports the
+/// pod's readiness again.
+pub fn pod_not_ready(conditions: &[PodCondition], now: Timestamp) -> Option<Vec<PodCondition>> {
+    if !conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True") {
+        return None;
+    }
+    let out = conditions
+        .iter()
+        .map(|c| match c.type_.as_str() {
+            "Ready" => {
+                PodCondition { status: "False".into(), last_transition_time: Some(Time(to_second(now))), ..c.clone() }
+            }
+            _ => c.clone(),
+        })
+        .collect();
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,6 +216,23 @@ mod tests {
             (never[0].type_.as_str(), never[0].reason.as_deref(), never[0].last_heartbeat_time.clone()),
             ("Ready", Some("NodeStatusNeverUpdated"), Some(Time(at(-50))))
         );
+    }
+
+    #[test]
+    fn pods_on_a_node_that_is_not_ready_turn_not_ready_once() {
+        let pod_condition = |kind: &str, status: &str| PodCondition {
+            type_: kind.into(),
+            status: status.into(),
+            last_transition_time: Some(Time(at(0))),
+            ..PodCondition::default()
+        };
+        let ready = vec![pod_condition("Initialized", "True"), pod_condition("Ready", "True")];
+        let marked = pod_not_ready(&ready, at(30)).expect("changed");
+        let summary: Vec<(&str, &str, Option<Time>)> =
+            marked.iter().map(|c| (c.type_.as_str(), c.status.as_str(), c.last_transition_time.clone())).collect();
+        assert_eq!(summary, vec![("Initialized", "True", Some(Time(at(0)))), ("Ready", "False", Some(Time(at(30))))]);
+        assert_eq!(pod_not_ready(&marked, at(40)), None, "already not ready");
+        assert_eq!(pod_not_ready(&[pod_condition("Initialized", "True")], at(40)), None, "never ready");
     }
 
     #[test]
