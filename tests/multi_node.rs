@@ -8,9 +8,7 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -18,82 +16,11 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, EvictParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
+use support::process::{BIN, Proc, path_str};
 use support::{client_for, eventually, sample};
 use tokio::time::Instant;
 
-const BIN: &str = env!("CARGO_BIN_EXE_wasmkube");
 const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
-
-/// A spawned `wasmkube` process, killed and reaped when dropped (also when the test panics). Its
-/// stderr goes to `log`, whose tail is printed if the test fails.
-struct Proc {
-    name: String,
-    child: Child,
-    log: PathBuf,
-    /// Kept open: the process may print after its ready line.
-    _stdout: Option<BufReader<ChildStdout>>,
-}
-
-impl Proc {
-    /// Starts `wasmkube ARGS` and waits (bounded) for its `ready:` line, which it returns.
-    fn start(name: &str, args: &[&str], log: PathBuf) -> (Self, String) {
-        let stderr = std::fs::File::create(&log).expect("create log file");
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env_remove("KUBECONFIG")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn wasmkube");
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        // Read the ready line on a thread, so a process that hangs fails the test instead of hanging it.
-        let (tx, rx) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = stdout.read_line(&mut line);
-            let _ = tx.send(line);
-            stdout
-        });
-        let proc_line = rx.recv_timeout(Duration::from_secs(60));
-        let mut proc = Proc { name: name.to_string(), child, log, _stdout: None };
-        let line = match proc_line {
-            Ok(line) => line,
-            Err(_) => {
-                proc.kill();
-                panic!("{name} printed no ready line within 60 s\n{}", proc.log_tail());
-            }
-        };
-        proc._stdout = Some(reader.join().expect("reader thread"));
-        assert!(line.starts_with("ready: "), "{name}: unexpected first line {line:?}\n{}", proc.log_tail());
-        (proc, line.trim().to_string())
-    }
-
-    /// SIGKILL, then reap.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        format!("--- last lines of {} ---\n{}", self.name, lines[lines.len().saturating_sub(30)..].join("\n"))
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            eprintln!("{}", self.log_tail());
-        }
-    }
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
 
 fn node_of(pod: &Pod) -> String {
     pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default()
@@ -544,7 +471,7 @@ async fn pods_land_where_their_rules_say_and_drain_moves_them_within_their_disru
     // the pods end up on node-b.
     let kubeconfig = cluster.kubeconfig();
     let drain = tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
+        std::process::Command::new(BIN)
             .args(["drain", "node-a", "--force", "--timeout", "3m"])
             .env("KUBECONFIG", &kubeconfig)
             .output()

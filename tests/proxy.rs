@@ -13,8 +13,8 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use support::{TestCluster, eventually, sample};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::{TestCluster, eventually, get, sample, which_pod};
+use tokio::io::AsyncReadExt;
 use wasmkube_control::objects::ServiceNetwork;
 use wasmkube_runtime::agent::{Agent, AgentConfig};
 
@@ -24,23 +24,6 @@ async fn create_service(client: &kube::Client, name: &str, spec: serde_json::Val
     let service: Service = serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).expect("service");
     let created = services.create(&PostParams::default(), &service).await.expect("create the Service");
     created.spec.and_then(|s| s.cluster_ip).expect("a ClusterIP")
-}
-
-/// The whole response to one HTTP/1.0 GET of `/` at `addr`.
-async fn get(addr: SocketAddr) -> Option<String> {
-    let mut stream =
-        tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await.ok()?.ok()?;
-    stream.write_all(b"GET / HTTP/1.0\r\nHost: hello\r\n\r\n").await.ok()?;
-    let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut response)).await.ok()?.ok()?;
-    Some(response)
-}
-
-/// The `pod=` the hello sample names in its answer to a GET through `addr`, if it answered.
-async fn which_pod(addr: SocketAddr) -> Option<String> {
-    let body = get(addr).await?;
-    let pod = body.split_whitespace().find_map(|w| w.strip_prefix("pod="))?;
-    Some(pod.to_string())
 }
 
 #[tokio::test]
@@ -210,11 +193,9 @@ async fn udp_services_relay_datagrams_and_replies_per_client() {
     let cluster = TestCluster::start_with(|c| c.service_network = network).await;
     let cancel = tokio_util::sync::CancellationToken::new();
     let _stop = cancel.clone().drop_guard();
-    tokio::spawn(wasmkube_runtime::proxy::run(
-        cluster.client.clone(),
-        "127.0.0.1".parse().expect("ip"),
-        cancel.clone(),
-    ));
+    let me =
+        wasmkube_runtime::proxy::routes::Me { node_name: "udp-node".into(), node_ip: "127.0.0.1".parse().expect("ip") };
+    tokio::spawn(wasmkube_runtime::proxy::run(cluster.client.clone(), me, String::new(), cancel.clone()));
     // Two UDP "pods" answering with their name, as a Service without a selector names them.
     let mut backends = Vec::new();
     for name in ["udp-a", "udp-b"] {

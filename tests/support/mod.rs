@@ -1,12 +1,17 @@
 //! Shared test scaffolding: a control plane on `127.0.0.1:0` over a real redb file, kube clients
-//! for it, and `eventually` for conditions that settle asynchronously.
+//! for it, `eventually` for conditions that settle asynchronously, a bare HTTP GET for Service
+//! traffic, and [`process`] for clusters of separate `wasmkube` processes.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wasmkube_control::{ControlPlane, ControlPlaneConfig};
 
 pub struct TestCluster {
@@ -127,4 +132,21 @@ pub fn sample(name: &str) -> std::path::PathBuf {
         panic!("{e}");
     }
     samples.join("target/wasm32-wasip2/release").join(format!("{name}.wasm"))
+}
+
+/// The whole response to one HTTP/1.0 GET of `/` at `addr`.
+pub async fn get(addr: SocketAddr) -> Option<String> {
+    let mut stream =
+        tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await.ok()?.ok()?;
+    stream.write_all(b"GET / HTTP/1.0\r\nHost: hello\r\n\r\n").await.ok()?;
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut response)).await.ok()?.ok()?;
+    Some(response)
+}
+
+/// The `pod=` the hello sample names in its answer to a GET through `addr`, if it answered.
+pub async fn which_pod(addr: SocketAddr) -> Option<String> {
+    let body = get(addr).await?;
+    let pod = body.split_whitespace().find_map(|w| w.strip_prefix("pod="))?;
+    Some(pod.to_string())
 }

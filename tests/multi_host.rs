@@ -1,0 +1,271 @@
+//! Services across real separate hosts: each agent runs in its own network namespace (its own
+//! loopback, so its pod IPs and ClusterIPs exist only there), joined to the server by a bridge, as
+//! machines on one LAN are. A pod on one host calls `http://hello` whose only endpoint runs on
+//! another; a NodePort on one host reaches a pod on the other; both go through the other node's
+//! tunnel. When a host is lost (agent killed, link cut) its pods turn not ready once the node
+//! grace period ends and the survivors serve every request.
+//!
+//! Needs root and `ip` (iproute2); the namespaces, veths and bridge are removed on drop.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
+use support::process::{Proc, path_str};
+use support::{client_for, eventually, get, sample, which_pod};
+
+/// Runs `ip ARGS`, panicking with its stderr if it fails.
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+/// A LAN of hosts: a bridge in this namespace (where the server runs, at `.1`) and one network
+/// namespace per agent host, each with a veth on the bridge at `.2`, `.3`, ….
+struct Lan {
+    tag: String,
+    subnet: String,
+    hosts: Vec<String>,
+}
+
+impl Lan {
+    fn new(hosts: usize) -> Self {
+        // Names unique to this process, within the 15 characters interface names may have.
+        let tag = format!("wk{}", std::process::id() % 100_000);
+        let subnet = format!("10.{}.{}", 200 + std::process::id() % 50, std::process::id() % 250);
+        let mut lan = Lan { tag, subnet, hosts: Vec::new() };
+        let bridge = format!("{}br", lan.tag);
+        ip(&["link", "add", &bridge, "type", "bridge"]);
+        ip(&["addr", "add", &format!("{}.1/24", lan.subnet), "dev", &bridge]);
+        ip(&["link", "set", &bridge, "up"]);
+        for i in 0..hosts {
+            let netns = format!("{}-h{i}", lan.tag);
+            ip(&["netns", "add", &netns]);
+            lan.hosts.push(netns.clone());
+            let veth = lan.veth(i);
+            ip(&["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns]);
+            ip(&["link", "set", &veth, "master", &bridge, "up"]);
+            ip(&["-n", &netns, "addr", "add", &format!("{}/24", lan.host_ip(i)), "dev", "eth0"]);
+            ip(&["-n", &netns, "link", "set", "eth0", "up"]);
+            ip(&["-n", &netns, "link", "set", "lo", "up"]);
+        }
+        lan
+    }
+
+    fn server_ip(&self) -> String {
+        format!("{}.1", self.subnet)
+    }
+
+    fn host_ip(&self, i: usize) -> String {
+        format!("{}.{}", self.subnet, i + 2)
+    }
+
+    fn veth(&self, i: usize) -> String {
+        format!("{}v{i}", self.tag)
+    }
+
+    /// Cuts host `i` off the LAN: its packets are dropped, as when a machine loses power.
+    fn cut(&self, i: usize) {
+        ip(&["link", "set", &self.veth(i), "down"]);
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its veth end, and with it the peer on the bridge.
+        for netns in &self.hosts {
+            let _ = Command::new("ip").args(["netns", "del", netns]).status();
+        }
+        let _ = Command::new("ip").args(["link", "del", &format!("{}br", self.tag)]).status();
+    }
+}
+
+/// Whether this process may build network namespaces; if not, why.
+fn cannot_build_hosts() -> Option<String> {
+    let uid = Command::new("id").arg("-u").output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if uid.as_deref() != Some("0") {
+        return Some("not running as root".into());
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        return Some("`ip` (iproute2) is not installed".into());
+    }
+    None
+}
+
+fn hello_pod(name: &str, node: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": "hello"}},
+        "spec": {"nodeName": node, "containers": [{
+            "name": "hello", "image": format!("file://{}", sample("hello").display()),
+            "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+            "ports": [{"name": "http", "containerPort": 8080}]}]},
+    }))
+    .expect("pod")
+}
+
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+async fn wait_ready(pods: &Api<Pod>, name: &str) {
+    let what = format!("pod {name} ready");
+    eventually(Duration::from_secs(60), &what, || async { pods.get(name).await.ok().filter(pod_ready) }).await;
+}
+
+/// Creates a NodePort Service `name` for pods labelled `app=APP`; its node port.
+async fn node_port(services: &Api<Service>, name: &str, app: &str) -> u16 {
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"type": "NodePort", "selector": {"app": app}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+    }))
+    .expect("service");
+    let created = services.create(&PostParams::default(), &service).await.expect("create service");
+    let port = created.spec.and_then(|s| s.ports).and_then(|p| p.first().and_then(|p| p.node_port));
+    u16::try_from(port.expect("a node port")).expect("a port")
+}
+
+/// The `(pod, ready)` endpoints of Service `name`.
+async fn endpoints(slices: &Api<EndpointSlice>, name: &str) -> BTreeSet<(String, bool)> {
+    let selector = format!("kubernetes.io/service-name={name}");
+    let list = slices.list(&ListParams::default().labels(&selector)).await.map(|l| l.items).unwrap_or_default();
+    list.iter()
+        .flat_map(|s| s.endpoints.iter())
+        .map(|e| {
+            let pod = e.target_ref.as_ref().and_then(|r| r.name.clone()).unwrap_or_default();
+            (pod, e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn services_reach_pods_on_other_hosts_through_their_node_tunnel_and_survive_a_lost_host() {
+    if let Some(why) = cannot_build_hosts() {
+        eprintln!("skipped: building hosts needs network namespaces: {why}");
+        return;
+    }
+    let sample_built = sample("hello"); // build the samples before the clock of any wait starts
+    assert!(sample_built.exists());
+    let lan = Lan::new(2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server_dir = dir.path().join("server");
+    // Agents heartbeat every 10 s, so the grace period has to be longer than that.
+    let api_addr = format!("{}:0", lan.server_ip());
+    let server_args =
+        ["server", "--api-addr", &api_addr, "--data-dir", path_str(&server_dir), "--node-monitor-grace-period", "15"];
+    let (_server, ready) = Proc::start("server", &server_args, dir.path().join("server.log"));
+    let url = ready
+        .strip_prefix("ready: api=")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no api URL in {ready:?}"))
+        .to_string();
+    let token_file = server_dir.join("admin-token");
+    let ca_file = server_dir.join("pki/ca.crt");
+    let token = std::fs::read_to_string(&token_file).expect("admin token");
+    let ca = std::fs::read_to_string(&ca_file).expect("ca.crt");
+    let client = client_for(&url, &ca, Some(token.trim())).await;
+
+    let start_agent = |i: usize, node: &str| {
+        let data = dir.path().join(node);
+        let node_ip = lan.host_ip(i);
+        let args = [
+            "agent",
+            "--server",
+            &url,
+            "--token-file",
+            path_str(&token_file),
+            "--ca-file",
+            path_str(&ca_file),
+            "--node-name",
+            node,
+            "--node-ip",
+            &node_ip,
+            "--node-api-port",
+            "0",
+            "--dns-upstream",
+            "none",
+            "--data-dir",
+            path_str(&data),
+        ];
+        let (agent, line) = Proc::start_in(&lan.hosts[i], node, &args, dir.path().join(format!("{node}.log")));
+        assert!(line.starts_with(&format!("ready: node={node} ")), "{line}");
+        agent
+    };
+    let _agent_b = start_agent(0, "host-b");
+    let mut agent_c = start_agent(1, "host-c");
+    let (b_ip, c_ip) = (lan.host_ip(0), lan.host_ip(1));
+    let at = |host: &str, port: u16| -> SocketAddr { format!("{host}:{port}").parse().expect("address") };
+
+    // hello runs only on host-c; frontend only on host-b.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    pods.create(&PostParams::default(), &hello_pod("hello-c", "host-c")).await.expect("create");
+    let frontend: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "frontend-b", "labels": {"app": "frontend"}},
+        "spec": {"nodeName": "host-b", "containers": [{
+            "name": "frontend", "image": format!("file://{}", sample("frontend").display()),
+            "env": [{"name": "BACKEND", "value": "http://hello/"},
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+            "ports": [{"name": "http", "containerPort": 8080}]}]},
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &frontend).await.expect("create");
+    let hello_port = node_port(&services, "hello", "hello").await;
+    let frontend_port = node_port(&services, "frontend", "frontend").await;
+    wait_ready(&pods, "hello-c").await;
+    wait_ready(&pods, "frontend-b").await;
+
+    // 1. A pod on host-b calls `http://hello`, whose only endpoint is on host-c.
+    let answer = eventually(Duration::from_secs(20), "frontend on host-b to reach hello on host-c", || async {
+        get(at(&b_ip, frontend_port)).await.filter(|body| body.contains("pod=hello-c"))
+    })
+    .await;
+    assert!(answer.contains("frontend pod=frontend-b asked http://hello/"), "{answer}");
+    assert!(answer.contains("pod=hello-c"), "hello on host-c answered: {answer}");
+
+    // 2. The NodePort of host-b reaches the pod on host-c; so does host-c's own.
+    for host in [&b_ip, &c_ip] {
+        let what = format!("hello's NodePort on {host} to reach hello-c");
+        let pod = eventually(Duration::from_secs(20), &what, || which_pod(at(host, hello_port))).await;
+        assert_eq!(pod, "hello-c");
+    }
+
+    // 3. With hello on both hosts, host-b's NodePort spreads over both.
+    pods.create(&PostParams::default(), &hello_pod("hello-b", "host-b")).await.expect("create");
+    wait_ready(&pods, "hello-b").await;
+    eventually(Duration::from_secs(20), "answers from both hello pods through host-b", || async {
+        let mut seen = BTreeSet::new();
+        for _ in 0..20 {
+            seen.extend(which_pod(at(&b_ip, hello_port)).await);
+        }
+        (seen.len() == 2).then_some(())
+    })
+    .await;
+
+    // 4. Host-c is lost: its agent dies and its link goes down, so packets to it vanish. Once the
+    // grace period is over its pod is not ready, and host-b serves every request itself.
+    agent_c.kill();
+    lan.cut(1);
+    let want: BTreeSet<(String, bool)> = [("hello-b".to_string(), true), ("hello-c".to_string(), false)].into();
+    eventually(Duration::from_secs(60), "hello-c a not-ready endpoint", || async {
+        (endpoints(&slices, "hello").await == want).then_some(())
+    })
+    .await;
+    let mut served = Vec::new();
+    for _ in 0..20 {
+        served.push(
+            eventually(Duration::from_secs(10), "an answer from host-b", || which_pod(at(&b_ip, hello_port))).await,
+        );
+    }
+    assert!(served.iter().all(|p| p == "hello-b"), "{served:?}");
+}
