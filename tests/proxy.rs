@@ -129,13 +129,9 @@ async fn service_traffic_reaches_ready_pods_by_cluster_ip_and_node_port() {
     .await;
 }
 
-#[tokio::test]
-async fn a_guest_reaches_a_service_by_its_names_and_its_cluster_ip() {
-    let network = ServiceNetwork::new("127.49.0.0/24", "31910-31919").expect("valid");
-    let cluster = TestCluster::start_with(|c| c.service_network = network).await;
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let _stop = cancel.clone().drop_guard();
-    // The node's cluster DNS, as `wasmkube up` runs it next to the agent.
+/// An agent whose guests resolve names through a cluster DNS server next to it, as `wasmkube up`
+/// runs them; both stop when `cancel` fires (the agent when dropped).
+async fn agent_with_cluster_dns(cluster: &TestCluster, cancel: &tokio_util::sync::CancellationToken) -> Agent {
     let zone = std::sync::Arc::new(std::sync::RwLock::new(wasmkube_dns::zone::Zone::new("cluster.local")));
     tokio::spawn(wasmkube_dns::watch::follow(cluster.client.clone(), zone.clone(), cancel.clone()));
     let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
@@ -146,7 +142,16 @@ async fn a_guest_reaches_a_service_by_its_names_and_its_cluster_ip() {
     config.api_token = cluster.control.pki.admin_token.clone();
     config.cluster_dns =
         Some(wasmkube_runtime::host::outbound::ClusterDns { server: dns, domain: "cluster.local".into() });
-    let _agent = Agent::start(cluster.client.clone(), config).await.expect("agent starts");
+    Agent::start(cluster.client.clone(), config).await.expect("agent starts")
+}
+
+#[tokio::test]
+async fn a_guest_reaches_a_service_by_its_names_and_its_cluster_ip() {
+    let network = ServiceNetwork::new("127.49.0.0/24", "31910-31919").expect("valid");
+    let cluster = TestCluster::start_with(|c| c.service_network = network).await;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let _stop = cancel.clone().drop_guard();
+    let _agent = agent_with_cluster_dns(&cluster, &cancel).await;
 
     let client = cluster.client.clone();
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
@@ -185,6 +190,53 @@ async fn a_guest_reaches_a_service_by_its_names_and_its_cluster_ip() {
         .await;
         assert!(body.contains(&format!("asked {backend}")), "{body}");
     }
+}
+
+#[tokio::test]
+async fn a_guest_connects_raw_tcp_to_a_service_by_name_and_cluster_ip_and_to_a_pod_ip() {
+    let network = ServiceNetwork::new("127.51.0.0/24", "31930-31939").expect("valid");
+    let cluster = TestCluster::start_with(|c| c.service_network = network).await;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let _stop = cancel.clone().drop_guard();
+    let _agent = agent_with_cluster_dns(&cluster, &cancel).await;
+    let client = cluster.client.clone();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let echo: Pod = serde_json::from_value(json!({"metadata": {"name": "echo-0", "labels": {"app": "echo"}},
+        "spec": {"containers": [{"name": "echo", "image": format!("file://{}", sample("echo").display()),
+            "args": ["17008"], "ports": [{"name": "echo", "containerPort": 17008}],
+            "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]}]}}))
+    .expect("pod");
+    pods.create(&PostParams::default(), &echo).await.expect("echo");
+    let spec = json!({"selector": {"app": "echo"}, "ports": [{"name": "echo", "port": 7007, "targetPort": "echo"}]});
+    let cluster_ip = create_service(&client, "echo", spec).await;
+    let pod_ip = eventually(Duration::from_secs(60), "echo ready", || async {
+        let pod = pods.get("echo-0").await.ok()?;
+        let ready = pod.status.as_ref()?.conditions.as_ref()?.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        ready.then_some(pod.status?.pod_ip?)
+    })
+    .await;
+    let targets = [
+        "echo:7007".to_string(),
+        "echo.default:7007".to_string(),
+        "echo.default.svc.cluster.local:7007".to_string(),
+        format!("{cluster_ip}:7007"),
+        format!("{pod_ip}:17008"),
+    ];
+    let args: Vec<String> = targets.iter().enumerate().map(|(i, t)| format!("tcp:{t}=hello-{i}")).collect();
+    let caller: Pod = serde_json::from_value(json!({"metadata": {"name": "tcp-caller"},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "inspect",
+            "image": format!("file://{}", sample("inspect").display()), "args": args}]}}))
+    .expect("pod");
+    pods.create(&PostParams::default(), &caller).await.expect("caller");
+    let phase = eventually(Duration::from_secs(60), "the caller to finish", || async {
+        let phase = pods.get("tcp-caller").await.ok()?.status?.phase?;
+        matches!(phase.as_str(), "Succeeded" | "Failed").then_some(phase)
+    })
+    .await;
+    let log = pods.logs("tcp-caller", &Default::default()).await.expect("logs");
+    assert_eq!(phase, "Succeeded", "{log}");
+    let want: Vec<String> = targets.iter().enumerate().map(|(i, t)| format!("tcp {t}: hello-{i}")).collect();
+    assert_eq!(log.lines().collect::<Vec<_>>(), want);
 }
 
 #[tokio::test]

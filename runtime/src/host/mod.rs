@@ -7,6 +7,7 @@ mod cache;
 pub mod command;
 pub mod http;
 pub mod log;
+mod lookup;
 pub mod outbound;
 mod state;
 pub mod usage;
@@ -204,6 +205,7 @@ impl Host {
         let exports_interface = |prefix: &str| exports.iter().any(|e| e.starts_with(prefix));
         let mut linker: Linker<Guest> = Linker::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_err)?;
+        lookup::add_to_linker(&mut linker).map_err(link_err)?;
         if exports_interface("wasi:http/incoming-handler") {
             wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link_err)?;
             let pre = linker.instantiate_pre(&component).map_err(link_err)?;

@@ -4,7 +4,8 @@
 //! (so a container stays up for its exec probes, which run it again with the probe's actions),
 //! `upper` copies stdin to stdout in upper case until stdin ends, `exit:N` exits with code N,
 //! `warn:TEXT` prints TEXT on stderr, `echo:TEXT` prints TEXT, and `spam:N` prints N numbered lines
-//! of 100 bytes (a log flood).
+//! of 100 bytes (a log flood), and `tcp:HOST:PORT=TEXT` connects over wasi:sockets (a cluster
+//! name, a ClusterIP or a pod IP), sends TEXT, and prints what comes back before the peer closes.
 
 fn main() {
     for action in std::env::args().skip(1) {
@@ -48,6 +49,14 @@ fn main() {
             std::thread::sleep(std::time::Duration::from_millis(ms));
         } else if let Some(text) = action.strip_prefix("echo:") {
             println!("{text}");
+        } else if let Some((target, text)) = action.strip_prefix("tcp:").and_then(|a| a.split_once('=')) {
+            match exchange(target, text) {
+                Ok(reply) => println!("tcp {target}: {reply}"),
+                Err(e) => {
+                    println!("tcp {target}: error: {e}");
+                    std::process::exit(1);
+                }
+            }
         } else if let Some(n) = action.strip_prefix("spam:").and_then(|n| n.parse::<u64>().ok()) {
             use std::io::Write;
             // Buffered: a flood comes many lines per write, as a chatty program's output usually does.
@@ -60,4 +69,17 @@ fn main() {
             std::process::exit(2);
         }
     }
+}
+
+/// Sends `text` to `target` (HOST:PORT, the host resolved by the node), half-closes, and reads the
+/// reply until the peer closes.
+fn exchange(target: &str, text: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(target)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    stream.write_all(text.as_bytes())?;
+    stream.shutdown(std::net::Shutdown::Write)?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply)?;
+    Ok(reply)
 }
