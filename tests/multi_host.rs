@@ -1,7 +1,8 @@
 //! Services across real separate hosts: each agent runs in its own network namespace (its own
 //! loopback, so its pod IPs and ClusterIPs exist only there), joined to the server by a bridge, as
 //! machines on one LAN are. A pod on one host calls `http://hello` whose only endpoint runs on
-//! another; a NodePort on one host reaches a pod on the other; both go through the other node's
+//! another; a NodePort on one host reaches a pod on the other; a guest connects raw TCP to a pod on
+//! the other host by its IP and by a headless Service's name; all go through the other node's
 //! tunnel. When a host is lost (agent killed, link cut) its pods turn not ready once the node
 //! grace period ends and the survivors serve every request.
 //!
@@ -240,7 +241,50 @@ async fn services_reach_pods_on_other_hosts_through_their_node_tunnel_and_surviv
         assert_eq!(pod, "hello-c");
     }
 
-    // 3. With hello on both hosts, host-b's NodePort spreads over both.
+    // 3. A guest on host-b connects raw TCP to the echo pod on host-c: by a headless Service's name
+    // (its DNS answer is the pod IP) and by the pod IP itself.
+    let echo: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "echo-c", "labels": {"app": "echo"}},
+        "spec": {"nodeName": "host-c", "containers": [{
+            "name": "echo", "image": format!("file://{}", sample("echo").display()), "args": ["17009"],
+            "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+            "ports": [{"name": "echo", "containerPort": 17009}]}]},
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &echo).await.expect("create");
+    let headless: Service = serde_json::from_value(json!({
+        "metadata": {"name": "echo"},
+        "spec": {"clusterIP": "None", "selector": {"app": "echo"}, "ports": [{"name": "echo", "port": 17009}]},
+    }))
+    .expect("service");
+    services.create(&PostParams::default(), &headless).await.expect("create service");
+    wait_ready(&pods, "echo-c").await;
+    let echo_ip = pods.get("echo-c").await.expect("get").status.and_then(|s| s.pod_ip).expect("pod IP");
+    let want = BTreeSet::from([("echo-c".to_string(), true)]);
+    eventually(Duration::from_secs(20), "echo-c an endpoint of echo", || async {
+        (endpoints(&slices, "echo").await == want).then_some(())
+    })
+    .await;
+    let targets = ["echo:17009".to_string(), format!("{echo_ip}:17009")];
+    let args: Vec<String> = targets.iter().enumerate().map(|(i, t)| format!("tcp:{t}=raw-{i}")).collect();
+    let caller: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "tcp-caller-b"},
+        "spec": {"nodeName": "host-b", "restartPolicy": "Never", "containers": [{
+            "name": "inspect", "image": format!("file://{}", sample("inspect").display()), "args": args}]},
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &caller).await.expect("create");
+    let phase = eventually(Duration::from_secs(60), "the raw TCP caller to finish", || async {
+        let phase = pods.get("tcp-caller-b").await.ok()?.status?.phase?;
+        matches!(phase.as_str(), "Succeeded" | "Failed").then_some(phase)
+    })
+    .await;
+    let log = pods.logs("tcp-caller-b", &Default::default()).await.expect("logs");
+    assert_eq!(phase, "Succeeded", "{log}");
+    let want: Vec<String> = targets.iter().enumerate().map(|(i, t)| format!("tcp {t}: raw-{i}")).collect();
+    assert_eq!(log.lines().collect::<Vec<_>>(), want);
+
+    // 4. With hello on both hosts, host-b's NodePort spreads over both.
     pods.create(&PostParams::default(), &hello_pod("hello-b", "host-b")).await.expect("create");
     wait_ready(&pods, "hello-b").await;
     eventually(Duration::from_secs(20), "answers from both hello pods through host-b", || async {
@@ -252,7 +296,7 @@ async fn services_reach_pods_on_other_hosts_through_their_node_tunnel_and_surviv
     })
     .await;
 
-    // 4. Host-c is lost: its agent dies and its link goes down, so packets to it vanish. Once the
+    // 5. Host-c is lost: its agent dies and its link goes down, so packets to it vanish. Once the
     // grace period is over its pod is not ready, and host-b serves every request itself.
     agent_c.kill();
     lan.cut(1);

@@ -12,6 +12,11 @@
 //!   host: pod IPs are loopback addresses, so they are local too), is dialled directly; one on
 //!   another host through that node's tunnel, at its node API (`InternalIP` and
 //!   `daemonEndpoints.kubeletEndpoint` of its Node).
+//! - A pod on another host that some Service's slices name also gets a listener at its own
+//!   `POD_IP:port` for each TCP slice port, going through its node's tunnel: pod IPs are loopback
+//!   addresses, so this is how a guest's raw connect to a remote pod IP (say, from a headless
+//!   Service's DNS answer) reaches it. Pod CIDRs do not overlap, so these never clash with local
+//!   pods.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -193,7 +198,37 @@ impl Routes {
                 }
             }
         }
+        self.remote_pods(me, &mut table);
         table
+    }
+
+    /// The stand-in listeners of pods on other hosts (see the module doc).
+    fn remote_pods(&self, me: &Me, table: &mut BTreeMap<Listen, Route>) {
+        for (_, slice) in self.slices.values() {
+            let ports: Vec<u16> = slice
+                .ports
+                .iter()
+                .flatten()
+                .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+                .filter_map(|p| p.port.and_then(|n| u16::try_from(n).ok()))
+                .collect();
+            for endpoint in &slice.endpoints {
+                let Some(via) = self.via(endpoint.node_name.as_deref(), me) else { continue };
+                let pod = endpoint.target_ref.as_ref().and_then(|r| r.name.clone()).unwrap_or_default();
+                let namespace = slice.metadata.namespace.clone().unwrap_or_default();
+                for ip in endpoint.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
+                    for &port in &ports {
+                        let addr = SocketAddr::new(ip, port);
+                        let route = Route {
+                            name: format!("pod {namespace}/{pod}:{port}"),
+                            backends: vec![Backend { addr, via: Some(via) }],
+                            affinity: None,
+                        };
+                        table.insert((Protocol::Tcp, addr), route);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -350,8 +385,13 @@ mod tests {
         assert!(routes.put_node(&node("node-b", "10.0.0.2", 10250)));
         assert!(routes.put_node(&node("node-c", "10.0.0.1", 10251)), "another agent on node-a's host");
         assert!(!routes.put_node(&node("node-b", "10.0.0.2", 10250)), "a heartbeat changes nothing");
-        let backends = routes.table(&me("10.0.0.1"))[&tcp("127.32.0.20:80")].backends.clone();
+        let table = routes.table(&me("10.0.0.1"));
+        let backends = table[&tcp("127.32.0.20:80")].backends.clone();
         let tunnel = Some(addr("10.0.0.2:10250"));
+        // The pod on the other host also answers at its own IP here, through the tunnel.
+        let listeners: Vec<Listen> = table.keys().copied().collect();
+        assert_eq!(listeners, [tcp("127.32.0.20:80"), tcp("127.64.1.2:8080")]);
+        assert_eq!(table[&tcp("127.64.1.2:8080")].backends, [Backend { addr: addr("127.64.1.2:8080"), via: tunnel }]);
         assert_eq!(
             backends,
             [
