@@ -62,6 +62,18 @@ pub async fn version(binary: &Path) -> Result<String> {
     Ok(text.lines().next().unwrap_or_default().trim().to_string())
 }
 
+/// The line of `binary ARGS`'s output (stdout, then stderr) that names its version, for tools
+/// without `--version`.
+pub async fn version_line(binary: &Path, args: &[&str]) -> String {
+    match Command::new(binary).args(args).output().await {
+        Ok(out) => {
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            text.lines().find(|l| l.to_lowercase().contains("version")).unwrap_or_default().trim().to_string()
+        }
+        Err(e) => format!("unknown ({e})"),
+    }
+}
+
 /// The mount holding `dir`: the longest mount point in `/proc/mounts` that contains it.
 fn disk(dir: &Path) -> Disk {
     let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());

@@ -31,6 +31,8 @@ pub struct Wasmkube {
     pub addr: SocketAddr,
     pub token: String,
     pub ca_pem: Vec<u8>,
+    /// The rest of its `ready: api=` line (`dns=ADDR` and the like).
+    pub announced: String,
 }
 
 /// A started single-member etcd.
@@ -53,7 +55,7 @@ impl Servers {
             .with_context(|| format!("unexpected API URL {url}"))?;
         let token = std::fs::read_to_string(dir.join("admin-token")).context("reading admin-token")?;
         let ca_pem = std::fs::read(dir.join("pki/ca.crt")).context("reading pki/ca.crt")?;
-        Ok(Wasmkube { pid, addr, token: token.trim().to_string(), ca_pem })
+        Ok(Wasmkube { pid, addr, token: token.trim().to_string(), ca_pem, announced: rest.trim().to_string() })
     }
 
     /// Runs etcd with its client and peer URLs on free loopback ports and its data in `dir`, with

@@ -49,22 +49,32 @@ impl Inputs {
     }
 }
 
-/// A running `wasmkube up` and a client for its pods in `default`.
+/// A running `wasmkube up`, a client for it, and one for its pods in `default`.
 pub struct Cluster {
     pub pid: u32,
+    pub client: kube::Client,
     pub pods: Api<Pod>,
+    /// Its node's cluster DNS server.
+    pub dns: Option<SocketAddr>,
 }
 
 impl Cluster {
     /// Starts `up` with its data in `dir` (its log is `dir.log`) and connects to it through the
     /// kubeconfig it wrote, which holds the cluster CA and the admin token.
     pub async fn start(servers: &mut Servers, wasmkube: &Path, dir: &Path) -> Result<Self> {
-        let args = ["up", "--node-name", NODE, "--node-api-port", "0"];
+        Self::start_with(servers, wasmkube, dir, &[]).await
+    }
+
+    /// [`Cluster::start`] with more flags for `up`.
+    pub async fn start_with(servers: &mut Servers, wasmkube: &Path, dir: &Path, flags: &[&str]) -> Result<Self> {
+        let mut args = vec!["up", "--node-name", NODE, "--node-api-port", "0"];
+        args.extend_from_slice(flags);
         let started = servers.start_wasmkube(wasmkube, &args, dir).await?;
+        let dns = started.announced.split_whitespace().find_map(|w| w.strip_prefix("dns=")?.parse().ok());
         let kubeconfig = Kubeconfig::read_from(dir.join("kubeconfig")).context("reading the kubeconfig `up` wrote")?;
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
         let client = kube::Client::try_from(config).context("building a kube client")?;
-        Ok(Self { pid: started.pid, pods: Api::namespaced(client, "default") })
+        Ok(Self { pid: started.pid, pods: Api::namespaced(client.clone(), "default"), client, dns })
     }
 
     /// Creates `count` pods named `warm-N`, waits (on `watch`) until they run, and sends each one

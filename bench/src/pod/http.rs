@@ -84,22 +84,22 @@ struct Workload {
 
 /// One server.
 #[derive(Debug, Serialize)]
-struct Row {
-    server: &'static str,
+pub struct Row {
+    pub server: &'static str,
     /// How it was run.
-    command: String,
-    addr: SocketAddr,
+    pub command: String,
+    pub addr: SocketAddr,
     /// The body of a `GET /` before the load, to show all three answer alike.
-    body: String,
-    requests: usize,
-    requests_per_sec: f64,
-    latency_ms: Latency,
-    errors: u64,
-    error_examples: Vec<String>,
+    pub body: String,
+    pub requests: usize,
+    pub requests_per_sec: f64,
+    pub latency_ms: Latency,
+    pub errors: u64,
+    pub error_examples: Vec<String>,
     /// CPU used by the server process (for wasmkube: all of `up`) and by this load generator, in
     /// % of one core, warm-up included.
-    server_cpu_pct: f64,
-    bench_cpu_pct: f64,
+    pub server_cpu_pct: f64,
+    pub bench_cpu_pct: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -117,16 +117,16 @@ struct Goal {
 }
 
 /// A server under test as the load sees it.
-struct Server {
-    name: &'static str,
-    command: String,
-    pid: u32,
-    target: Arc<HttpTarget>,
+pub struct Server {
+    pub name: &'static str,
+    pub command: String,
+    pub pid: u32,
+    pub target: Arc<HttpTarget>,
 }
 
 /// `GET /` on keep-alive connections to one address.
-struct HttpTarget {
-    endpoint: Endpoint,
+pub struct HttpTarget {
+    pub endpoint: Endpoint,
 }
 
 impl LoadTarget for HttpTarget {
@@ -245,7 +245,7 @@ async fn start_native(dir: &Path, servers: &mut Servers) -> Result<Server> {
 }
 
 /// Checks `server` answers, then runs the load against it and accounts for it.
-async fn measure(server: &Server, plan: Plan) -> Result<Row> {
+pub async fn measure(server: &Server, plan: Plan) -> Result<Row> {
     let addr = server.target.endpoint.addr;
     let (_, body) = cluster::first_request(addr).await.with_context(|| format!("{} at {addr}", server.name))?;
     let pid = server.pid.to_string();

@@ -8,7 +8,11 @@
 //! - [`start_latency`]: from sending a pod create to seeing the pod Running and ready on one watch;
 //! - [`density`]: resident memory of `up` per running pod, and the first request to a few of them;
 //! - [`http`]: requests/s and latency of `hello` served by wasmkube, by `wasmtime serve` and by a
-//!   native hyper server ([`native`]), under the same closed-loop load.
+//!   native hyper server ([`native`]), under the same closed-loop load;
+//! - [`proxy`]: bulk throughput and latency through a Service's ClusterIP, against the same
+//!   backend directly and behind HAProxy;
+//! - [`dns`]: queries/s of the node's cluster DNS on a zone of 10,000 Services, against NSD;
+//! - [`service_http`]: `hello` through its Service name against its pod IP.
 //!
 //! Every child is killed and the temporary dir removed at the end, on error or Ctrl-C too. Start
 //! reading at [`run`]; [`cluster`] starts `up` and creates pods, [`watch`] is the watch that times
@@ -16,8 +20,11 @@
 
 mod cluster;
 mod density;
+mod dns;
 mod http;
 mod native;
+mod proxy;
+mod service_http;
 mod start_latency;
 mod watch;
 
@@ -31,7 +38,10 @@ use wasmkube_bench::servers::Servers;
 use cluster::Inputs;
 
 #[derive(Debug, Parser)]
-#[command(name = "pod-bench", about = "Pod start latency, pod density and HTTP serving of wasmkube")]
+#[command(
+    name = "pod-bench",
+    about = "Pod start latency, pod density, HTTP serving, and Service networking of wasmkube"
+)]
 struct Args {
     /// The `wasmkube` binary to measure (build it with `--release`).
     #[arg(long, global = true, value_name = "PATH", default_value = "target/release/wasmkube")]
@@ -70,6 +80,12 @@ enum Bench {
     Density(density::Options),
     /// Requests/s of hello served by wasmkube, `wasmtime serve` and a native hyper server.
     Http(http::Options),
+    /// Throughput and latency through a Service's ClusterIP, against direct and HAProxy.
+    Proxy(proxy::Options),
+    /// Queries/s of the cluster DNS on a zone of 10,000 Services, against NSD.
+    Dns(dns::Options),
+    /// Requests/s of hello through its Service name against its pod IP.
+    ServiceHttp(service_http::Options),
 }
 
 #[tokio::main]
@@ -102,5 +118,8 @@ async fn run(bench: &Bench, inputs: &Inputs, dir: &Path, servers: &mut Servers) 
         Bench::StartLatency(options) => start_latency::run(options, inputs, dir, servers).await,
         Bench::Density(options) => density::run(options, inputs, dir, servers).await,
         Bench::Http(options) => http::run(options, inputs, dir, servers).await,
+        Bench::Proxy(options) => proxy::run(options, inputs, dir, servers).await,
+        Bench::Dns(options) => dns::run(options, inputs, dir, servers).await,
+        Bench::ServiceHttp(options) => service_http::run(options, inputs, dir, servers).await,
     }
 }
