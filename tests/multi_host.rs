@@ -2,8 +2,8 @@
 //! loopback, so its pod IPs and ClusterIPs exist only there), joined to the server by a bridge, as
 //! machines on one LAN are. A pod on one host calls `http://hello` whose only endpoint runs on
 //! another; a NodePort on one host reaches a pod on the other; a guest connects raw TCP to a pod on
-//! the other host by its IP and by a headless Service's name; all go through the other node's
-//! tunnel. When a host is lost (agent killed, link cut) its pods turn not ready once the node
+//! the other host by its IP and by a headless Service's name; a UDP NodePort reaches a pod on the
+//! other host; all go through the other node's tunnel. When a host is lost (agent killed, link cut) its pods turn not ready once the node
 //! grace period ends and the survivors serve every request.
 //!
 //! Needs root and `ip` (iproute2); the namespaces, veths and bridge are removed on drop.
@@ -284,7 +284,37 @@ async fn services_reach_pods_on_other_hosts_through_their_node_tunnel_and_surviv
     let want: Vec<String> = targets.iter().enumerate().map(|(i, t)| format!("tcp {t}: raw-{i}")).collect();
     assert_eq!(log.lines().collect::<Vec<_>>(), want);
 
-    // 4. With hello on both hosts, host-b's NodePort spreads over both.
+    // 4. UDP too: a datagram to host-b's NodePort reaches an echo pod on host-c and comes back.
+    let udp_echo: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "udp-echo-c", "labels": {"app": "udp-echo"}},
+        "spec": {"nodeName": "host-c", "containers": [{
+            "name": "echo", "image": format!("file://{}", sample("inspect").display()), "args": ["udp-echo:17010"],
+            "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+            "ports": [{"containerPort": 17010, "protocol": "UDP"}]}]},
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &udp_echo).await.expect("create");
+    let udp_service: Service = serde_json::from_value(json!({
+        "metadata": {"name": "udp-echo"},
+        "spec": {"type": "NodePort", "selector": {"app": "udp-echo"},
+                 "ports": [{"port": 17010, "protocol": "UDP"}]},
+    }))
+    .expect("service");
+    let created = services.create(&PostParams::default(), &udp_service).await.expect("create service");
+    let udp_port = created.spec.and_then(|s| s.ports).and_then(|p| p.first().and_then(|p| p.node_port)).expect("port");
+    wait_ready(&pods, "udp-echo-c").await;
+    let socket = tokio::net::UdpSocket::bind(format!("{}:0", lan.server_ip())).await.expect("bind");
+    let echoed = eventually(Duration::from_secs(20), "a datagram echoed from host-c through host-b", || async {
+        socket.send_to(b"ping over the tunnel", format!("{b_ip}:{udp_port}")).await.ok()?;
+        let mut buffer = [0u8; 64];
+        let (n, _) =
+            tokio::time::timeout(Duration::from_millis(500), socket.recv_from(&mut buffer)).await.ok()?.ok()?;
+        Some(buffer[..n].to_vec())
+    })
+    .await;
+    assert_eq!(echoed, b"ping over the tunnel");
+
+    // 5. With hello on both hosts, host-b's NodePort spreads over both.
     pods.create(&PostParams::default(), &hello_pod("hello-b", "host-b")).await.expect("create");
     wait_ready(&pods, "hello-b").await;
     eventually(Duration::from_secs(20), "answers from both hello pods through host-b", || async {
@@ -296,7 +326,7 @@ async fn services_reach_pods_on_other_hosts_through_their_node_tunnel_and_surviv
     })
     .await;
 
-    // 5. Host-c is lost: its agent dies and its link goes down, so packets to it vanish. Once the
+    // 6. Host-c is lost: its agent dies and its link goes down, so packets to it vanish. Once the
     // grace period is over its pod is not ready, and host-b serves every request itself.
     agent_c.kill();
     lan.cut(1);

@@ -1,7 +1,7 @@
 //! The node's L4 proxy for Services: it listens on every Service's `ClusterIP:port` and on
 //! `NODE_IP:nodePort` for NodePort and LoadBalancer Services, and splices each TCP connection to
-//! a ready endpoint ([`udp`] relays datagrams per client the same way). [`routes`] says where connections may go; this module keeps the listeners in
-//! step with it and carries the bytes.
+//! a ready endpoint ([`udp`] relays datagrams per client the same way). [`routes`] says where
+//! connections may go; this module keeps the listeners in step with it and carries the bytes.
 //!
 //! - **Policy**: round robin over a port's ready endpoints, per listener. An endpoint that refuses
 //!   or does not answer within [`CONNECT_TIMEOUT`] is skipped for the next one; a connection no
@@ -16,8 +16,8 @@
 //! - Listeners set `SO_REUSEPORT`: several agents on one host (each pod IP and ClusterIP is a
 //!   loopback address) share them, and the kernel spreads connections over their proxies.
 //! - Endpoints on this host (pod IPs of this host's agents are local loopback addresses) are
-//!   dialled directly; endpoints on other hosts through their node's [`tunnel`]. UDP goes to
-//!   endpoints on this host only.
+//!   dialled directly; endpoints on other hosts through their node's [`tunnel`] (UDP sessions
+//!   too, framed on it).
 
 pub mod routes;
 pub mod tunnel;
@@ -119,7 +119,7 @@ pub async fn run(client: kube::Client, me: Me, token: String, cancel: Cancellati
                     tokio::spawn(accept(socket, route.clone(), room.clone(), token.clone(), stop.clone()));
                 }),
                 Protocol::Udp => udp::bind(addr).map(|socket| {
-                    tokio::spawn(udp::relay(socket, route.clone(), stop.clone()));
+                    tokio::spawn(udp::relay(socket, route.clone(), token.clone(), stop.clone()));
                 }),
             };
             match started {
@@ -314,7 +314,7 @@ async fn connect(route: &Route, balance: &Balance, client: IpAddr, token: &str) 
         let dial = async {
             match backend.via {
                 None => TcpStream::connect(backend.addr).await.map(|s| (s, Bytes::new())),
-                Some(via) => tunnel::dial(via, backend.addr, token).await,
+                Some(via) => tunnel::dial(via, backend.addr, token, tunnel::Transport::Tcp).await,
             }
         };
         let addr = backend.addr;

@@ -8,6 +8,11 @@
 //!
 //! HTTP CONNECT rather than a header of our own: hyper parses and writes it on both sides, and
 //! the upgraded connection is the plain TCP socket underneath, so resets still pass through.
+//!
+//! UDP goes through the same tunnel: a CONNECT with `wasmkube-transport: udp` makes the far node
+//! relay datagrams between the tunnel and a UDP socket connected to the pod, each datagram framed
+//! on the tunnel as a 2-byte big-endian length and its bytes. One tunnel carries one client
+//! session; it closes when the session goes idle (either side closing ends it).
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,10 +23,20 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
 
 use super::{CONNECT_TIMEOUT, IDLE_TIMEOUT, splice};
+
+/// The request header that asks for a UDP relay rather than a TCP connection.
+const TRANSPORT: &str = "wasmkube-transport";
+
+/// What a tunnel carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
 
 /// Why a tunnel was not opened: the status and message the node API answers with.
 pub type Refusal = (StatusCode, String);
@@ -36,6 +51,14 @@ pub async fn accept(mut req: Request<Incoming>, pods: IpNet) -> Result<(), Refus
         .ok_or_else(|| (StatusCode::BAD_REQUEST, "CONNECT needs POD_IP:PORT".to_string()))?;
     if !pods.contains(&target.ip()) {
         return Err((StatusCode::FORBIDDEN, format!("{} is not a pod IP of this node ({pods})", target.ip())));
+    }
+    match req.headers().get(TRANSPORT).map(|v| v.as_bytes()) {
+        None | Some(b"tcp") => {}
+        Some(b"udp") => return accept_udp(req, target).await,
+        Some(other) => {
+            let other = String::from_utf8_lossy(other);
+            return Err((StatusCode::BAD_REQUEST, format!("{TRANSPORT}: {other:?} is neither tcp nor udp")));
+        }
     }
     let pod = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await {
         Ok(Ok(pod)) => pod,
@@ -71,10 +94,73 @@ pub async fn accept(mut req: Request<Incoming>, pods: IpNet) -> Result<(), Refus
     Ok(())
 }
 
+/// The UDP side of [`accept`]: a socket connected to the pod, relayed once the caller has the `200`.
+async fn accept_udp(mut req: Request<Incoming>, target: SocketAddr) -> Result<(), Refusal> {
+    let local: SocketAddr = if target.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+    let socket = UdpSocket::bind(local).await.map_err(|e| (StatusCode::BAD_GATEWAY, format!("UDP socket: {e}")))?;
+    socket.connect(target).await.map_err(|e| (StatusCode::BAD_GATEWAY, format!("UDP to {target}: {e}")))?;
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else { return };
+        let (read, mut write) = parts.io.into_inner().into_split();
+        let mut read = std::io::Cursor::new(parts.read_buf).chain(read);
+        let socket = &socket;
+        let out = async {
+            while let Some(datagram) = read_frame(&mut read).await {
+                if socket.send(&datagram).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let back = async {
+            let mut buffer = vec![0u8; FRAME_MAX];
+            // A refused datagram (ICMP port unreachable) ends the relay, as it ends a local session.
+            while let Ok(n) = socket.recv(&mut buffer).await {
+                if write_frame(&mut write, &buffer[..n]).await.is_err() {
+                    break;
+                }
+            }
+        };
+        tokio::select! {
+            _ = out => {}
+            _ = back => {}
+        }
+    });
+    Ok(())
+}
+
+/// The largest datagram a frame carries.
+pub const FRAME_MAX: usize = u16::MAX as usize;
+
+/// Reads one framed datagram; `None` at the end of the stream or on an error.
+pub async fn read_frame<R: AsyncRead + Unpin>(from: &mut R) -> Option<Vec<u8>> {
+    let mut length = [0u8; 2];
+    from.read_exact(&mut length).await.ok()?;
+    let mut datagram = vec![0u8; u16::from_be_bytes(length) as usize];
+    from.read_exact(&mut datagram).await.ok()?;
+    Some(datagram)
+}
+
+/// Writes one datagram as a frame (at most [`FRAME_MAX`] bytes, as UDP allows).
+pub async fn write_frame<W: AsyncWrite + Unpin>(to: &mut W, datagram: &[u8]) -> io::Result<()> {
+    let length = u16::try_from(datagram.len()).map_err(|_| io::Error::other("datagram too large"))?;
+    let mut frame = Vec::with_capacity(2 + datagram.len());
+    frame.extend_from_slice(&length.to_be_bytes());
+    frame.extend_from_slice(datagram);
+    to.write_all(&frame).await
+}
+
 /// Opens a connection to `target` (a pod on another host) through the tunnel at `tunnel`. Returns
 /// the connection and any bytes the pod already sent, which were read with the tunnel's answer.
-/// A refusal at the far end is an error of kind `ConnectionRefused`.
-pub async fn dial(tunnel: SocketAddr, target: SocketAddr, token: &str) -> io::Result<(TcpStream, Bytes)> {
+/// A refusal at the far end is an error of kind `ConnectionRefused`. For [`Transport::Udp`] the
+/// connection carries framed datagrams ([`read_frame`], [`write_frame`]).
+pub async fn dial(
+    tunnel: SocketAddr,
+    target: SocketAddr,
+    token: &str,
+    transport: Transport,
+) -> io::Result<(TcpStream, Bytes)> {
     let stream = TcpStream::connect(tunnel).await?;
     stream.set_nodelay(true)?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
@@ -86,6 +172,7 @@ pub async fn dial(tunnel: SocketAddr, target: SocketAddr, token: &str) -> io::Re
         .uri(target.to_string())
         .header(hyper::header::HOST, target.to_string())
         .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(TRANSPORT, if transport == Transport::Udp { "udp" } else { "tcp" })
         .body(Empty::new())
         .map_err(io::Error::other)?;
     let response = sender.send_request(request).await.map_err(io::Error::other)?;
@@ -98,4 +185,23 @@ pub async fn dial(tunnel: SocketAddr, target: SocketAddr, token: &str) -> io::Re
         .downcast::<TokioIo<TcpStream>>()
         .map_err(|_| io::Error::other("the tunnel's connection is not a TCP stream"))?;
     Ok((parts.io.into_inner(), parts.read_buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn datagrams_keep_their_bounds_on_the_stream() {
+        let mut stream = Vec::new();
+        for datagram in [&b"one"[..], b"", &[7u8; FRAME_MAX][..]] {
+            write_frame(&mut stream, datagram).await.expect("framed");
+        }
+        assert!(write_frame(&mut stream, &[0u8; FRAME_MAX + 1]).await.is_err(), "larger than UDP allows");
+        let mut read = &stream[..];
+        assert_eq!(read_frame(&mut read).await.as_deref(), Some(&b"one"[..]));
+        assert_eq!(read_frame(&mut read).await.as_deref(), Some(&b""[..]));
+        assert_eq!(read_frame(&mut read).await.map(|d| d.len()), Some(FRAME_MAX));
+        assert_eq!(read_frame(&mut read).await, None, "the end of the stream");
+    }
 }

@@ -1,17 +1,23 @@
 //! UDP for Services: datagrams from one client address form a session bound to one backend
 //! (chosen as TCP connections are), relayed through a socket of the session's own so replies
 //! find their way back; a session idle for [`SESSION_IDLE`] ends. At most [`MAX_SESSIONS`] per
-//! listener: datagrams of new clients beyond that are dropped until sessions end.
+//! listener: datagrams of new clients beyond that are dropped until sessions end. A backend on
+//! another host is reached through its node's tunnel, one tunnel connection per session, with the
+//! datagrams framed on it (see [`super::tunnel`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use tokio::io::AsyncRead;
 use tokio::net::UdpSocket;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::routes::{Backend, Route};
+use super::tunnel::{self, Transport};
 use super::{Balance, candidates, remember};
 
 /// How long a UDP session lives without a datagram either way (as conntrack's default for
@@ -33,14 +39,78 @@ pub(super) fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(socket.into())
 }
 
-/// One client's session: the socket connected to its backend, and when it last carried a datagram.
+/// Datagrams queued for one tunnel before more are dropped (as a full socket buffer drops them).
+const TUNNEL_QUEUE: usize = 256;
+
+/// Where a session's datagrams go: a socket connected to a backend on this host, or the queue of
+/// the task writing them into the tunnel to one on another host (so a stalled tunnel never holds
+/// up the listener's other clients).
+#[derive(Clone)]
+enum Upstream {
+    Socket(Arc<UdpSocket>),
+    Tunnel(mpsc::Sender<Vec<u8>>),
+}
+
+impl Upstream {
+    async fn send(&self, datagram: &[u8]) -> std::io::Result<()> {
+        match self {
+            Upstream::Socket(socket) => socket.send(datagram).await.map(drop),
+            Upstream::Tunnel(queue) => {
+                queue.try_send(datagram.to_vec()).map_err(|_| std::io::Error::other("the tunnel is full or closed"))
+            }
+        }
+    }
+}
+
+/// Where a session's replies come from: the socket, or the task reading them off the tunnel
+/// (a channel, so waiting for a reply can be given up without losing half a frame).
+enum Downstream {
+    Socket(Arc<UdpSocket>),
+    Tunnel(mpsc::Receiver<Vec<u8>>),
+}
+
+impl Downstream {
+    /// The next reply; `None` when the backend refused or the tunnel closed.
+    async fn recv(&mut self, buffer: &mut [u8]) -> Option<Vec<u8>> {
+        match self {
+            Downstream::Socket(socket) => socket.recv(buffer).await.ok().map(|n| buffer[..n].to_vec()),
+            Downstream::Tunnel(replies) => replies.recv().await,
+        }
+    }
+}
+
+/// Starts the tasks that write queued datagrams into a tunnel and read its replies out; both end
+/// when the tunnel closes or the session (holding the queue's sender) ends.
+fn through_tunnel(read: impl AsyncRead + Send + Unpin + 'static, mut write: OwnedWriteHalf) -> (Upstream, Downstream) {
+    let (queue, mut queued) = mpsc::channel::<Vec<u8>>(TUNNEL_QUEUE);
+    let (replied, replies) = mpsc::channel::<Vec<u8>>(TUNNEL_QUEUE);
+    tokio::spawn(async move {
+        while let Some(datagram) = queued.recv().await {
+            if tunnel::write_frame(&mut write, &datagram).await.is_err() {
+                break;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut read = read;
+        while let Some(reply) = tunnel::read_frame(&mut read).await {
+            if replied.send(reply).await.is_err() {
+                break;
+            }
+        }
+    });
+    (Upstream::Tunnel(queue), Downstream::Tunnel(replies))
+}
+
+/// One client's session: where its datagrams go, and when it last carried one.
 struct Session {
-    upstream: Arc<UdpSocket>,
+    upstream: Upstream,
     last: Arc<Mutex<Instant>>,
 }
 
-/// Relays datagrams between clients of `listener` and the route's backends until `stop`.
-pub(super) async fn relay(listener: UdpSocket, route: Arc<RwLock<Route>>, stop: CancellationToken) {
+/// Relays datagrams between clients of `listener` and the route's backends until `stop`; `token`
+/// opens other nodes' tunnels.
+pub(super) async fn relay(listener: UdpSocket, route: Arc<RwLock<Route>>, token: Arc<str>, stop: CancellationToken) {
     let listener = Arc::new(listener);
     let balance = Balance::default();
     let sessions: Arc<Mutex<HashMap<SocketAddr, Session>>> = Arc::default();
@@ -67,9 +137,10 @@ pub(super) async fn relay(listener: UdpSocket, route: Arc<RwLock<Route>>, stop: 
                     continue;
                 }
                 let current = route.read().unwrap_or_else(|p| p.into_inner()).clone();
-                let Some((upstream, backend)) = open(&current, &balance, client.ip()).await else { continue };
+                let Some((upstream, downstream, backend)) = open(&current, &balance, client.ip(), &token).await else {
+                    continue;
+                };
                 remember(&current, &balance, client.ip(), backend);
-                let upstream = Arc::new(upstream);
                 let last = Arc::new(Mutex::new(Instant::now()));
                 sessions
                     .lock()
@@ -77,7 +148,7 @@ pub(super) async fn relay(listener: UdpSocket, route: Arc<RwLock<Route>>, stop: 
                     .insert(client, Session { upstream: upstream.clone(), last: last.clone() });
                 tokio::spawn(replies(
                     listener.clone(),
-                    upstream.clone(),
+                    downstream,
                     client,
                     last.clone(),
                     sessions.clone(),
@@ -93,15 +164,35 @@ pub(super) async fn relay(listener: UdpSocket, route: Arc<RwLock<Route>>, stop: 
     }
 }
 
-/// A socket connected to the first backend that takes one (UDP cannot tell refusal at connect,
-/// so this is the first in order whose address can be connected to).
-/// Endpoints on other hosts are passed over: datagrams do not go through the node tunnel.
-async fn open(route: &Route, balance: &Balance, client: IpAddr) -> Option<(UdpSocket, Backend)> {
-    for backend in candidates(route, balance, client).into_iter().filter(|b| b.via.is_none()) {
+/// The way to the first backend that takes the session: a socket connected to it (UDP cannot
+/// tell refusal at connect, so this is the first local one whose address can be connected to),
+/// or a tunnel its node opened.
+async fn open(
+    route: &Route,
+    balance: &Balance,
+    client: IpAddr,
+    token: &str,
+) -> Option<(Upstream, Downstream, Backend)> {
+    for backend in candidates(route, balance, client) {
+        if let Some(via) = backend.via {
+            match tunnel::dial(via, backend.addr, token, Transport::Udp).await {
+                Ok((stream, early)) => {
+                    let (read, write) = stream.into_split();
+                    let read = tokio::io::AsyncReadExt::chain(std::io::Cursor::new(early), read);
+                    let (upstream, downstream) = through_tunnel(read, write);
+                    return Some((upstream, downstream, backend));
+                }
+                Err(e) => {
+                    tracing::debug!(backend = %backend.addr, %via, error = %e, "no UDP tunnel; trying the next endpoint");
+                    continue;
+                }
+            }
+        }
         let local: SocketAddr = if backend.addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
         let Ok(socket) = UdpSocket::bind(local).await else { continue };
         if socket.connect(backend.addr).await.is_ok() {
-            return Some((socket, backend));
+            let socket = Arc::new(socket);
+            return Some((Upstream::Socket(socket.clone()), Downstream::Socket(socket), backend));
         }
     }
     None
@@ -110,7 +201,7 @@ async fn open(route: &Route, balance: &Balance, client: IpAddr) -> Option<(UdpSo
 /// Sends the backend's replies of one session back to its client, and ends the session once idle.
 async fn replies(
     listener: Arc<UdpSocket>,
-    upstream: Arc<UdpSocket>,
+    mut downstream: Downstream,
     client: SocketAddr,
     last: Arc<Mutex<Instant>>,
     sessions: Arc<Mutex<HashMap<SocketAddr, Session>>>,
@@ -125,13 +216,14 @@ async fn replies(
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep(SESSION_IDLE - idle_for) => continue,
-            received = upstream.recv(&mut buffer) => match received {
-                Ok(n) => {
+            received = downstream.recv(&mut buffer) => match received {
+                Some(reply) => {
                     *last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-                    let _ = listener.send_to(&buffer[..n], client).await;
+                    let _ = listener.send_to(&reply, client).await;
                 }
-                // A refused datagram (ICMP port unreachable) or a closed socket: the session ends.
-                Err(_) => break,
+                // A refused datagram (ICMP port unreachable), a closed socket or tunnel: the
+                // session ends.
+                None => break,
             },
         }
     }

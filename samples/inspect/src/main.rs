@@ -5,7 +5,8 @@
 //! `upper` copies stdin to stdout in upper case until stdin ends, `exit:N` exits with code N,
 //! `warn:TEXT` prints TEXT on stderr, `echo:TEXT` prints TEXT, and `spam:N` prints N numbered lines
 //! of 100 bytes (a log flood), and `tcp:HOST:PORT=TEXT` connects over wasi:sockets (a cluster
-//! name, a ClusterIP or a pod IP), sends TEXT, and prints what comes back before the peer closes.
+//! name, a ClusterIP or a pod IP), sends TEXT, and prints what comes back before the peer closes;
+//! `udp-echo:PORT` sends every datagram to `$POD_IP:PORT` back to its sender, until killed.
 
 fn main() {
     for action in std::env::args().skip(1) {
@@ -57,6 +58,12 @@ fn main() {
                     std::process::exit(1);
                 }
             }
+        } else if let Some(port) = action.strip_prefix("udp-echo:") {
+            let ip = std::env::var("POD_IP").unwrap_or_else(|_| "127.0.0.1".to_string());
+            if let Err(e) = udp_echo(&format!("{ip}:{port}")) {
+                eprintln!("inspect: udp-echo on {ip}:{port}: {e}");
+                std::process::exit(1);
+            }
         } else if let Some(n) = action.strip_prefix("spam:").and_then(|n| n.parse::<u64>().ok()) {
             use std::io::Write;
             // Buffered: a flood comes many lines per write, as a chatty program's output usually does.
@@ -82,4 +89,15 @@ fn exchange(target: &str, text: &str) -> std::io::Result<String> {
     let mut reply = String::new();
     stream.read_to_string(&mut reply)?;
     Ok(reply)
+}
+
+/// Answers every datagram to `addr` with itself.
+fn udp_echo(addr: &str) -> std::io::Result<()> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    println!("udp-echo: listening on {}", socket.local_addr()?);
+    let mut buffer = [0u8; 65_535];
+    loop {
+        let (n, from) = socket.recv_from(&mut buffer)?;
+        socket.send_to(&buffer[..n], from)?;
+    }
 }
