@@ -261,15 +261,26 @@ async fn pods_of_a_lost_node_turn_not_ready_and_leave_their_endpoints_while_they
     eventually(Duration::from_secs(10), "the pod a not-ready endpoint", || ready_endpoints(false)).await;
     assert!(pods.get_opt("web").await.expect("get").is_some(), "it tolerates the taint: not evicted");
     let events: Api<Event> = Api::namespaced(client.clone(), "default");
-    let marked = events.list(&ListParams::default().fields("involvedObject.name=web")).await.expect("events");
-    assert!(
-        marked
-            .items
+    eventually(Duration::from_secs(10), "a NodeNotReady warning on the pod", || async {
+        let list = events.list(&ListParams::default().fields("involvedObject.name=web")).await.ok()?;
+        list.items
             .iter()
-            .any(|e| e.reason.as_deref() == Some("NodeNotReady") && e.type_.as_deref() == Some("Warning")),
-        "{:?}",
-        marked.items
-    );
+            .any(|e| e.reason.as_deref() == Some("NodeNotReady") && e.type_.as_deref() == Some("Warning"))
+            .then_some(())
+    })
+    .await;
+
+    // Marking happens once per time the node stops being Ready: a pod reported ready again (its
+    // agent may still be there, only late) is not overruled on every pass.
+    let ready_again = json!({"status": {"conditions": [
+        {"type": "Initialized", "status": "True", "lastTransitionTime": now()},
+        {"type": "Ready", "status": "True", "lastTransitionTime": now()}]}});
+    pods.patch_status("web", &PatchParams::default(), &Patch::Merge(ready_again)).await.expect("status");
+    let until = tokio::time::Instant::now() + Duration::from_secs(6); // longer than a monitor period
+    while tokio::time::Instant::now() < until {
+        assert!(pod_ready(&pods.get("web").await.expect("get")), "marked not ready again");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 #[tokio::test]

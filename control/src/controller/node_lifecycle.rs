@@ -80,6 +80,10 @@ struct NodeLifecycle {
     probes: BTreeMap<String, Probe>,
     /// When a NoExecute taint without `timeAdded` (set by hand) was first seen, per (node, key).
     first_seen: BTreeMap<(String, String), Timestamp>,
+    /// Nodes not Ready whose pods were marked not ready already: that happens once per time a node
+    /// stops being Ready (as in Kubernetes), so an agent that is still there and reports its pods
+    /// ready again is not overruled every pass.
+    marked: BTreeSet<String>,
 }
 
 /// Runs until `cancel` fires. Passes run when a node arrives, goes or changes beyond its status,
@@ -99,7 +103,14 @@ pub async fn run(objects: Objects, events: Recorder, grace_period: Duration, can
     });
     let grace = SignedDuration::try_from(grace_period).unwrap_or(SignedDuration::from_secs(40));
     let events = events.for_component(COMPONENT);
-    let mut controller = NodeLifecycle { objects, events, grace, probes: BTreeMap::new(), first_seen: BTreeMap::new() };
+    let mut controller = NodeLifecycle {
+        objects,
+        events,
+        grace,
+        probes: BTreeMap::new(),
+        first_seen: BTreeMap::new(),
+        marked: BTreeSet::new(),
+    };
     loop {
         let now = Timestamp::now();
         let wait = match controller.pass(now).await {
@@ -151,6 +162,7 @@ impl NodeLifecycle {
             .collect();
         let names: BTreeSet<String> = nodes.iter().filter_map(|n| n.metadata.name.clone()).collect();
         self.probes.retain(|name, _| names.contains(name));
+        self.marked.retain(|name| names.contains(name));
         let mut next = None;
         let mut tainted = Vec::new();
         for node in nodes {
@@ -158,6 +170,9 @@ impl NodeLifecycle {
             match self.sync_node(node, renewed.get(&name).copied(), now).await {
                 Ok(synced) => {
                     next = earliest(next, synced.recheck);
+                    if !synced.not_ready {
+                        self.marked.remove(&synced.name);
+                    }
                     if !synced.no_execute.is_empty() {
                         tainted.push(synced);
                     }
@@ -182,14 +197,18 @@ impl NodeLifecycle {
         for node in &tainted {
             let on_node =
                 pods.iter().filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&node.name));
+            let mark = node.not_ready && !self.marked.contains(&node.name);
+            let mut all_marked = true;
             for pod in on_node {
-                if node.not_ready
-                    && let Err(e) = self.mark_not_ready(pod, now).await
-                {
+                if mark && let Err(e) = self.mark_not_ready(pod, now).await {
                     tracing::warn!(pod = ?pod.metadata.name, error = %describe(&e), "marking a pod not ready failed");
                     next = earliest(next, now.checked_add(RETRY).ok());
+                    all_marked = false;
                 }
                 next = earliest(next, self.evict_if_due(pod, node, now).await);
+            }
+            if mark && all_marked {
+                self.marked.insert(node.name.clone());
             }
         }
         Ok((next, true))
@@ -268,7 +287,9 @@ impl NodeLifecycle {
         match self.objects.patch(&target, patch, PatchKind::Merge, Subresource::Status, &WriteOptions::default()).await
         {
             Ok(_) => {}
-            Err(e) if is_race(&e) => return Ok(()),
+            // Gone: nothing to mark. A conflict (the pod changed meanwhile) is an error, so the
+            // node is not counted as marked and the next pass tries again.
+            Err(ApiError::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(e),
         }
         self.events.event(InvolvedObject::of(pod), EventType::Warning, "NodeNotReady", "Node is not ready").await;

@@ -275,7 +275,7 @@ impl Sandbox {
             .and_then(|s| s.conditions.as_ref())
             .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
             .map(|c| c.status.clone());
-        let written = self.shared.written_ready.lock().expect("ready lock").clone();
+        let written = self.shared.written_ready.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if written.is_some() && api != written {
             self.shared.rewrite.store(true, std::sync::atomic::Ordering::Relaxed);
             self.shared.changed.notify_one();
@@ -343,7 +343,7 @@ async fn report(ctx: Arc<PodContext>, shared: Shared, stop: CancellationToken) {
                         .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
                         .and_then(|c| c["status"].as_str())
                         .map(str::to_string);
-                    *shared.written_ready.lock().expect("ready lock") = ready;
+                    *shared.written_ready.lock().unwrap_or_else(|p| p.into_inner()) = ready;
                     last = Some(status);
                 }
                 Err(e) => tracing::debug!(error = %e, pod = %ctx.name, "reporting pod status failed"),

@@ -6,8 +6,9 @@
 //! wasmtime-wasi resolves with the host's resolver and has no hook for another, so this replaces
 //! the whole interface in the linker (its one function and its stream resource), as the wasmtime
 //! documentation allows with shadowing. The lookup is finished when `resolve-addresses` returns,
-//! so the stream is always ready: the cluster DNS is on this node and answers in well under a
-//! millisecond, and a guest polling the stream would wait for the same answer anyway.
+//! so the stream is always ready: the cluster DNS is on this node and answers cluster names in
+//! well under a millisecond. A name forwarded upstream can take up to the resolver's timeout, and
+//! a guest cannot give up on it sooner than that.
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -94,8 +94,7 @@ pub async fn run(client: kube::Client, me: Me, token: String, cancel: Cancellati
         while let Ok(change) = changed.try_recv() {
             changed_any |= feed.apply(change, &mut routes);
         }
-        if !changed_any || feed.relisting() {
-            // Half a full read would look like Services gone: wait for the rest.
+        if !changed_any || feed.incomplete() {
             continue;
         }
         let table = routes.table(&me);
@@ -151,11 +150,15 @@ struct Feed {
     services: Option<Vec<Service>>,
     slices: Option<Vec<EndpointSlice>>,
     nodes: Option<Vec<Node>>,
+    /// Which kinds have been read in full once (services, slices, nodes).
+    read: [bool; 3],
 }
 
 impl Feed {
-    fn relisting(&self) -> bool {
-        self.services.is_some() || self.slices.is_some() || self.nodes.is_some()
+    /// Whether the routes are not yet whole: a kind never read in full, or being read again (half
+    /// a read would look like Services gone, or like other hosts' pods being local).
+    fn incomplete(&self) -> bool {
+        self.read.contains(&false) || self.services.is_some() || self.slices.is_some() || self.nodes.is_some()
     }
 
     /// Takes in one change; says whether the routes may have changed (a Node's heartbeat does not
@@ -165,14 +168,20 @@ impl Feed {
             Change::Service(event) => match *event {
                 Event::Init => self.services = Some(Vec::new()),
                 Event::InitApply(s) => self.services.get_or_insert_with(Vec::new).push(s),
-                Event::InitDone => routes.replace_services(self.services.take().unwrap_or_default()),
+                Event::InitDone => {
+                    self.read[0] = true;
+                    routes.replace_services(self.services.take().unwrap_or_default());
+                }
                 Event::Apply(s) => routes.put_service(s),
                 Event::Delete(s) => routes.remove_service(&s),
             },
             Change::Slice(event) => match *event {
                 Event::Init => self.slices = Some(Vec::new()),
                 Event::InitApply(s) => self.slices.get_or_insert_with(Vec::new).push(s),
-                Event::InitDone => routes.replace_slices(self.slices.take().unwrap_or_default()),
+                Event::InitDone => {
+                    self.read[1] = true;
+                    routes.replace_slices(self.slices.take().unwrap_or_default());
+                }
                 Event::Apply(s) => routes.put_slice(s),
                 Event::Delete(s) => routes.remove_slice(&s),
             },
@@ -187,6 +196,7 @@ impl Feed {
                         true
                     }
                     Event::InitDone => {
+                        self.read[2] = true;
                         routes.replace_nodes(self.nodes.take().unwrap_or_default());
                         true
                     }

@@ -12,11 +12,14 @@
 //!   host: pod IPs are loopback addresses, so they are local too), is dialled directly; one on
 //!   another host through that node's tunnel, at its node API (`InternalIP` and
 //!   `daemonEndpoints.kubeletEndpoint` of its Node).
+//!   Only an address inside that node's `spec.podCIDR` goes through its tunnel (which dials
+//!   nothing else); any other address a slice names (a Service without a selector, say) is dialled
+//!   directly.
 //! - A pod on another host that some Service's slices name also gets a listener at its own
 //!   `POD_IP:port` for each TCP slice port, going through its node's tunnel: pod IPs are loopback
 //!   addresses, so this is how a guest's raw connect to a remote pod IP (say, from a headless
-//!   Service's DNS answer) reaches it. Pod CIDRs do not overlap, so these never clash with local
-//!   pods.
+//!   Service's DNS answer) reaches it. Only addresses inside that node's pod CIDR and outside this
+//!   node's get one, so a slice naming some other address cannot make every node listen there.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -74,14 +77,22 @@ pub struct Route {
 /// `(namespace, name)`.
 type Key = (String, String);
 
+/// What the proxy knows of a node: where its tunnel listens (its node API, at its `InternalIP`)
+/// and the pod addresses behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Remote {
+    tunnel: SocketAddr,
+    pods: Option<ipnet::IpNet>,
+}
+
 /// Services and slices as the proxy last heard of them.
 #[derive(Debug, Default)]
 pub struct Routes {
     services: HashMap<Key, Service>,
     /// Slices by `(namespace, slice name)`, with their Service's name.
     slices: HashMap<Key, (String, EndpointSlice)>,
-    /// Every node's tunnel address (`InternalIP`, node API port), when it has both.
-    tunnels: HashMap<String, SocketAddr>,
+    /// Every node's tunnel and pod CIDR, when it has a tunnel.
+    nodes: HashMap<String, Remote>,
 }
 
 fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key {
@@ -117,23 +128,24 @@ impl Routes {
     /// heartbeats, which do not).
     pub fn put_node(&mut self, node: &Node) -> bool {
         let name = node.metadata.name.clone().unwrap_or_default();
-        let tunnel = tunnel_of(node);
-        if self.tunnels.get(&name) == tunnel.as_ref() {
+        let pods = node.spec.as_ref().and_then(|s| s.pod_cidr.as_deref()).and_then(|c| c.parse().ok());
+        let remote = tunnel_of(node).map(|tunnel| Remote { tunnel, pods });
+        if self.nodes.get(&name) == remote.as_ref() {
             return false;
         }
-        match tunnel {
-            Some(tunnel) => self.tunnels.insert(name, tunnel),
-            None => self.tunnels.remove(&name),
+        match remote {
+            Some(remote) => self.nodes.insert(name, remote),
+            None => self.nodes.remove(&name),
         };
         true
     }
 
     pub fn remove_node(&mut self, node: &Node) -> bool {
-        self.tunnels.remove(node.metadata.name.as_deref().unwrap_or_default()).is_some()
+        self.nodes.remove(node.metadata.name.as_deref().unwrap_or_default()).is_some()
     }
 
     pub fn replace_nodes(&mut self, nodes: Vec<Node>) {
-        self.tunnels.clear();
+        self.nodes.clear();
         for node in &nodes {
             self.put_node(node);
         }
@@ -146,10 +158,13 @@ impl Routes {
         }
     }
 
-    /// How this node reaches an endpoint on node `node` (unnamed: try directly).
-    fn via(&self, node: Option<&str>, me: &Me) -> Option<SocketAddr> {
+    /// How this node reaches address `ip` of an endpoint on node `node`: through that node's
+    /// tunnel when the node is on another host and `ip` is one of its pods; otherwise directly
+    /// (this node, another agent on this host, an unknown node, or an address that is no pod's).
+    fn via(&self, node: Option<&str>, ip: IpAddr, me: &Me) -> Option<SocketAddr> {
         let node = node.filter(|n| *n != me.node_name)?;
-        self.tunnels.get(node).copied().filter(|tunnel| tunnel.ip() != me.node_ip)
+        let remote = self.nodes.get(node).filter(|r| r.tunnel.ip() != me.node_ip)?;
+        remote.pods.is_some_and(|pods| pods.contains(&ip)).then_some(remote.tunnel)
     }
 
     /// Every listener and its route, for the proxy on node `me`.
@@ -212,11 +227,15 @@ impl Routes {
                 .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
                 .filter_map(|p| p.port.and_then(|n| u16::try_from(n).ok()))
                 .collect();
+            let mine = self.nodes.get(&me.node_name).and_then(|r| r.pods);
             for endpoint in &slice.endpoints {
-                let Some(via) = self.via(endpoint.node_name.as_deref(), me) else { continue };
                 let pod = endpoint.target_ref.as_ref().and_then(|r| r.name.clone()).unwrap_or_default();
                 let namespace = slice.metadata.namespace.clone().unwrap_or_default();
                 for ip in endpoint.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
+                    let Some(via) = self.via(endpoint.node_name.as_deref(), ip, me) else { continue };
+                    if mine.is_some_and(|mine| mine.contains(&ip)) {
+                        continue;
+                    }
                     for &port in &ports {
                         let addr = SocketAddr::new(ip, port);
                         let route = Route {
@@ -244,14 +263,10 @@ fn backends(routes: &Routes, slices: &[&EndpointSlice], name: &str, protocol: &s
             if endpoint.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
                 continue;
             }
-            let via = routes.via(endpoint.node_name.as_deref(), me);
-            out.extend(
-                endpoint
-                    .addresses
-                    .iter()
-                    .filter_map(|a| a.parse::<IpAddr>().ok())
-                    .map(|ip| Backend { addr: SocketAddr::new(ip, number), via }),
-            );
+            out.extend(endpoint.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()).map(|ip| Backend {
+                addr: SocketAddr::new(ip, number),
+                via: routes.via(endpoint.node_name.as_deref(), ip, me),
+            }));
         }
     }
     out.into_iter().collect()
@@ -295,8 +310,10 @@ mod tests {
         Me { node_name: "node-a".into(), node_ip: ip.parse().unwrap() }
     }
 
-    fn node(name: &str, ip: &str, port: i32) -> Node {
-        serde_json::from_value(json!({"metadata": {"name": name}, "status": {
+    /// Node `name` at `ip` with its tunnel at `port` and pod CIDR `127.64.N.0/24`.
+    fn node(name: &str, ip: &str, port: i32, n: u8) -> Node {
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"podCIDR": format!("127.64.{n}.0/24")},
+            "status": {
             "addresses": [{"type": "InternalIP", "address": ip}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": port}}}}))
         .unwrap()
@@ -379,12 +396,14 @@ mod tests {
             {"addresses": ["127.64.1.2"], "nodeName": "node-b"},
             {"addresses": ["127.64.2.2"], "nodeName": "node-c"},
             {"addresses": ["127.64.3.2"], "nodeName": "node-gone"},
-            {"addresses": ["127.64.4.2"]}]),
+            {"addresses": ["127.64.4.2"]},
+            // Not a pod of node-b (a Service without a selector may name anything): no tunnel.
+            {"addresses": ["127.0.0.9", "127.64.0.9"], "nodeName": "node-b"}]),
         ));
-        assert!(routes.put_node(&node("node-a", "10.0.0.1", 10250)));
-        assert!(routes.put_node(&node("node-b", "10.0.0.2", 10250)));
-        assert!(routes.put_node(&node("node-c", "10.0.0.1", 10251)), "another agent on node-a's host");
-        assert!(!routes.put_node(&node("node-b", "10.0.0.2", 10250)), "a heartbeat changes nothing");
+        assert!(routes.put_node(&node("node-a", "10.0.0.1", 10250, 0)));
+        assert!(routes.put_node(&node("node-b", "10.0.0.2", 10250, 1)));
+        assert!(routes.put_node(&node("node-c", "10.0.0.1", 10251, 2)), "another agent on node-a's host");
+        assert!(!routes.put_node(&node("node-b", "10.0.0.2", 10250, 1)), "a heartbeat changes nothing");
         let table = routes.table(&me("10.0.0.1"));
         let backends = table[&tcp("127.32.0.20:80")].backends.clone();
         let tunnel = Some(addr("10.0.0.2:10250"));
@@ -395,15 +414,17 @@ mod tests {
         assert_eq!(
             backends,
             [
+                local("127.0.0.9:8080"),
                 local("127.64.0.2:8080"),
+                local("127.64.0.9:8080"),
                 Backend { addr: addr("127.64.1.2:8080"), via: tunnel },
                 local("127.64.2.2:8080"),
                 local("127.64.3.2:8080"),
                 local("127.64.4.2:8080"),
             ]
         );
-        assert!(routes.put_node(&node("node-b", "10.0.0.3", 10250)), "a new address matters");
-        assert!(routes.remove_node(&node("node-b", "10.0.0.3", 10250)));
-        assert_eq!(routes.table(&me("10.0.0.1"))[&tcp("127.32.0.20:80")].backends[1], local("127.64.1.2:8080"));
+        assert!(routes.put_node(&node("node-b", "10.0.0.3", 10250, 1)), "a new address matters");
+        assert!(routes.remove_node(&node("node-b", "10.0.0.3", 10250, 1)));
+        assert_eq!(routes.table(&me("10.0.0.1"))[&tcp("127.32.0.20:80")].backends[3], local("127.64.1.2:8080"));
     }
 }

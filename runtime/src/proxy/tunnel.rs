@@ -4,7 +4,8 @@
 //! advertised in the Node's `daemonEndpoints`), dials the pod, answers `200` and then splices
 //! bytes both ways, as an HTTP proxy does. A pod that refuses gets `502`, so the caller skips to
 //! the next endpoint as it would for a local refusal; addresses outside the node's pod CIDR get
-//! `403`, so the tunnel reaches pods and nothing else on the host.
+//! `403`. (A host process listening on a wildcard address also answers at pod addresses, so the
+//! bearer token is what guards the tunnel, as it guards `exec`.)
 //!
 //! HTTP CONNECT rather than a header of our own: hyper parses and writes it on both sides, and
 //! the upgraded connection is the plain TCP socket underneath, so resets still pass through.
@@ -106,8 +107,11 @@ async fn accept_udp(mut req: Request<Incoming>, target: SocketAddr) -> Result<()
         let (read, mut write) = parts.io.into_inner().into_split();
         let mut read = std::io::Cursor::new(parts.read_buf).chain(read);
         let socket = &socket;
+        let last = std::sync::Mutex::new(std::time::Instant::now());
+        let touch = || *last.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
         let out = async {
             while let Some(datagram) = read_frame(&mut read).await {
+                touch();
                 if socket.send(&datagram).await.is_err() {
                     break;
                 }
@@ -117,14 +121,27 @@ async fn accept_udp(mut req: Request<Incoming>, target: SocketAddr) -> Result<()
             let mut buffer = vec![0u8; FRAME_MAX];
             // A refused datagram (ICMP port unreachable) ends the relay, as it ends a local session.
             while let Ok(n) = socket.recv(&mut buffer).await {
+                touch();
                 if write_frame(&mut write, &buffer[..n]).await.is_err() {
                     break;
                 }
             }
         };
+        // The caller ends the session when it goes idle by closing the tunnel; should the caller's
+        // host vanish instead, the same idle time ends it here.
+        let watchdog = async {
+            loop {
+                let since = last.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
+                if since >= super::udp::SESSION_IDLE {
+                    return;
+                }
+                tokio::time::sleep(super::udp::SESSION_IDLE - since).await;
+            }
+        };
         tokio::select! {
             _ = out => {}
             _ = back => {}
+            _ = watchdog => {}
         }
     });
     Ok(())

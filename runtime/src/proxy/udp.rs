@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::routes::{Backend, Route};
 use super::tunnel::{self, Transport};
-use super::{Balance, candidates, remember};
+use super::{Balance, CONNECT_TIMEOUT, candidates, remember};
 
 /// How long a UDP session lives without a datagram either way (as conntrack's default for
 /// replied UDP streams is of this order).
@@ -175,7 +175,12 @@ async fn open(
 ) -> Option<(Upstream, Downstream, Backend)> {
     for backend in candidates(route, balance, client) {
         if let Some(via) = backend.via {
-            match tunnel::dial(via, backend.addr, token, Transport::Udp).await {
+            // Bounded as a TCP dial is: the relay waits on this, so a host that is gone must not
+            // hold up the listener's other clients for the kernel's SYN timeout.
+            let dialled = tokio::time::timeout(CONNECT_TIMEOUT, tunnel::dial(via, backend.addr, token, Transport::Udp))
+                .await
+                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
+            match dialled {
                 Ok((stream, early)) => {
                     let (read, write) = stream.into_split();
                     let read = tokio::io::AsyncReadExt::chain(std::io::Cursor::new(early), read);
