@@ -1,10 +1,11 @@
 //! Services across real separate hosts: each agent runs in its own network namespace (its own
 //! loopback, so its pod IPs and ClusterIPs exist only there), joined to the server by a bridge, as
 //! machines on one LAN are. A pod on one host calls `http://hello` whose only endpoint runs on
-//! another; a NodePort on one host reaches a pod on the other; a guest connects raw TCP to a pod on
-//! the other host by its IP and by a headless Service's name; a UDP NodePort reaches a pod on the
-//! other host; all go through the other node's tunnel. When a host is lost (agent killed, link cut) its pods turn not ready once the node
-//! grace period ends and the survivors serve every request.
+//! another; a NodePort on one host reaches a pod on the other; a guest connects raw TCP to pods on
+//! the other host by their IPs (selected by a Service or not) and by a headless Service's name; a
+//! UDP NodePort reaches a pod on the other host; all go through the other node's tunnel. When a
+//! host is lost (agent killed, link cut) its pods turn not ready once the node grace period ends
+//! and the survivors serve every request.
 //!
 //! Needs root and `ip` (iproute2); without them it fails, unless `WASMKUBE_SKIP_NETNS=1` says
 //! to skip it. The namespaces, veths and bridge are removed on drop (and leftovers of a killed
@@ -282,7 +283,15 @@ async fn services_reach_pods_on_other_hosts_through_their_node_tunnel_and_surviv
         (endpoints(&slices, "echo").await == want).then_some(())
     })
     .await;
-    let targets = ["echo:17009".to_string(), format!("{echo_ip}:17009")];
+    // And a pod no Service selects, by its IP.
+    let mut lone = echo.clone();
+    lone.metadata.name = Some("echo-lone".into());
+    lone.metadata.labels = None;
+    lone.metadata.resource_version = None;
+    pods.create(&PostParams::default(), &lone).await.expect("create");
+    wait_ready(&pods, "echo-lone").await;
+    let lone_ip = pods.get("echo-lone").await.expect("get").status.and_then(|s| s.pod_ip).expect("pod IP");
+    let targets = ["echo:17009".to_string(), format!("{echo_ip}:17009"), format!("{lone_ip}:17009")];
     let args: Vec<String> = targets.iter().enumerate().map(|(i, t)| format!("tcp:{t}=raw-{i}")).collect();
     let caller: Pod = serde_json::from_value(json!({
         "metadata": {"name": "tcp-caller-b"},

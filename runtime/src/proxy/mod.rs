@@ -7,10 +7,10 @@
 //!   or does not answer within [`CONNECT_TIMEOUT`] is skipped for the next one; a connection no
 //!   endpoint takes is closed. With `sessionAffinity: ClientIP` a client goes back to the endpoint
 //!   it last reached while that is still ready, for the affinity timeout.
-//! - **Changes** (from watches of Services and EndpointSlices) swap a listener's route in place,
-//!   so established connections are untouched; a listener whose Service went stops accepting, and
-//!   its connections finish on their own (draining). Endpoints that leave keep their established
-//!   connections the same way.
+//! - **Changes** (from watches of Services, EndpointSlices, Nodes and other nodes' pods) swap a
+//!   listener's route in place, so established connections are untouched; a listener whose
+//!   Service went stops accepting, and its connections finish on their own (draining). Endpoints
+//!   that leave keep their established connections the same way.
 //! - **Bounds**: at most [`MAX_CONNECTIONS`] proxied connections per node at once (more wait in
 //!   the accept queue), and a connection idle in both directions for [`IDLE_TIMEOUT`] is closed.
 //! - Listeners set `SO_REUSEPORT`: several agents on one host (each pod IP and ClusterIP is a
@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use kube::runtime::watcher::{self, Event};
@@ -70,9 +70,15 @@ pub async fn run(client: kube::Client, me: Me, token: String, cancel: Cancellati
     let (changes, mut changed) = mpsc::unbounded_channel::<Change>();
     let (service, slice): (fn(_) -> _, fn(_) -> _) = (|e| Change::Service(Box::new(e)), |e| Change::Slice(Box::new(e)));
     let node: fn(_) -> _ = |e| Change::Node(Box::new(e));
-    tokio::spawn(follow::<Service>(Api::all(client.clone()), changes.clone(), service, cancel.clone()));
-    tokio::spawn(follow::<Node>(Api::all(client.clone()), changes.clone(), node, cancel.clone()));
-    tokio::spawn(follow::<EndpointSlice>(Api::all(client), changes, slice, cancel.clone()));
+    let pod: fn(_) -> _ = |e| Change::Pod(Box::new(e));
+    let all = watcher::Config::default;
+    // Only pods on other nodes that have an address: the server filters, so this node's own pods
+    // (its agent watches those) cost the proxy nothing.
+    let remote_pods = all().fields(&format!("spec.nodeName!={},status.podIP!=", me.node_name));
+    tokio::spawn(follow::<Service>(Api::all(client.clone()), all(), changes.clone(), service, cancel.clone()));
+    tokio::spawn(follow::<Node>(Api::all(client.clone()), all(), changes.clone(), node, cancel.clone()));
+    tokio::spawn(follow::<Pod>(Api::all(client.clone()), remote_pods, changes.clone(), pod, cancel.clone()));
+    tokio::spawn(follow::<EndpointSlice>(Api::all(client), all(), changes, slice, cancel.clone()));
     let mut routes = Routes::default();
     let mut feed = Feed::default();
     let mut listeners: HashMap<Listen, Listener> = HashMap::new();
@@ -142,6 +148,7 @@ enum Change {
     Service(Box<Event<Service>>),
     Slice(Box<Event<EndpointSlice>>),
     Node(Box<Event<Node>>),
+    Pod(Box<Event<Pod>>),
 }
 
 /// Full reads in progress: their objects replace a kind at once when complete.
@@ -150,15 +157,20 @@ struct Feed {
     services: Option<Vec<Service>>,
     slices: Option<Vec<EndpointSlice>>,
     nodes: Option<Vec<Node>>,
-    /// Which kinds have been read in full once (services, slices, nodes).
-    read: [bool; 3],
+    pods: Option<Vec<Pod>>,
+    /// Which kinds have been read in full once (services, slices, nodes, pods).
+    read: [bool; 4],
 }
 
 impl Feed {
     /// Whether the routes are not yet whole: a kind never read in full, or being read again (half
     /// a read would look like Services gone, or like other hosts' pods being local).
     fn incomplete(&self) -> bool {
-        self.read.contains(&false) || self.services.is_some() || self.slices.is_some() || self.nodes.is_some()
+        self.read.contains(&false)
+            || self.services.is_some()
+            || self.slices.is_some()
+            || self.nodes.is_some()
+            || self.pods.is_some()
     }
 
     /// Takes in one change; says whether the routes may have changed (a Node's heartbeat does not
@@ -204,6 +216,25 @@ impl Feed {
                     Event::Delete(n) => routes.remove_node(&n),
                 };
             }
+            Change::Pod(event) => {
+                return match *event {
+                    Event::Init => {
+                        self.pods = Some(Vec::new());
+                        true
+                    }
+                    Event::InitApply(p) => {
+                        self.pods.get_or_insert_with(Vec::new).push(p);
+                        true
+                    }
+                    Event::InitDone => {
+                        self.read[3] = true;
+                        routes.replace_pods(self.pods.take().unwrap_or_default());
+                        true
+                    }
+                    Event::Apply(p) => routes.put_pod(&p),
+                    Event::Delete(p) => routes.remove_pod(&p),
+                };
+            }
         }
         true
     }
@@ -212,13 +243,14 @@ impl Feed {
 /// Follows every object of one kind into `changes` until `cancel`.
 async fn follow<K>(
     api: Api<K>,
+    config: watcher::Config,
     changes: mpsc::UnboundedSender<Change>,
     wrap: fn(Event<K>) -> Change,
     cancel: CancellationToken,
 ) where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
 {
-    let mut events = watcher::watcher(api, watcher::Config::default()).boxed();
+    let mut events = watcher::watcher(api, config).boxed();
     loop {
         let event = tokio::select! {
             _ = cancel.cancelled() => return,

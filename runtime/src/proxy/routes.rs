@@ -15,17 +15,18 @@
 //!   Only an address inside that node's `spec.podCIDR` goes through its tunnel (which dials
 //!   nothing else); any other address a slice names (a Service without a selector, say) is dialled
 //!   directly.
-//! - A pod on another host that some Service's slices name also gets a listener at its own
-//!   `POD_IP:port` for each TCP slice port, going through its node's tunnel: pod IPs are loopback
-//!   addresses, so this is how a guest's raw connect to a remote pod IP (say, from a headless
-//!   Service's DNS answer) reaches it. Only addresses inside that node's pod CIDR and outside this
-//!   node's get one, so a slice naming some other address cannot make every node listen there.
+//! - A pod on another host also gets a listener at its own `POD_IP:port`, going through its
+//!   node's tunnel, for each TCP port its containers declare and each TCP port a Service's slices
+//!   name it at: pod IPs are loopback addresses, so this is how a guest's raw connect to a remote
+//!   pod IP (say, from a headless Service's DNS answer) reaches it. Only addresses inside that
+//!   node's pod CIDR and outside this node's get one, so a slice naming some other address cannot
+//!   make every node listen there.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 /// Kubernetes' default ClientIP affinity timeout.
@@ -93,6 +94,31 @@ pub struct Routes {
     slices: HashMap<Key, (String, EndpointSlice)>,
     /// Every node's tunnel and pod CIDR, when it has a tunnel.
     nodes: HashMap<String, Remote>,
+    /// Pods on other nodes with an IP, by `(namespace, name)`.
+    pods: HashMap<Key, RemotePod>,
+}
+
+/// What the proxy keeps of a pod on another node: where it is and the TCP ports it declares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RemotePod {
+    node: String,
+    ip: IpAddr,
+    ports: Vec<u16>,
+}
+
+impl RemotePod {
+    fn of(pod: &Pod) -> Option<Self> {
+        let spec = pod.spec.as_ref()?;
+        let ip = pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?;
+        let ports = spec
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.iter().flatten())
+            .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+            .filter_map(|p| u16::try_from(p.container_port).ok())
+            .collect();
+        Some(RemotePod { node: spec.node_name.clone()?, ip, ports })
+    }
 }
 
 fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key {
@@ -148,6 +174,32 @@ impl Routes {
         self.nodes.clear();
         for node in &nodes {
             self.put_node(node);
+        }
+    }
+
+    /// Notes a pod on another node; says whether that changed anything (most pod updates are
+    /// status changes that leave its address and ports as they were).
+    pub fn put_pod(&mut self, pod: &Pod) -> bool {
+        let key = key_of(&pod.metadata);
+        let remote = RemotePod::of(pod);
+        if self.pods.get(&key) == remote.as_ref() {
+            return false;
+        }
+        match remote {
+            Some(remote) => self.pods.insert(key, remote),
+            None => self.pods.remove(&key),
+        };
+        true
+    }
+
+    pub fn remove_pod(&mut self, pod: &Pod) -> bool {
+        self.pods.remove(&key_of(&pod.metadata)).is_some()
+    }
+
+    pub fn replace_pods(&mut self, pods: Vec<Pod>) {
+        self.pods.clear();
+        for pod in &pods {
+            self.put_pod(pod);
         }
     }
 
@@ -219,6 +271,21 @@ impl Routes {
 
     /// The stand-in listeners of pods on other hosts (see the module doc).
     fn remote_pods(&self, me: &Me, table: &mut BTreeMap<Listen, Route>) {
+        let mine = self.nodes.get(&me.node_name).and_then(|r| r.pods);
+        let mut stand_in = |node: Option<&str>, ip: IpAddr, port: u16, name: String| {
+            let Some(via) = self.via(node, ip, me) else { return };
+            if mine.is_some_and(|mine| mine.contains(&ip)) {
+                return;
+            }
+            let addr = SocketAddr::new(ip, port);
+            let route = Route { name, backends: vec![Backend { addr, via: Some(via) }], affinity: None };
+            table.insert((Protocol::Tcp, addr), route);
+        };
+        for ((namespace, name), pod) in &self.pods {
+            for &port in &pod.ports {
+                stand_in(Some(&pod.node), pod.ip, port, format!("pod {namespace}/{name}:{port}"));
+            }
+        }
         for (_, slice) in self.slices.values() {
             let ports: Vec<u16> = slice
                 .ports
@@ -227,23 +294,12 @@ impl Routes {
                 .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
                 .filter_map(|p| p.port.and_then(|n| u16::try_from(n).ok()))
                 .collect();
-            let mine = self.nodes.get(&me.node_name).and_then(|r| r.pods);
+            let namespace = slice.metadata.namespace.clone().unwrap_or_default();
             for endpoint in &slice.endpoints {
                 let pod = endpoint.target_ref.as_ref().and_then(|r| r.name.clone()).unwrap_or_default();
-                let namespace = slice.metadata.namespace.clone().unwrap_or_default();
                 for ip in endpoint.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
-                    let Some(via) = self.via(endpoint.node_name.as_deref(), ip, me) else { continue };
-                    if mine.is_some_and(|mine| mine.contains(&ip)) {
-                        continue;
-                    }
                     for &port in &ports {
-                        let addr = SocketAddr::new(ip, port);
-                        let route = Route {
-                            name: format!("pod {namespace}/{pod}:{port}"),
-                            backends: vec![Backend { addr, via: Some(via) }],
-                            affinity: None,
-                        };
-                        table.insert((Protocol::Tcp, addr), route);
+                        stand_in(endpoint.node_name.as_deref(), ip, port, format!("pod {namespace}/{pod}:{port}"));
                     }
                 }
             }
@@ -423,6 +479,23 @@ mod tests {
                 local("127.64.4.2:8080"),
             ]
         );
+        // A pod no Service selects gets stand-ins for the ports it declares, once it has an address.
+        let lone = |ip: Option<&str>| -> Pod {
+            serde_json::from_value(json!({"metadata": {"name": "lone", "namespace": "default"},
+                "spec": {"nodeName": "node-b", "containers": [{"name": "c", "image": "i", "ports": [
+                    {"containerPort": 7000}, {"containerPort": 5353, "protocol": "UDP"}]}]},
+                "status": {"podIP": ip}}))
+            .unwrap()
+        };
+        assert!(!routes.put_pod(&lone(None)), "no address yet: nothing to do");
+        assert!(routes.put_pod(&lone(Some("127.64.1.7"))));
+        assert!(!routes.put_pod(&lone(Some("127.64.1.7"))), "a status update changes nothing");
+        let table = routes.table(&me("10.0.0.1"));
+        assert_eq!(table[&tcp("127.64.1.7:7000")].backends, [Backend { addr: addr("127.64.1.7:7000"), via: tunnel }]);
+        assert_eq!(table.len(), 3, "TCP ports only");
+        assert!(routes.remove_pod(&lone(None)));
+        assert!(!routes.table(&me("10.0.0.1")).contains_key(&tcp("127.64.1.7:7000")));
+
         assert!(routes.put_node(&node("node-b", "10.0.0.3", 10250, 1)), "a new address matters");
         assert!(routes.remove_node(&node("node-b", "10.0.0.3", 10250, 1)));
         assert_eq!(routes.table(&me("10.0.0.1"))[&tcp("127.32.0.20:80")].backends[3], local("127.64.1.2:8080"));
