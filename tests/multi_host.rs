@@ -22,8 +22,8 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
-use support::process::{Proc, path_str};
-use support::{client_for, eventually, get, sample, which_pod};
+use support::process::Server;
+use support::{eventually, get, run_to_completion, sample, which_pod};
 
 /// Runs `ip ARGS`, panicking with its stderr if it fails.
 fn ip(args: &[&str]) {
@@ -175,49 +175,15 @@ async fn services_reach_pods_on_other_hosts_through_their_node_tunnel_and_surviv
     assert!(sample_built.exists());
     let lan = Lan::new(2);
     let dir = tempfile::tempdir().expect("tempdir");
-    let server_dir = dir.path().join("server");
     // Agents heartbeat every 10 s, so the grace period has to be well beyond that: a heartbeat
     // late on a busy machine must not make a live host look lost.
     let api_addr = format!("{}:0", lan.server_ip());
-    let server_args =
-        ["server", "--api-addr", &api_addr, "--data-dir", path_str(&server_dir), "--node-monitor-grace-period", "25"];
-    let (_server, ready) = Proc::start("server", &server_args, dir.path().join("server.log"));
-    let url = ready
-        .strip_prefix("ready: api=")
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no api URL in {ready:?}"))
-        .to_string();
-    let token_file = server_dir.join("admin-token");
-    let ca_file = server_dir.join("pki/ca.crt");
-    let token = std::fs::read_to_string(&token_file).expect("admin token");
-    let ca = std::fs::read_to_string(&ca_file).expect("ca.crt");
-    let client = client_for(&url, &ca, Some(token.trim())).await;
+    let server = Server::start(dir.path(), &api_addr, &["--node-monitor-grace-period", "25"]).await;
+    let client = server.client.clone();
 
     let start_agent = |i: usize, node: &str| {
-        let data = dir.path().join(node);
-        let node_ip = lan.host_ip(i);
-        let args = [
-            "agent",
-            "--server",
-            &url,
-            "--token-file",
-            path_str(&token_file),
-            "--ca-file",
-            path_str(&ca_file),
-            "--node-name",
-            node,
-            "--node-ip",
-            &node_ip,
-            "--node-api-port",
-            "0",
-            "--dns-upstream",
-            "none",
-            "--data-dir",
-            path_str(&data),
-        ];
-        let (agent, line) = Proc::start_in(&lan.hosts[i], node, &args, dir.path().join(format!("{node}.log")));
-        assert!(line.starts_with(&format!("ready: node={node} ")), "{line}");
-        agent
+        let flags = ["--node-ip", &lan.host_ip(i), "--dns-upstream", "none"];
+        server.agent(dir.path(), node, Some(&lan.hosts[i]), &flags)
     };
     let _agent_b = start_agent(0, "host-b");
     let mut agent_c = start_agent(1, "host-c");
@@ -300,12 +266,7 @@ async fn services_reach_pods_on_other_hosts_through_their_node_tunnel_and_surviv
     }))
     .expect("pod");
     pods.create(&PostParams::default(), &caller).await.expect("create");
-    let phase = eventually(Duration::from_secs(60), "the raw TCP caller to finish", || async {
-        let phase = pods.get("tcp-caller-b").await.ok()?.status?.phase?;
-        matches!(phase.as_str(), "Succeeded" | "Failed").then_some(phase)
-    })
-    .await;
-    let log = pods.logs("tcp-caller-b", &Default::default()).await.expect("logs");
+    let (phase, log) = run_to_completion(&pods, "tcp-caller-b").await;
     assert_eq!(phase, "Succeeded", "{log}");
     let want: Vec<String> = targets.iter().enumerate().map(|(i, t)| format!("tcp {t}: raw-{i}")).collect();
     assert_eq!(log.lines().collect::<Vec<_>>(), want);

@@ -16,8 +16,8 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, EvictParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use support::process::{BIN, Proc, path_str};
-use support::{client_for, eventually, sample};
+use support::process::{BIN, Proc, Server};
+use support::{eventually, sample};
 use tokio::time::Instant;
 
 const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
@@ -94,55 +94,15 @@ impl TwoNodes {
     /// seconds given.
     async fn start(grace_period: &str, toleration_seconds: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let server_dir = dir.path().join("server");
-        let (server, ready) = Proc::start(
-            "server",
-            &[
-                "server",
-                "--api-addr",
-                "127.0.0.1:0",
-                "--data-dir",
-                path_str(&server_dir),
-                "--node-monitor-grace-period",
-                grace_period,
-                "--default-toleration-seconds",
-                toleration_seconds,
-            ],
-            dir.path().join("server.log"),
-        );
-        let url = ready
-            .strip_prefix("ready: api=")
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no api URL in {ready:?}"))
-            .to_string();
-        let token_file = server_dir.join("admin-token");
-        let ca_file = server_dir.join("pki/ca.crt");
-        let token = std::fs::read_to_string(&token_file).expect("admin token");
-        let ca = std::fs::read_to_string(&ca_file).expect("ca.crt");
-        let client = client_for(&url, &ca, Some(token.trim())).await;
+        let flags = ["--node-monitor-grace-period", grace_period, "--default-toleration-seconds", toleration_seconds];
+        let server = Server::start(dir.path(), "127.0.0.1:0", &flags).await;
+        let client = server.client.clone();
 
         // Two agents, each with its own data dir.
         let agents: Vec<(String, Proc)> = ["node-a", "node-b"]
             .into_iter()
             .map(|node| {
-                let data = dir.path().join(node);
-                let args = [
-                    "agent",
-                    "--server",
-                    &url,
-                    "--token-file",
-                    path_str(&token_file),
-                    "--ca-file",
-                    path_str(&ca_file),
-                    "--node-name",
-                    node,
-                    "--node-api-port",
-                    "0",
-                    "--data-dir",
-                    path_str(&data),
-                ];
-                let (agent, line) = Proc::start(node, &args, dir.path().join(format!("{node}.log")));
-                assert!(line.starts_with(&format!("ready: node={node} ")), "{line}");
+                let agent = server.agent(dir.path(), node, None, &[]);
                 (node.to_string(), agent)
             })
             .collect();
@@ -158,7 +118,7 @@ impl TwoNodes {
             (ready == BTreeSet::from(["node-a".to_string(), "node-b".to_string()])).then_some(())
         })
         .await;
-        TwoNodes { dir, client, agents, _server: server }
+        TwoNodes { dir, client, agents, _server: server.proc }
     }
 
     /// A kubeconfig for the cluster, for the CLI.

@@ -13,7 +13,7 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use support::{TestCluster, eventually, get, sample, which_pod};
+use support::{TestCluster, eventually, get, run_to_completion, sample, which_pod};
 use tokio::io::AsyncReadExt;
 use wasmkube_control::objects::ServiceNetwork;
 use wasmkube_runtime::agent::{Agent, AgentConfig};
@@ -129,29 +129,40 @@ async fn service_traffic_reaches_ready_pods_by_cluster_ip_and_node_port() {
     .await;
 }
 
-/// An agent whose guests resolve names through a cluster DNS server next to it, as `wasmkube up`
-/// runs them; both stop when `cancel` fires (the agent when dropped).
-async fn agent_with_cluster_dns(cluster: &TestCluster, cancel: &tokio_util::sync::CancellationToken) -> Agent {
-    let zone = std::sync::Arc::new(std::sync::RwLock::new(wasmkube_dns::zone::Zone::new("cluster.local")));
-    tokio::spawn(wasmkube_dns::watch::follow(cluster.client.clone(), zone.clone(), cancel.clone()));
-    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-    let handler = wasmkube_dns::server::Handler::new(zone, None);
-    let dns = wasmkube_dns::server::serve(any, handler, cancel.clone()).await.expect("DNS").addr;
-    let mut config = AgentConfig::new("guest-node", "127.0.0.1".parse().expect("ip"), cluster.dir.path().join("agent"));
-    config.node_api_port = 0;
-    config.api_token = cluster.control.pki.admin_token.clone();
-    config.cluster_dns =
-        Some(wasmkube_runtime::host::outbound::ClusterDns { server: dns, domain: "cluster.local".into() });
-    Agent::start(cluster.client.clone(), config).await.expect("agent starts")
+/// A control plane with the Service network given and an agent whose guests resolve names through
+/// a cluster DNS server next to it, as `wasmkube up` runs them; all stop when dropped.
+struct GuestNode {
+    // Dropped in this order: the agent, the DNS server, the control plane.
+    _agent: Agent,
+    _stop: tokio_util::sync::DropGuard,
+    cluster: TestCluster,
+}
+
+impl GuestNode {
+    async fn start(service_cidr: &str, node_ports: &str) -> Self {
+        let network = ServiceNetwork::new(service_cidr, node_ports).expect("valid");
+        let cluster = TestCluster::start_with(|c| c.service_network = network).await;
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let zone = std::sync::Arc::new(std::sync::RwLock::new(wasmkube_dns::zone::Zone::new("cluster.local")));
+        tokio::spawn(wasmkube_dns::watch::follow(cluster.client.clone(), zone.clone(), cancel.clone()));
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let handler = wasmkube_dns::server::Handler::new(zone, None);
+        let dns = wasmkube_dns::server::serve(any, handler, cancel.clone()).await.expect("DNS").addr;
+        let mut config =
+            AgentConfig::new("guest-node", "127.0.0.1".parse().expect("ip"), cluster.dir.path().join("agent"));
+        config.node_api_port = 0;
+        config.api_token = cluster.control.pki.admin_token.clone();
+        config.cluster_dns =
+            Some(wasmkube_runtime::host::outbound::ClusterDns { server: dns, domain: "cluster.local".into() });
+        let agent = Agent::start(cluster.client.clone(), config).await.expect("agent starts");
+        GuestNode { cluster, _agent: agent, _stop: cancel.drop_guard() }
+    }
 }
 
 #[tokio::test]
 async fn a_guest_reaches_a_service_by_its_names_and_its_cluster_ip() {
-    let network = ServiceNetwork::new("127.49.0.0/24", "31910-31919").expect("valid");
-    let cluster = TestCluster::start_with(|c| c.service_network = network).await;
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let _stop = cancel.clone().drop_guard();
-    let _agent = agent_with_cluster_dns(&cluster, &cancel).await;
+    let node = GuestNode::start("127.49.0.0/24", "31910-31919").await;
+    let cluster = &node.cluster;
 
     let client = cluster.client.clone();
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
@@ -194,11 +205,8 @@ async fn a_guest_reaches_a_service_by_its_names_and_its_cluster_ip() {
 
 #[tokio::test]
 async fn a_guest_connects_raw_tcp_to_a_service_by_name_and_cluster_ip_and_to_a_pod_ip() {
-    let network = ServiceNetwork::new("127.51.0.0/24", "31930-31939").expect("valid");
-    let cluster = TestCluster::start_with(|c| c.service_network = network).await;
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let _stop = cancel.clone().drop_guard();
-    let _agent = agent_with_cluster_dns(&cluster, &cancel).await;
+    let node = GuestNode::start("127.51.0.0/24", "31930-31939").await;
+    let cluster = &node.cluster;
     let client = cluster.client.clone();
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let echo: Pod = serde_json::from_value(json!({"metadata": {"name": "echo-0", "labels": {"app": "echo"}},
@@ -228,12 +236,7 @@ async fn a_guest_connects_raw_tcp_to_a_service_by_name_and_cluster_ip_and_to_a_p
             "image": format!("file://{}", sample("inspect").display()), "args": args}]}}))
     .expect("pod");
     pods.create(&PostParams::default(), &caller).await.expect("caller");
-    let phase = eventually(Duration::from_secs(60), "the caller to finish", || async {
-        let phase = pods.get("tcp-caller").await.ok()?.status?.phase?;
-        matches!(phase.as_str(), "Succeeded" | "Failed").then_some(phase)
-    })
-    .await;
-    let log = pods.logs("tcp-caller", &Default::default()).await.expect("logs");
+    let (phase, log) = run_to_completion(&pods, "tcp-caller").await;
     assert_eq!(phase, "Succeeded", "{log}");
     let want: Vec<String> = targets.iter().enumerate().map(|(i, t)| format!("tcp {t}: hello-{i}")).collect();
     assert_eq!(log.lines().collect::<Vec<_>>(), want);

@@ -150,3 +150,15 @@ pub async fn which_pod(addr: SocketAddr) -> Option<String> {
     let pod = body.split_whitespace().find_map(|w| w.strip_prefix("pod="))?;
     Some(pod.to_string())
 }
+
+/// Waits (60 s at most) for the pod `name`, which runs to completion, to finish; its phase and log.
+pub async fn run_to_completion(pods: &kube::Api<k8s_openapi::api::core::v1::Pod>, name: &str) -> (String, String) {
+    let what = format!("pod {name} to finish");
+    let phase = eventually(Duration::from_secs(60), &what, || async {
+        let phase = pods.get(name).await.ok()?.status?.phase?;
+        matches!(phase.as_str(), "Succeeded" | "Failed").then_some(phase)
+    })
+    .await;
+    let log = pods.logs(name, &Default::default()).await.expect("logs");
+    (phase, log)
+}

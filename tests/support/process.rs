@@ -89,6 +89,66 @@ impl Drop for Proc {
     }
 }
 
+/// A `wasmkube server` started with its data in `DIR/server`: the process, its API URL, where it
+/// wrote the admin token and CA (for agents' flags), and an admin client.
+pub struct Server {
+    pub proc: Proc,
+    pub url: String,
+    pub token_file: PathBuf,
+    pub ca_file: PathBuf,
+    pub client: kube::Client,
+}
+
+impl Server {
+    /// Runs `wasmkube server --api-addr API_ADDR --data-dir DIR/server FLAGS` (log: `DIR/server.log`).
+    pub async fn start(dir: &Path, api_addr: &str, flags: &[&str]) -> Self {
+        let server_dir = dir.join("server");
+        let mut args = vec!["server", "--api-addr", api_addr, "--data-dir", path_str(&server_dir)];
+        args.extend_from_slice(flags);
+        let (proc, ready) = Proc::start("server", &args, dir.join("server.log"));
+        let url = ready
+            .strip_prefix("ready: api=")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no api URL in {ready:?}"))
+            .to_string();
+        let (token_file, ca_file) = (server_dir.join("admin-token"), server_dir.join("pki/ca.crt"));
+        let token = std::fs::read_to_string(&token_file).expect("admin token");
+        let ca = std::fs::read_to_string(&ca_file).expect("ca.crt");
+        let client = super::client_for(&url, &ca, Some(token.trim())).await;
+        Server { proc, url, token_file, ca_file, client }
+    }
+
+    /// Starts `wasmkube agent` for node `node` against this server, with its data in
+    /// `DIR/NODE` (log: `DIR/NODE.log`), its node API on a free port, and `flags` added; inside
+    /// network namespace `netns` if given. Waits for its `ready: node=NODE` line.
+    pub fn agent(&self, dir: &Path, node: &str, netns: Option<&str>, flags: &[&str]) -> Proc {
+        let data = dir.join(node);
+        let mut args = vec![
+            "agent",
+            "--server",
+            &self.url,
+            "--token-file",
+            path_str(&self.token_file),
+            "--ca-file",
+            path_str(&self.ca_file),
+            "--node-name",
+            node,
+            "--node-api-port",
+            "0",
+            "--data-dir",
+            path_str(&data),
+        ];
+        args.extend_from_slice(flags);
+        let log = dir.join(format!("{node}.log"));
+        let (agent, line) = match netns {
+            Some(netns) => Proc::start_in(netns, node, &args, log),
+            None => Proc::start(node, &args, log),
+        };
+        assert!(line.starts_with(&format!("ready: node={node} ")), "{line}");
+        agent
+    }
+}
+
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
