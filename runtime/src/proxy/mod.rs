@@ -173,71 +173,81 @@ impl Feed {
             || self.pods.is_some()
     }
 
-    /// Takes in one change; says whether the routes may have changed (a Node's heartbeat does not
-    /// change them).
+    /// Takes in one change; says whether the routes may have changed (a Node's heartbeat or a
+    /// pod's status update does not change them).
     fn apply(&mut self, change: Change, routes: &mut Routes) -> bool {
+        let [services, slices, nodes, pods] = &mut self.read;
         match change {
-            Change::Service(event) => match *event {
-                Event::Init => self.services = Some(Vec::new()),
-                Event::InitApply(s) => self.services.get_or_insert_with(Vec::new).push(s),
-                Event::InitDone => {
-                    self.read[0] = true;
-                    routes.replace_services(self.services.take().unwrap_or_default());
-                }
-                Event::Apply(s) => routes.put_service(s),
-                Event::Delete(s) => routes.remove_service(&s),
-            },
-            Change::Slice(event) => match *event {
-                Event::Init => self.slices = Some(Vec::new()),
-                Event::InitApply(s) => self.slices.get_or_insert_with(Vec::new).push(s),
-                Event::InitDone => {
-                    self.read[1] = true;
-                    routes.replace_slices(self.slices.take().unwrap_or_default());
-                }
-                Event::Apply(s) => routes.put_slice(s),
-                Event::Delete(s) => routes.remove_slice(&s),
-            },
-            Change::Node(event) => {
-                return match *event {
-                    Event::Init => {
-                        self.nodes = Some(Vec::new());
-                        true
-                    }
-                    Event::InitApply(n) => {
-                        self.nodes.get_or_insert_with(Vec::new).push(n);
-                        true
-                    }
-                    Event::InitDone => {
-                        self.read[2] = true;
-                        routes.replace_nodes(self.nodes.take().unwrap_or_default());
-                        true
-                    }
-                    Event::Apply(n) => routes.put_node(&n),
-                    Event::Delete(n) => routes.remove_node(&n),
-                };
-            }
-            Change::Pod(event) => {
-                return match *event {
-                    Event::Init => {
-                        self.pods = Some(Vec::new());
-                        true
-                    }
-                    Event::InitApply(p) => {
-                        self.pods.get_or_insert_with(Vec::new).push(p);
-                        true
-                    }
-                    Event::InitDone => {
-                        self.read[3] = true;
-                        routes.replace_pods(self.pods.take().unwrap_or_default());
-                        true
-                    }
-                    Event::Apply(p) => routes.put_pod(&p),
-                    Event::Delete(p) => routes.remove_pod(&p),
-                };
-            }
+            Change::Service(event) => feed(
+                *event,
+                (&mut self.services, services),
+                routes,
+                Routes::replace_services,
+                |r, s| {
+                    r.put_service(s);
+                    true
+                },
+                |r, s| {
+                    r.remove_service(s);
+                    true
+                },
+            ),
+            Change::Slice(event) => feed(
+                *event,
+                (&mut self.slices, slices),
+                routes,
+                Routes::replace_slices,
+                |r, s| {
+                    r.put_slice(s);
+                    true
+                },
+                |r, s| {
+                    r.remove_slice(s);
+                    true
+                },
+            ),
+            Change::Node(event) => feed(
+                *event,
+                (&mut self.nodes, nodes),
+                routes,
+                Routes::replace_nodes,
+                |r, n| r.put_node(&n),
+                Routes::remove_node,
+            ),
+            Change::Pod(event) => feed(
+                *event,
+                (&mut self.pods, pods),
+                routes,
+                Routes::replace_pods,
+                |r, p| r.put_pod(&p),
+                Routes::remove_pod,
+            ),
         }
-        true
     }
+}
+
+/// One watch event of a kind into `routes`: a full read is gathered in `pending` and replaces
+/// the kind when done (then `read` is set); single changes go in at once. Says whether the
+/// routes may have changed.
+fn feed<T>(
+    event: Event<T>,
+    (pending, read): (&mut Option<Vec<T>>, &mut bool),
+    routes: &mut Routes,
+    replace: fn(&mut Routes, Vec<T>),
+    put: fn(&mut Routes, T) -> bool,
+    remove: fn(&mut Routes, &T) -> bool,
+) -> bool {
+    match event {
+        Event::Init => *pending = Some(Vec::new()),
+        Event::InitApply(object) => pending.get_or_insert_with(Vec::new).push(object),
+        Event::InitDone => {
+            *read = true;
+            replace(routes, pending.take().unwrap_or_default());
+        }
+        Event::Apply(object) => return put(routes, object),
+        Event::Delete(object) => return remove(routes, &object),
+    }
+    true
 }
 
 /// Follows every object of one kind into `changes` until `cancel`.
