@@ -42,6 +42,8 @@ use tokio_util::sync::CancellationToken;
 
 use routes::{Backend, Listen, Me, Protocol, Route, Routes};
 
+/// Watch events queued for the proxy's loop at most.
+const CHANGE_QUEUE: usize = 1024;
 /// How long a connection to one endpoint may take before the next is tried.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A proxied connection with no bytes either way for this long is closed.
@@ -67,7 +69,9 @@ struct Balance {
 /// Runs the proxy for node `me` until `cancel`; `token` opens other nodes' tunnels.
 pub async fn run(client: kube::Client, me: Me, token: String, cancel: CancellationToken) {
     let token: Arc<str> = token.into();
-    let (changes, mut changed) = mpsc::unbounded_channel::<Change>();
+    // Bounded: a burst of watch events waits in the watches (and the API server's buffers) while
+    // the table is being worked out, rather than piling up here.
+    let (changes, mut changed) = mpsc::channel::<Change>(CHANGE_QUEUE);
     let (service, slice): (fn(_) -> _, fn(_) -> _) = (|e| Change::Service(Box::new(e)), |e| Change::Slice(Box::new(e)));
     let node: fn(_) -> _ = |e| Change::Node(Box::new(e));
     let pod: fn(_) -> _ = |e| Change::Pod(Box::new(e));
@@ -254,7 +258,7 @@ fn feed<T>(
 async fn follow<K>(
     api: Api<K>,
     config: watcher::Config,
-    changes: mpsc::UnboundedSender<Change>,
+    changes: mpsc::Sender<Change>,
     wrap: fn(Event<K>) -> Change,
     cancel: CancellationToken,
 ) where
@@ -268,7 +272,7 @@ async fn follow<K>(
         };
         match event {
             Some(Ok(event)) => {
-                if changes.send(wrap(event)).is_err() {
+                if changes.send(wrap(event)).await.is_err() {
                     return;
                 }
             }
