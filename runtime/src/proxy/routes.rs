@@ -155,15 +155,7 @@ impl Routes {
     pub fn put_node(&mut self, node: &Node) -> bool {
         let name = node.metadata.name.clone().unwrap_or_default();
         let pods = node.spec.as_ref().and_then(|s| s.pod_cidr.as_deref()).and_then(|c| c.parse().ok());
-        let remote = tunnel_of(node).map(|tunnel| Remote { tunnel, pods });
-        if self.nodes.get(&name) == remote.as_ref() {
-            return false;
-        }
-        match remote {
-            Some(remote) => self.nodes.insert(name, remote),
-            None => self.nodes.remove(&name),
-        };
-        true
+        set(&mut self.nodes, name, tunnel_of(node).map(|tunnel| Remote { tunnel, pods }))
     }
 
     pub fn remove_node(&mut self, node: &Node) -> bool {
@@ -180,16 +172,7 @@ impl Routes {
     /// Notes a pod on another node; says whether that changed anything (most pod updates are
     /// status changes that leave its address and ports as they were).
     pub fn put_pod(&mut self, pod: &Pod) -> bool {
-        let key = key_of(&pod.metadata);
-        let remote = RemotePod::of(pod);
-        if self.pods.get(&key) == remote.as_ref() {
-            return false;
-        }
-        match remote {
-            Some(remote) => self.pods.insert(key, remote),
-            None => self.pods.remove(&key),
-        };
-        true
+        set(&mut self.pods, key_of(&pod.metadata), RemotePod::of(pod))
     }
 
     pub fn remove_pod(&mut self, pod: &Pod) -> bool {
@@ -305,6 +288,18 @@ impl Routes {
             }
         }
     }
+}
+
+/// Sets `map[key]` to `value` (removes it for `None`); says whether that changed anything.
+fn set<K: std::hash::Hash + Eq, V: PartialEq>(map: &mut HashMap<K, V>, key: K, value: Option<V>) -> bool {
+    if map.get(&key) == value.as_ref() {
+        return false;
+    }
+    match value {
+        Some(value) => map.insert(key, value),
+        None => map.remove(&key),
+    };
+    true
 }
 
 /// The ready endpoints of `slices` at their port named `name` (and `protocol`).
