@@ -4,12 +4,13 @@ use std::io::Write;
 
 use kube::api::ListParams;
 use serde_json::Value;
-use wasmkube_api::{Kind, meta};
+use wasmkube_api::{Kind, meta, printers};
 
 use crate::error::{Error, is_unreachable, render};
 use crate::output::{self, GET_GAP, Report};
 use crate::resource::{self, Target};
-use crate::{ClientOptions, config, printers};
+
+use crate::{ClientOptions, config};
 
 #[derive(Debug, clap::Args)]
 pub struct GetArgs {
@@ -180,7 +181,7 @@ fn write_tables(fetched: &Fetched, query: &Query, wide: bool, out: &mut impl Wri
         first = false;
         let mut headers = printers::columns(kind, wide);
         let namespace_column = query.all_namespaces && kind.namespaced;
-        let prefix_name = with_kind && headers.first() == Some(&"NAME");
+        let prefix_name = with_kind && headers.first().is_some_and(|h| h == "NAME");
         let rows: Vec<Vec<String>> = objects
             .iter()
             .map(|object| {
@@ -195,8 +196,9 @@ fn write_tables(fetched: &Fetched, query: &Query, wide: bool, out: &mut impl Wri
             })
             .collect();
         if namespace_column {
-            headers.insert(0, "NAMESPACE");
+            headers.insert(0, "NAMESPACE".to_string());
         }
+        let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
         out.write_all(output::table(&headers, &rows, GET_GAP).as_bytes())?;
     }
     Ok(())

@@ -8,8 +8,8 @@
 //! `kube::Client` and an output writer ([`apply::apply`], [`get::get`], [`describe::describe`],
 //! [`delete::delete`]); [`rollout`] holds its subcommands as kubectl nests them, and the pure parts
 //! of every verb (status wording, history tables, patches, drain filters) are plain functions.
-//! Table columns are pure functions in [`printers`] so they can later move server-side. Failures
-//! are one-line [`Error`]s worded like kubectl's.
+//! Table columns come from [`wasmkube_api::printers`], shared with the API server's Table responses.
+//! Failures are one-line [`Error`]s worded like kubectl's.
 
 pub mod apply;
 pub mod config;
@@ -25,7 +25,6 @@ pub mod local_images;
 pub mod logs;
 pub mod manifest;
 pub mod output;
-pub mod printers;
 pub mod push;
 pub mod resource;
 pub mod rollout;

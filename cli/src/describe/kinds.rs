@@ -180,7 +180,7 @@ fn state(page: &mut Page, indent: usize, key: &str, state: Option<&Value>) {
 }
 
 pub(super) fn deployment(page: &mut Page, deploy: &Value) {
-    page.field(0, "Selector", &crate::printers::selector_text(deploy.pointer("/spec/selector")));
+    page.field(0, "Selector", &wasmkube_api::printers::selector_text(deploy.pointer("/spec/selector")));
     let replicas = deploy.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
     page.field(
         0,

@@ -12,6 +12,7 @@ mod node_proxy;
 mod observe;
 pub mod path;
 mod resources;
+mod table;
 mod watch;
 
 use std::sync::Arc;

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::AppState;
 use super::path::{self, PathError};
+use super::table::{self, TableRequest};
 use super::watch;
 use crate::objects::{
     DeleteOptions, FieldValidation, ListOptions, PatchKind, Selectors, Subresource, Target, WatchOptions, WriteOptions,
@@ -36,6 +37,7 @@ pub struct Params {
     pub dry_run: Option<String>,
     pub grace_period_seconds: Option<String>,
     pub propagation_policy: Option<String>,
+    pub include_object: Option<String>,
 }
 
 fn is_true(v: &Option<String>) -> bool {
@@ -141,6 +143,13 @@ async fn dispatch(
     };
     let objects = &state.objects;
     let is_collection = target.name.is_none();
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let as_table = match table::negotiate(accept) {
+        Some(version) => {
+            Some(TableRequest { version, include: table::Include::parse(params.include_object.as_deref())? })
+        }
+        None => None,
+    };
     match (method.as_str(), is_collection) {
         ("GET", true) if params.is_watch() => {
             let opts = WatchOptions {
@@ -154,11 +163,23 @@ async fn dispatch(
             let timeout = parse_number::<u64>("timeoutSeconds", &params.timeout_seconds)?.map(Duration::from_secs);
             let bookmarks = is_true(&params.allow_watch_bookmarks).then_some(state.settings.bookmark_interval);
             let (start, events) = objects.watch(&target, opts).await?;
-            Ok(watch::respond(state, target.kind, start, events, timeout, bookmarks))
+            Ok(watch::respond(state, target.kind, start, events, watch::Options { timeout, bookmarks, as_table }))
         }
-        ("GET", true) => ok_json(StatusCode::OK, &objects.list(&target, &params.list_options(&target)?).await?),
+        ("GET", true) => {
+            let list = objects.list(&target, &params.list_options(&target)?).await?;
+            match as_table {
+                Some(request) => ok_json(StatusCode::OK, &table::of_list(target.kind, list, request)),
+                None => ok_json(StatusCode::OK, &list),
+            }
+        }
         ("GET", false) if sub == Subresource::Scale => ok_json(StatusCode::OK, &objects.get_scale(&target).await?),
-        ("GET", false) => ok_json(StatusCode::OK, &objects.get(&target).await?),
+        ("GET", false) => {
+            let object = objects.get(&target).await?;
+            match as_table {
+                Some(request) => ok_json(StatusCode::OK, &table::of_object(target.kind, object, request, true)),
+                None => ok_json(StatusCode::OK, &object),
+            }
+        }
         ("POST", true) => {
             if target.kind.namespaced && target.namespace.is_none() {
                 return Err(ApiError::MethodNotAllowed);

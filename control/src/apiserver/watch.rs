@@ -12,8 +12,19 @@ use tokio::sync::mpsc;
 use wasmkube_api::Kind;
 
 use super::AppState;
+use super::table::{self, TableRequest};
 use crate::objects::WatchEvent;
 use crate::store::Revision;
+
+/// How a watch is streamed.
+pub struct Options {
+    /// `timeoutSeconds`: the stream ends after this long.
+    pub timeout: Option<Duration>,
+    /// With `allowWatchBookmarks=true`, how often a BOOKMARK is sent.
+    pub bookmarks: Option<Duration>,
+    /// Objects are sent as one-row Tables ([`table::of_object`]).
+    pub as_table: Option<TableRequest>,
+}
 
 /// Starts streaming `events`; the stream stays open until the client goes, `timeout` passes or the
 /// watch fails (an ERROR event is its last line).
@@ -22,9 +33,9 @@ pub fn respond(
     kind: &'static Kind,
     start: Revision,
     events: impl Stream<Item = WatchEvent> + Send + 'static,
-    timeout: Option<Duration>,
-    bookmarks: Option<Duration>,
+    options: Options,
 ) -> Response {
+    let Options { timeout, bookmarks, as_table } = options;
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let guard = state.metrics.watch_opened();
     tokio::spawn(async move {
@@ -36,8 +47,9 @@ pub fn respond(
         tokio::pin!(deadline);
         let period = bookmarks.unwrap_or(never);
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        let mut first_row = true;
         loop {
-            let event = tokio::select! {
+            let mut event = tokio::select! {
                 event = events.next() => match event {
                     Some(event) => event,
                     None => break,
@@ -57,6 +69,11 @@ pub fn respond(
                 last = last.max(rev);
             }
             let is_error = event.kind == "ERROR";
+            if let Some(request) = as_table.filter(|_| matches!(event.kind, "ADDED" | "MODIFIED" | "DELETED")) {
+                let object = std::mem::take(&mut event.object);
+                event.object = table::of_object(kind, object, request, first_row);
+                first_row = false;
+            }
             let mut line = serde_json::to_vec(&event).expect("watch events serialise");
             line.push(b'\n');
             if tx.send(Bytes::from(line)).await.is_err() || is_error {

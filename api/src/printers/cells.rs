@@ -1,8 +1,8 @@
 //! Cell functions for [`super`]'s column tables: small readers of an object's JSON.
 
+use crate::meta;
 use jiff::Timestamp;
 use serde_json::Value;
-use wasmkube_api::meta;
 
 /// The string at a JSON pointer, if any.
 pub(super) fn str_at<'a>(o: &'a Value, pointer: &str) -> Option<&'a str> {

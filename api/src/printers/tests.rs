@@ -1,5 +1,5 @@
+use crate::kinds;
 use serde_json::json;
-use wasmkube_api::kinds;
 
 use super::*;
 
