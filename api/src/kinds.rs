@@ -36,6 +36,9 @@ pub struct Kind {
     /// Decodes into the typed k8s-openapi struct and encodes back: the canonical stored form. It fails
     /// on wrongly typed fields and drops fields the type does not know.
     normalize: fn(&Value) -> Result<Value, serde_json::Error>,
+    /// Registers the kind's OpenAPI schema (and every schema it refers to) with a generator and
+    /// returns a reference to it.
+    schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
 }
 
 impl Kind {
@@ -61,6 +64,11 @@ impl Kind {
     /// The canonical form of `object`: see [`Kind::normalize`].
     pub fn normalize(&self, object: &Value) -> Result<Value, serde_json::Error> {
         (self.normalize)(object)
+    }
+
+    /// Adds the kind's schema to `generator`'s definitions; returns a `$ref` to it.
+    pub fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        (self.schema)(generator)
     }
 
     /// The storage key prefix of this resource: `/registry/<group>/<plural>/`, with `core` for the
@@ -101,6 +109,7 @@ macro_rules! kind {
             has_scale: $scale,
             categories: &[$($cat),*],
             normalize: roundtrip::<$ty>,
+            schema: |generator| generator.subschema_for::<$ty>(),
         }
     };
 }

@@ -5,8 +5,9 @@
 //! (Kubernetes' create/update/patch/delete/list/watch semantics), serves that through the
 //! [`apiserver`] over HTTPS with the material from [`pki`] (beside the image [`registry`]), and runs
 //! the [`controller`]s and the [`scheduler`], which record Events through one shared [`events`]
-//! recorder. Errors
-//! reach clients as Kubernetes `Status` objects ([`status`]); [`metrics`] are served at `/metrics`.
+//! recorder. Errors reach clients as Kubernetes `Status` objects ([`status`]); [`metrics`] are
+//! served at `/metrics`. [`schema`] holds every kind's OpenAPI schema with its merge semantics,
+//! for `/openapi/v3` and for strategic merge patches.
 
 pub mod apiserver;
 pub mod controller;
@@ -16,6 +17,7 @@ pub mod objects;
 pub mod pki;
 pub mod registry;
 pub mod scheduler;
+pub mod schema;
 pub mod status;
 pub mod store;
 

@@ -273,9 +273,10 @@ fn patch_kind(headers: &HeaderMap) -> Result<PatchKind, ApiError> {
     match content_type(headers) {
         "application/merge-patch+json" => Ok(PatchKind::Merge),
         "application/json-patch+json" => Ok(PatchKind::Json),
+        "application/strategic-merge-patch+json" => Ok(PatchKind::Strategic),
         other => Err(ApiError::UnsupportedMediaType(format!(
             "the body of the request was in an unknown format ({other}) - accepted media types include: \
-             application/json-patch+json, application/merge-patch+json"
+             application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json"
         ))),
     }
 }

@@ -15,6 +15,7 @@ mod fields;
 mod list;
 mod services;
 mod status_patch;
+mod strategic;
 mod update;
 
 use std::sync::Arc;

@@ -31,6 +31,8 @@ pub enum PatchKind {
     Merge,
     /// `application/json-patch+json` (RFC 6902).
     Json,
+    /// `application/strategic-merge-patch+json` ([`super::strategic`]).
+    Strategic,
 }
 
 pub(super) const CONFLICT_MESSAGE: &str =
@@ -75,6 +77,12 @@ impl Objects {
             let mut doc = current.clone();
             match patch_kind {
                 PatchKind::Merge => json_patch::merge(&mut doc, &patch),
+                PatchKind::Strategic => {
+                    let schemas = crate::schema::schemas();
+                    // A Scale has no list fields: plain merge semantics are exact for it.
+                    let schema = (sub != Subresource::Scale).then(|| schemas.root(kind));
+                    doc = super::strategic::apply(schemas, &doc, &patch, schema).map_err(ApiError::BadRequest)?;
+                }
                 PatchKind::Json => {
                     let ops: json_patch::Patch = serde_json::from_value(patch.clone())
                         .map_err(|e| ApiError::BadRequest(format!("invalid JSON patch: {e}")))?;
@@ -342,7 +350,9 @@ fn same_but_meta_and_status(a: &Value, b: &Value) -> bool {
 
 fn patch_sets_resource_version(patch: &Value, kind: PatchKind) -> Option<String> {
     match kind {
-        PatchKind::Merge => patch.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(String::from),
+        PatchKind::Merge | PatchKind::Strategic => {
+            patch.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(String::from)
+        }
         PatchKind::Json => patch.as_array()?.iter().find_map(|op| {
             let path = op.get("path")?.as_str()?;
             let is_set = matches!(op.get("op")?.as_str()?, "add" | "replace");
