@@ -391,3 +391,29 @@ async fn delete_preconditions_dry_run_and_all_namespace_lists_behave_like_kubern
     seen.sort();
     assert_eq!(seen, vec![("default".into(), "dflt".into()), ("kube-system".into(), "sys".into())]);
 }
+
+#[tokio::test]
+async fn self_subject_reviews_answer_for_the_caller() {
+    let cluster = TestCluster::start().await;
+    let review =
+        |spec: Value| json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "spec": spec});
+    let path = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews";
+    let asked = review(json!({"resourceAttributes": {"verb": "delete", "resource": "pods", "namespace": "x"}}));
+    let (code, _, answer) = raw(&cluster.client, "POST", path, "application/json", asked).await;
+    assert_eq!(code, 201, "{answer}");
+    assert_eq!(answer["status"]["allowed"], true, "the cluster token may do everything");
+    assert_eq!(answer["spec"]["resourceAttributes"]["verb"], "delete");
+    let (code, _, answer) = raw(&cluster.client, "POST", path, "application/json", review(json!({}))).await;
+    assert_eq!(code, 400, "a review must name what it asks about: {answer}");
+
+    let rules = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview", "spec": {"namespace": "default"}});
+    let rules_path = "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews";
+    let (code, _, answer) = raw(&cluster.client, "POST", rules_path, "application/json", rules).await;
+    assert_eq!((code, &answer["status"]["resourceRules"][0]["verbs"]), (201, &json!(["*"])));
+
+    // A caller without the token is not answered at all.
+    let anonymous = cluster.client_with_token(None).await;
+    let asked = review(json!({"resourceAttributes": {"verb": "get", "resource": "pods"}}));
+    let (code, _, _) = raw(&anonymous, "POST", path, "application/json", asked).await;
+    assert_eq!(code, 401);
+}

@@ -74,8 +74,10 @@ const STORED_VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "
 const READ_WRITE: &[&str] = &["get", "patch", "update"];
 
 /// Resources that are answered rather than stored: `(group, version, plural, kind, namespaced)`.
-pub const VIRTUAL: &[(&str, &str, &str, &str, bool)] =
-    &[("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", false)];
+pub const VIRTUAL: &[(&str, &str, &str, &str, bool)] = &[
+    ("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", false),
+    ("authorization.k8s.io", "v1", "selfsubjectrulesreviews", "SelfSubjectRulesReview", false),
+];
 
 fn gvk(kind: &'static Kind) -> Gvk {
     Gvk { group: kind.group, version: kind.version, kind: kind.kind }

@@ -4,12 +4,15 @@
 //! ([`resources::handle`]) for every resource path, which [`path`] parses and the object service
 //! answers; `/v2/…` is the image [`crate::registry`]. Authentication ([`auth`]) and request metrics ([`observe`]) are layers around all of it.
 
+mod access;
 mod auth;
+mod body;
 mod discovery;
 mod exec;
 mod logs;
 mod node_proxy;
 mod observe;
+mod openapi;
 pub mod path;
 mod resources;
 mod table;
@@ -23,7 +26,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
 use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -72,6 +75,10 @@ pub fn router(state: AppState) -> Router {
         .route("/apis", get(discovery::groups))
         .route("/apis/{group}", get(discovery::group))
         .route("/apis/{group}/{version}", get(discovery::group_resources))
+        .route("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", post(access::self_subject_access_review))
+        .route("/apis/authorization.k8s.io/v1/selfsubjectrulesreviews", post(access::self_subject_rules_review))
+        .route("/openapi/v3", get(openapi::root))
+        .route("/openapi/v3/{*path}", get(openapi::group_version))
         .route("/api/v1/namespaces/{namespace}/pods/{name}/exec", any(exec::pod_exec))
         .route("/api/v1/nodes/{name}/proxy/metrics", get(node_proxy::node_metrics))
         .route("/v2", any(crate::registry::handle))

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::AppState;
+use super::body;
 use super::path::{self, PathError};
 use super::table::{self, TableRequest};
 use super::watch;
@@ -242,35 +243,12 @@ fn delete_options(params: &Params, body: &Bytes) -> Result<DeleteOptions, ApiErr
     Ok(opts)
 }
 
-fn content_type(headers: &HeaderMap) -> &str {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim())
-        .unwrap_or("")
-}
-
-fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
-    match content_type(headers) {
-        "" | "application/json" | "*/*" => {}
-        "application/vnd.kubernetes.protobuf" => {
-            return Err(ApiError::UnsupportedMediaType(
-                "the body of the request was in an unknown format - accepted media types include: application/json \
-                 (protobuf request bodies are not supported yet)"
-                    .into(),
-            ));
-        }
-        other => {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "the body of the request was in an unknown format ({other}) - accepted media types include: application/json"
-            )));
-        }
-    }
-    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))
+fn json_body(headers: &HeaderMap, payload: &Bytes) -> Result<Value, ApiError> {
+    body::decode(headers, payload)
 }
 
 fn patch_kind(headers: &HeaderMap) -> Result<PatchKind, ApiError> {
-    match content_type(headers) {
+    match body::content_type(headers) {
         "application/merge-patch+json" => Ok(PatchKind::Merge),
         "application/json-patch+json" => Ok(PatchKind::Json),
         "application/strategic-merge-patch+json" => Ok(PatchKind::Strategic),

@@ -193,8 +193,14 @@ impl Objects {
                 Some(locked) if !finished => Some(locked.assign(&key, &name, Some(&current), &mut new)?),
                 _ => None,
             };
-            if same_object(&new, &current) || opts.dry_run {
-                return Ok(Written { object: if opts.dry_run { new } else { current }, warnings });
+            if opts.dry_run {
+                // Nothing is written, so the object keeps the version it has (`kubectl diff`
+                // would otherwise show the resourceVersion as removed).
+                new["metadata"]["resourceVersion"] = Value::String(rev.to_string());
+                return Ok(Written { object: new, warnings });
+            }
+            if same_object(&new, &current) {
+                return Ok(Written { object: current, warnings });
             }
             let bytes = encode(&new);
             let write = if finished {

@@ -1,0 +1,276 @@
+//! Stock kubectl against `wasmkube up`, through the kubeconfig `up` writes: the scenarios a user
+//! runs, checked by their output and exit codes as kubectl prints them against Kubernetes.
+//!
+//! kubectl must be installed (`.ci/run` installs it); where it is not, outside CI, the tests skip.
+//! Every kubectl run gets the cluster's own `--cache-dir`, so discovery is really asked for.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use support::process::{Proc, path_str};
+
+/// A `wasmkube up` and the files kubectl uses with it.
+struct Cluster {
+    _up: Proc,
+    dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+}
+
+impl Cluster {
+    /// Starts `wasmkube up`, or returns `None` where kubectl is not installed (never under CI).
+    fn start() -> Option<Self> {
+        if Command::new("kubectl").args(["version", "--client"]).output().is_err() {
+            assert!(std::env::var_os("CI").is_none(), "kubectl must be installed under CI (.ci/run installs it)");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let args = [
+            "up",
+            "--api-addr",
+            "127.0.0.1:0",
+            "--node-name",
+            "local",
+            "--node-api-port",
+            "0",
+            "--dns-addr",
+            "off",
+            "--data-dir",
+            path_str(&data),
+        ];
+        let (up, _) = Proc::start("up", &args, dir.path().join("up.log"));
+        Some(Cluster { _up: up, kubeconfig: data.join("kubeconfig"), dir })
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("kubectl");
+        command
+            .args(args)
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("cache"))
+            .env("KUBECONFIG", &self.kubeconfig)
+            .current_dir(self.dir.path());
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("kubectl runs")
+    }
+
+    /// Runs kubectl, expecting success; its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+
+    /// Runs kubectl, expecting exit code `code`; its stderr.
+    fn fails(&self, args: &[&str], code: i32) -> String {
+        let out = self.run(args);
+        assert_eq!(out.status.code(), Some(code), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8(out.stderr).expect("utf-8")
+    }
+
+    fn write(&self, name: &str, text: &str) -> String {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).expect("write manifest");
+        path.display().to_string()
+    }
+}
+
+/// The words of each line (column alignment is kubectl's business).
+fn rows(text: &str) -> Vec<Vec<String>> {
+    text.lines().map(|l| l.split_whitespace().map(String::from).collect()).collect()
+}
+
+/// Split on runs of two or more spaces, so multi-word headers (`NOMINATED NODE`) stay whole.
+fn columns(line: &str) -> Vec<&str> {
+    line.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect()
+}
+
+fn deployment(replicas: u32, containers: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: {replicas}\n  \
+         selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      \
+         containers:\n{containers}"
+    )
+}
+
+const WEB: &str = "      - name: web\n        image: file:///web.wasm\n        env: [{name: A, value: \"1\"}, {name: B, value: \"2\"}]\n";
+const SIDE: &str = "      - name: side\n        image: file:///side.wasm\n";
+
+#[test]
+fn discovery_is_aggregated_and_get_prints_kubernetes_columns() {
+    let Some(c) = Cluster::start() else { return };
+    // Aggregated discovery: two requests, no per-group-version ones.
+    let out = c.run(&["get", "namespaces", "-v=6"]);
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("/api?timeout=32s") && log.contains("/apis?timeout=32s"), "{log}");
+    assert!(!log.contains("/api/v1?timeout") && !log.contains("/apis/apps/v1?timeout"), "legacy discovery used: {log}");
+    let ns = String::from_utf8(out.stdout).expect("utf-8");
+    assert_eq!(rows(&ns)[0], ["NAME", "STATUS", "AGE"]);
+    assert!(rows(&ns).iter().any(|r| r[..2] == ["default", "Active"]), "{ns}");
+
+    let resources = c.ok(&["api-resources"]);
+    assert!(rows(&resources).contains(&["pods", "po", "v1", "true", "Pod"].map(String::from).to_vec()), "{resources}");
+    assert!(rows(&resources).iter().any(|r| r[..2] == ["deployments", "deploy"] && r[2] == "apps/v1"), "{resources}");
+
+    let services = c.ok(&["get", "svc", "-A"]);
+    let lines: Vec<&str> = services.lines().collect();
+    assert_eq!(columns(lines[0]), ["NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]);
+    assert!(
+        lines
+            .iter()
+            .any(|l| columns(l)[..6] == ["default", "kubernetes", "ClusterIP", "127.32.0.1", "<none>", "443/TCP"]),
+        "{services}"
+    );
+
+    let nodes = c.ok(&["get", "nodes", "-o", "wide"]);
+    let lines: Vec<&str> = nodes.lines().collect();
+    assert_eq!(columns(lines[0])[..7], ["NAME", "STATUS", "ROLES", "AGE", "VERSION", "INTERNAL-IP", "EXTERNAL-IP"]);
+    assert_eq!(columns(lines[1])[..2], ["local", "Ready"]);
+
+    c.ok(&["apply", "-f", &c.write("d.yaml", &deployment(1, WEB))]);
+    let wide = c.ok(&["get", "deploy", "-o", "wide"]);
+    let lines: Vec<&str> = wide.lines().collect();
+    assert_eq!(
+        columns(lines[0]),
+        ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"]
+    );
+    assert_eq!(columns(lines[1])[..2], ["web", "0/1"]);
+    assert_eq!(columns(lines[1])[5..], ["web", "file:///web.wasm", "app=web"]);
+    let labels = c.ok(&["get", "rs", "-l", "app=web", "--show-labels"]);
+    assert!(labels.lines().next().is_some_and(|h| h.ends_with("LABELS")), "{labels}");
+    assert!(labels.contains("app=web,pod-template-hash="), "{labels}");
+    assert_eq!(c.ok(&["get", "deploy", "web", "-o", "name"]).trim(), "deployment.apps/web");
+
+    // A watch prints the list, then one row per change, in the same columns.
+    c.ok(&[
+        "create",
+        "-f",
+        &c.write("cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: watched}\ndata: {a: b}\n"),
+    ]);
+    let mut watch =
+        c.command(&["get", "configmaps", "-w"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("watch");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = watch.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let watched = |seen: &[String]| seen.iter().filter(|l| l.starts_with("watched ")).count();
+    let mut seen = Vec::new();
+    while watched(&seen) == 0 {
+        seen.push(rx.recv_timeout(Duration::from_secs(20)).expect("the listed row"));
+    }
+    c.ok(&["patch", "configmap", "watched", "--type=merge", "-p", r#"{"data":{"c":"d"}}"#]);
+    while watched(&seen) < 2 {
+        seen.push(rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| panic!("no watch row in {seen:?}")));
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let rows: Vec<Vec<&str>> = seen.iter().filter(|l| l.starts_with("watched ")).map(|l| columns(l)).collect();
+    assert_eq!((rows[0][1], rows[1][1]), ("1", "2"), "{seen:?}");
+    assert_eq!(columns(&seen[0]), ["NAME", "DATA", "AGE"]);
+}
+
+#[test]
+fn apply_creates_updates_prunes_and_validates_like_kubernetes() {
+    let Some(c) = Cluster::start() else { return };
+    let file = c.write("d.yaml", &deployment(1, &format!("{WEB}{SIDE}")));
+    assert_eq!(c.ok(&["apply", "-f", &file]).trim(), "deployment.apps/web created");
+    assert_eq!(c.ok(&["apply", "-f", &file]).trim(), "deployment.apps/web unchanged");
+
+    // Removing a container and an env var from the manifest removes them from the object: the
+    // client computes a strategic merge patch from the served schemas, the server merges by name.
+    let file = c.write("d.yaml", &deployment(1, &WEB.replace(", {name: B, value: \"2\"}", "")));
+    assert_eq!(c.ok(&["apply", "-f", &file]).trim(), "deployment.apps/web configured");
+    let containers = c.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[*].name}"]);
+    assert_eq!(containers, "web");
+    let env = c.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[0].env[*].name}"]);
+    assert_eq!(env, "A");
+
+    // Dry run and diff change nothing; diff exits 1 when there is a difference.
+    let three = c.write("d3.yaml", &deployment(3, &WEB.replace(", {name: B, value: \"2\"}", "")));
+    assert_eq!(
+        c.ok(&["apply", "-f", &three, "--dry-run=server"]).trim(),
+        "deployment.apps/web configured (server dry run)"
+    );
+    let diff = c.run(&["diff", "-f", &three]);
+    assert_eq!(diff.status.code(), Some(1), "{}", String::from_utf8_lossy(&diff.stderr));
+    let diff = String::from_utf8_lossy(&diff.stdout);
+    assert!(diff.contains("-  replicas: 1") && diff.contains("+  replicas: 3"), "{diff}");
+    assert!(!diff.contains("-  resourceVersion"), "a dry run keeps the resourceVersion: {diff}");
+    assert_eq!(c.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]), "1");
+
+    // Unknown fields: refused by default (the server checks, as the OpenAPI says it will), a
+    // warning with --validate=warn.
+    let bad = c.write("bad.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bad}\nbogusField: 1\n");
+    let err = c.fails(&["apply", "-f", &bad], 1);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "Error from server (BadRequest): error when creating \"{bad}\": strict decoding error: unknown field \"bogusField\""
+        )
+    );
+    let out = c.run(&["apply", "-f", &bad, "--validate=warn"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Warning: unknown field \"bogusField\""));
+
+    // explain reads the served schemas.
+    let explained = c.ok(&["explain", "deployment.spec.replicas"]);
+    assert!(
+        explained.contains("KIND:       Deployment") && explained.contains("FIELD: replicas <integer>"),
+        "{explained}"
+    );
+    let explained = c.ok(&["explain", "pods.spec.containers.name"]);
+    assert!(explained.contains("FIELD: name <string>"), "{explained}");
+}
+
+#[test]
+fn patch_edit_set_image_restart_label_and_scale() {
+    let Some(c) = Cluster::start() else { return };
+    c.ok(&["apply", "-f", &c.write("d.yaml", &deployment(1, &format!("{WEB}{SIDE}")))]);
+    let get = |path: &str| c.ok(&["get", "deploy", "web", "-o", &format!("jsonpath={{{path}}}")]);
+
+    assert_eq!(
+        c.ok(&["set", "image", "deploy/web", "web=file:///v2.wasm"]).trim(),
+        "deployment.apps/web image updated"
+    );
+    assert_eq!(get(".spec.template.spec.containers[*].image"), "file:///v2.wasm file:///side.wasm");
+    assert_eq!(c.ok(&["rollout", "restart", "deploy/web"]).trim(), "deployment.apps/web restarted");
+    assert!(!get(".spec.template.metadata.annotations.kubectl\\.kubernetes\\.io/restartedAt").is_empty());
+
+    // The three patch types.
+    let strategic =
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","env":[{"name":"C","value":"3"}]}]}}}}"#;
+    assert_eq!(c.ok(&["patch", "deploy", "web", "-p", strategic]).trim(), "deployment.apps/web patched");
+    assert_eq!(get(".spec.template.spec.containers[0].env[*].name"), "A B C");
+    c.ok(&["patch", "deploy", "web", "--type=merge", "-p", r#"{"metadata":{"labels":{"tier":"front"}}}"#]);
+    c.ok(&["patch", "deploy", "web", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/replicas","value":2}]"#]);
+    assert_eq!(get(".spec.replicas"), "2");
+    assert_eq!(get(".metadata.labels.tier"), "front");
+
+    // edit, non-interactively: kubectl sends the change as a strategic merge patch.
+    let mut edit = c.command(&["edit", "deploy/web"]);
+    edit.env("EDITOR", "sed -i s/replicas:.2/replicas:\\ 4/");
+    let out = edit.output().expect("kubectl edit");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(get(".spec.replicas"), "4");
+
+    assert_eq!(c.ok(&["label", "deploy", "web", "team=a"]).trim(), "deployment.apps/web labeled");
+    assert_eq!(c.ok(&["annotate", "deploy", "web", "note=x"]).trim(), "deployment.apps/web annotated");
+    assert_eq!(c.ok(&["scale", "deploy/web", "--replicas=1"]).trim(), "deployment.apps/web scaled");
+    assert_eq!(get(".spec.replicas"), "1");
+    let err = c.fails(
+        &["patch", "deploy", "web", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"image":"x"}]}}}}"#],
+        1,
+    );
+    assert!(err.contains("does not contain declared merge key: name"), "{err}");
+}
