@@ -274,3 +274,44 @@ fn patch_edit_set_image_restart_label_and_scale() {
     );
     assert!(err.contains("does not contain declared merge key: name"), "{err}");
 }
+
+#[test]
+fn create_generators_and_auth_can_i_send_protobuf() {
+    let Some(c) = Cluster::start() else { return };
+    // These commands send their objects only as protobuf.
+    assert_eq!(c.ok(&["create", "namespace", "demo"]).trim(), "namespace/demo created");
+    assert_eq!(
+        c.ok(&["create", "configmap", "cfg", "--from-literal=k=v", "-n", "demo"]).trim(),
+        "configmap/cfg created"
+    );
+    assert_eq!(
+        c.ok(&["create", "secret", "generic", "sec", "--from-literal=k=v", "-n", "demo"]).trim(),
+        "secret/sec created"
+    );
+    let created = c.ok(&["create", "deployment", "made", "--image=file:///made.wasm", "--replicas=0", "-n", "demo"]);
+    assert_eq!(created.trim(), "deployment.apps/made created");
+    assert_eq!(
+        c.ok(&["create", "service", "clusterip", "svc", "--tcp=80:8080", "-n", "demo"]).trim(),
+        "service/svc created"
+    );
+
+    assert_eq!(c.ok(&["get", "configmap", "cfg", "-n", "demo", "-o", "jsonpath={.data.k}"]), "v");
+    assert_eq!(c.ok(&["get", "secret", "sec", "-n", "demo", "-o", "jsonpath={.data.k}"]), "dg==");
+    let get = |path: &str| c.ok(&["get", "deploy", "made", "-n", "demo", "-o", &format!("jsonpath={{{path}}}")]);
+    assert_eq!(get(".spec.replicas"), "0", "an explicit zero survives the protobuf body");
+    assert_eq!(get(".spec.strategy.type"), "RollingUpdate", "an empty strategy is defaulted");
+    let ports =
+        c.ok(&["get", "svc", "svc", "-n", "demo", "-o", "jsonpath={.spec.ports[0].port}:{.spec.ports[0].targetPort}"]);
+    assert_eq!(ports, "80:8080");
+    let err = c.fails(&["create", "namespace", "demo"], 1);
+    assert_eq!(err.trim(), "Error from server (AlreadyExists): namespaces \"demo\" already exists");
+
+    assert_eq!(c.ok(&["auth", "can-i", "delete", "pods", "-n", "demo"]).trim(), "yes");
+    let rules = c.ok(&["auth", "can-i", "--list"]);
+    assert!(rows(&rules).iter().any(|r| r[..] == ["*.*", "[]", "[]", "[*]"]), "{rules}");
+
+    let described = c.ok(&["describe", "deployment", "made", "-n", "demo"]);
+    assert!(rows(&described).iter().any(|r| r[..] == ["StrategyType:", "RollingUpdate"]), "{described}");
+    let node = c.ok(&["describe", "node", "local"]);
+    assert!(node.contains("Non-terminated Pods:") && node.contains("PodCIDR:"), "{node}");
+}

@@ -1,12 +1,11 @@
-//! Request bodies in the media types Kubernetes accepts for objects, decoded to the JSON form the
-//! object service works on: JSON and YAML. Protobuf bodies are refused with 415 for now.
+//! Request bodies in the media types Kubernetes accepts for objects: JSON, YAML and protobuf
+//! ([`super::protobuf`]), all decoded to the JSON form the object service works on.
 
 use axum::http::{HeaderMap, header};
 use serde_json::Value;
 
+use super::protobuf;
 use crate::status::ApiError;
-
-const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
 
 /// The media type of the body, without parameters.
 pub fn content_type(headers: &HeaderMap) -> &str {
@@ -23,14 +22,11 @@ pub fn decode(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
         "" | "application/json" | "*/*" => serde_json::from_slice(body)
             .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}"))),
         "application/yaml" => yaml(body),
-        PROTOBUF => Err(ApiError::UnsupportedMediaType(
-            "the body of the request was in an unknown format - accepted media types include: application/json, \
-             application/yaml (protobuf request bodies are not supported yet)"
-                .into(),
-        )),
+        protobuf::MEDIA_TYPE => protobuf::decode(body),
         other => Err(ApiError::UnsupportedMediaType(format!(
             "the body of the request was in an unknown format ({other}) - accepted media types include: \
-             application/json, application/yaml"
+             application/json, application/yaml, {}",
+            protobuf::MEDIA_TYPE
         ))),
     }
 }

@@ -14,6 +14,7 @@ mod node_proxy;
 mod observe;
 mod openapi;
 pub mod path;
+mod protobuf;
 mod resources;
 mod table;
 mod watch;

@@ -68,11 +68,12 @@ pub fn apply(kind: &Kind, object: &mut Value) {
             default_at(object, &["spec", "replicas"], json!(1));
             default_at(object, &["spec", "revisionHistoryLimit"], json!(10));
             default_at(object, &["spec", "progressDeadlineSeconds"], json!(600));
-            default_at(
-                object,
-                &["spec", "strategy"],
-                json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}),
-            );
+            // Field by field, as Kubernetes does: `kubectl create deployment` sends `strategy: {}`.
+            default_at(object, &["spec", "strategy", "type"], json!("RollingUpdate"));
+            if object.pointer("/spec/strategy/type").and_then(Value::as_str) == Some("RollingUpdate") {
+                default_at(object, &["spec", "strategy", "rollingUpdate", "maxUnavailable"], json!("25%"));
+                default_at(object, &["spec", "strategy", "rollingUpdate", "maxSurge"], json!("25%"));
+            }
             default_template(object, &["spec", "template"]);
         }
         ("apps", "ReplicaSet") | ("apps", "StatefulSet") => {
