@@ -315,3 +315,34 @@ fn create_generators_and_auth_can_i_send_protobuf() {
     let node = c.ok(&["describe", "node", "local"]);
     assert!(node.contains("Non-terminated Pods:") && node.contains("PodCIDR:"), "{node}");
 }
+
+#[test]
+fn top_reports_the_agents_measurements() {
+    let Some(c) = Cluster::start() else { return };
+    // A busy loop limited to half a core: its measured CPU must show, and stay near the limit.
+    let image = format!("file://{}", support::sample("spinner").display());
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: spin, labels: {{app: spin}}}}\nspec:\n  containers:\n  - name: spin\n    \
+         image: {image}\n    resources: {{limits: {{cpu: 500m}}}}\n"
+    );
+    c.ok(&["apply", "-f", &c.write("spin.yaml", &pod)]);
+    c.ok(&["wait", "--for=jsonpath={.status.phase}=Running", "pod/spin", "--timeout=60s"]);
+
+    let top = c.ok(&["top", "pod", "-l", "app=spin"]);
+    let lines = rows(&top);
+    assert_eq!(lines[0], ["NAME", "CPU(cores)", "MEMORY(bytes)"], "{top}");
+    assert_eq!(lines[1][0], "spin", "{top}");
+    let millicores: u64 = lines[1][1].trim_end_matches('m').parse().unwrap_or_else(|_| panic!("cpu in {top}"));
+    assert!((100..=700).contains(&millicores), "a spinner limited to 500m measured {millicores}m");
+
+    let containers = c.ok(&["top", "pod", "spin", "--containers"]);
+    assert!(rows(&containers).iter().any(|r| r[..2] == ["spin", "spin"]), "{containers}");
+
+    let nodes = c.ok(&["top", "node"]);
+    let lines = rows(&nodes);
+    assert_eq!(lines[0], ["NAME", "CPU(cores)", "CPU(%)", "MEMORY(bytes)", "MEMORY(%)"], "{nodes}");
+    assert_eq!(lines[1][0], "local", "{nodes}");
+    let node_millicores: u64 = lines[1][1].trim_end_matches('m').parse().unwrap_or_else(|_| panic!("cpu in {nodes}"));
+    assert!(node_millicores >= 100, "the node runs the spinner: {nodes}");
+    assert!(lines[1][3].ends_with("Mi"), "{nodes}");
+}

@@ -73,10 +73,50 @@ pub struct Resource {
 const STORED_VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 const READ_WRITE: &[&str] = &["get", "patch", "update"];
 
-/// Resources that are answered rather than stored: `(group, version, plural, kind, namespaced)`.
-pub const VIRTUAL: &[(&str, &str, &str, &str, bool)] = &[
-    ("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", false),
-    ("authorization.k8s.io", "v1", "selfsubjectrulesreviews", "SelfSubjectRulesReview", false),
+/// A resource that is answered rather than stored.
+pub struct Virtual {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub plural: &'static str,
+    pub kind: &'static str,
+    pub namespaced: bool,
+    pub verbs: &'static [&'static str],
+}
+
+/// The reviews of [`super::access`] and the resource metrics of [`super::resource_metrics`].
+pub const VIRTUAL: &[Virtual] = &[
+    Virtual {
+        group: "authorization.k8s.io",
+        version: "v1",
+        plural: "selfsubjectaccessreviews",
+        kind: "SelfSubjectAccessReview",
+        namespaced: false,
+        verbs: &["create"],
+    },
+    Virtual {
+        group: "authorization.k8s.io",
+        version: "v1",
+        plural: "selfsubjectrulesreviews",
+        kind: "SelfSubjectRulesReview",
+        namespaced: false,
+        verbs: &["create"],
+    },
+    Virtual {
+        group: "metrics.k8s.io",
+        version: "v1beta1",
+        plural: "nodes",
+        kind: "NodeMetrics",
+        namespaced: false,
+        verbs: &["get", "list"],
+    },
+    Virtual {
+        group: "metrics.k8s.io",
+        version: "v1beta1",
+        plural: "pods",
+        kind: "PodMetrics",
+        namespaced: true,
+        verbs: &["get", "list"],
+    },
 ];
 
 fn gvk(kind: &'static Kind) -> Gvk {
@@ -125,17 +165,16 @@ pub fn served(group: &str, version: &str) -> Vec<Resource> {
         categories: k.categories,
         subresources: subresources(k),
     });
-    let answered =
-        VIRTUAL.iter().filter(|v| v.0 == group && v.1 == version).map(|&(g, v, plural, kind, namespaced)| Resource {
-            plural,
-            singular: "",
-            namespaced,
-            kind: Gvk { group: g, version: v, kind },
-            verbs: &["create"],
-            short_names: &[],
-            categories: &[],
-            subresources: Vec::new(),
-        });
+    let answered = VIRTUAL.iter().filter(|v| v.group == group && v.version == version).map(|v| Resource {
+        plural: v.plural,
+        singular: "",
+        namespaced: v.namespaced,
+        kind: Gvk { group: v.group, version: v.version, kind: v.kind },
+        verbs: v.verbs,
+        short_names: &[],
+        categories: &[],
+        subresources: Vec::new(),
+    });
     stored.chain(answered).collect()
 }
 
@@ -143,7 +182,7 @@ pub fn served(group: &str, version: &str) -> Vec<Resource> {
 fn group_versions() -> Vec<(&'static str, &'static str)> {
     let mut all: Vec<(&'static str, &'static str)> = Vec::new();
     let stored = kinds::ALL.iter().map(|k| (k.group, k.version));
-    for gv in stored.chain(VIRTUAL.iter().map(|v| (v.0, v.1))) {
+    for gv in stored.chain(VIRTUAL.iter().map(|v| (v.group, v.version))) {
         if !all.contains(&gv) {
             all.push(gv);
         }

@@ -15,6 +15,7 @@ mod observe;
 mod openapi;
 pub mod path;
 mod protobuf;
+mod resource_metrics;
 mod resources;
 mod table;
 mod watch;
@@ -78,6 +79,11 @@ pub fn router(state: AppState) -> Router {
         .route("/apis/{group}/{version}", get(discovery::group_resources))
         .route("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", post(access::self_subject_access_review))
         .route("/apis/authorization.k8s.io/v1/selfsubjectrulesreviews", post(access::self_subject_rules_review))
+        .route("/apis/metrics.k8s.io/v1beta1/nodes", get(resource_metrics::node_list))
+        .route("/apis/metrics.k8s.io/v1beta1/nodes/{name}", get(resource_metrics::node_get))
+        .route("/apis/metrics.k8s.io/v1beta1/pods", get(resource_metrics::pod_list_all))
+        .route("/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods", get(resource_metrics::pod_list))
+        .route("/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods/{name}", get(resource_metrics::pod_get))
         .route("/openapi/v3", get(openapi::root))
         .route("/openapi/v3/{*path}", get(openapi::group_version))
         .route("/api/v1/namespaces/{namespace}/pods/{name}/exec", any(exec::pod_exec))

@@ -80,6 +80,54 @@ impl PodIndex {
     pub fn remove(&self, uid: &str) {
         self.0.lock().expect("pod index lock").remove(uid);
     }
+
+    /// What the node and each running container have used so far, for `metrics.k8s.io` (the API
+    /// server turns two of these into rates). Containers count the time their guests ran (epoch
+    /// accounting) and the linear memory their live instances hold; the node counts the agent
+    /// process's CPU time and resident memory, which include every guest.
+    pub fn usage_summary(&self) -> serde_json::Value {
+        let mut pods = Vec::new();
+        for entry in self.0.lock().expect("pod index lock").values() {
+            let containers: Vec<serde_json::Value> = entry
+                .shared
+                .snapshot()
+                .iter()
+                .enumerate()
+                .map(|(i, status)| {
+                    let usage = entry.shared.usage(i);
+                    serde_json::json!({
+                        "name": status.name,
+                        "cpuNanos": usage.cpu_nanos.load(Ordering::Relaxed),
+                        "memoryBytes": usage.memory_bytes.load(Ordering::Relaxed).max(0),
+                    })
+                })
+                .collect();
+            pods.push(serde_json::json!({"namespace": entry.namespace, "name": entry.name, "containers": containers}));
+        }
+        let (cpu_nanos, memory_bytes) = process_usage();
+        serde_json::json!({"node": {"cpuNanos": cpu_nanos, "memoryBytes": memory_bytes}, "pods": pods})
+    }
+}
+
+/// This process's CPU time (user + system) in nanoseconds and resident memory in bytes, from
+/// `/proc/self` (zero where that cannot be read).
+fn process_usage() -> (u64, u64) {
+    // /proc reports CPU in USER_HZ ticks, which Linux fixes at 100 per second for userspace.
+    const NANOS_PER_TICK: u64 = 10_000_000;
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may contain spaces, so split after its closing paren):
+    // state is field 3; utime and stime are fields 14 and 15.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let cpu = (ticks(11) + ticks(12)) * NANOS_PER_TICK;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    (cpu, rss_kib * 1024)
 }
 
 /// Everything the agent records, and the registry that renders it.

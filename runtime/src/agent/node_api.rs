@@ -95,6 +95,13 @@ impl NodeApi {
             );
             return response;
         }
+        if segments == ["stats", "usage"] {
+            let mut response = text(StatusCode::OK, self.metrics.pods.usage_summary().to_string());
+            response
+                .headers_mut()
+                .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+            return response;
+        }
         if let ["exec", namespace, pod, container] = segments.as_slice() {
             return super::exec::handle(&self.execs, req, namespace, pod, container);
         }
