@@ -130,6 +130,14 @@ static SERVICE_ACCOUNT: &[Column] = &[NAME, col("Secrets", |o, _| len_at(o, "/se
 
 static ENDPOINTS: &[Column] = &[NAME, col("Endpoints", endpoints), AGE];
 
+static ENDPOINT_SLICE: &[Column] = &[
+    NAME,
+    col("AddressType", |o, _| text_at(o, "/addressType")),
+    col("Ports", slice_ports),
+    col("Endpoints", slice_endpoints),
+    AGE,
+];
+
 static EVENT: &[Column] = &[
     col("Last Seen", event_last_seen),
     col("Type", |o, _| text_at(o, "/type")),
@@ -194,6 +202,7 @@ fn columns_of(kind: &Kind) -> &'static [Column] {
         ("batch", "Job") => JOB,
         ("batch", "CronJob") => CRON_JOB,
         ("coordination.k8s.io", "Lease") => LEASE,
+        ("discovery.k8s.io", "EndpointSlice") => ENDPOINT_SLICE,
         ("policy", "PodDisruptionBudget") => POD_DISRUPTION_BUDGET,
         _ => DEFAULT,
     }

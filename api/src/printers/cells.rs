@@ -322,6 +322,31 @@ pub(super) fn endpoints(o: &Value, _: Timestamp) -> String {
     }
 }
 
+/// At most three values joined by commas, then how many more; `<unset>` for none (EndpointSlices).
+fn first_three(values: Vec<String>) -> String {
+    const MAX: usize = 3;
+    match values.len() {
+        0 => "<unset>".to_string(),
+        n if n > MAX => format!("{} + {} more...", values[..MAX].join(","), n - MAX),
+        _ => values.join(","),
+    }
+}
+
+/// An EndpointSlice's port numbers (`<unset>` for a port without a number: all ports).
+pub(super) fn slice_ports(o: &Value, _: Timestamp) -> String {
+    let ports = items(o, "/ports").map(|p| match p.get("port").and_then(Value::as_i64) {
+        Some(port) => port.to_string(),
+        None => "<unset>".to_string(),
+    });
+    first_three(ports.collect())
+}
+
+/// An EndpointSlice's endpoint addresses.
+pub(super) fn slice_endpoints(o: &Value, _: Timestamp) -> String {
+    let addresses = items(o, "/endpoints").flat_map(|e| items(e, "/addresses").filter_map(Value::as_str));
+    first_three(addresses.map(String::from).collect())
+}
+
 fn join_host_port(ip: &str, port: i64) -> String {
     if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") }
 }

@@ -144,3 +144,21 @@ fn other_kinds_print_their_kubectl_columns() {
 
     assert_eq!(columns(kind("clusterrole"), true), ["NAME", "AGE"]);
 }
+
+#[test]
+fn endpoint_slices_show_address_type_ports_and_at_most_three_addresses() {
+    let slice = kind("endpointslices");
+    assert_eq!(columns(slice, false), ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"]);
+    let object = json!({
+        "metadata": {"name": "web-abc", "creationTimestamp": "2025-01-01T11:00:00Z"},
+        "addressType": "IPv4",
+        "ports": [{"port": 8080}, {"name": "all"}],
+        "endpoints": [{"addresses": ["10.0.0.1"]}, {"addresses": ["10.0.0.2"]}, {"addresses": ["10.0.0.3"]}, {"addresses": ["10.0.0.4"]}],
+    });
+    assert_eq!(
+        row_at(slice, &object, false, now()),
+        ["web-abc", "IPv4", "8080,<unset>", "10.0.0.1,10.0.0.2,10.0.0.3 + 1 more...", "60m"]
+    );
+    let empty = json!({"metadata": {"name": "e"}, "addressType": "IPv4"});
+    assert_eq!(row_at(slice, &empty, false, now())[2..4], ["<unset>", "<unset>"]);
+}
