@@ -346,3 +346,34 @@ fn top_reports_the_agents_measurements() {
     assert!(node_millicores >= 100, "the node runs the spinner: {nodes}");
     assert!(lines[1][3].ends_with("Mi"), "{nodes}");
 }
+
+#[test]
+fn server_side_apply_owns_fields_conflicts_and_forces() {
+    let Some(c) = Cluster::start() else { return };
+    let both = c.write("ssa.yaml", &deployment(1, &format!("{WEB}{SIDE}")));
+    assert_eq!(c.ok(&["apply", "--server-side", "-f", &both]).trim(), "deployment.apps/web serverside-applied");
+    assert_eq!(c.ok(&["apply", "--server-side", "-f", &both]).trim(), "deployment.apps/web serverside-applied");
+    let get = |path: &str| c.ok(&["get", "deploy", "web", "-o", &format!("jsonpath={{{path}}}")]);
+    assert_eq!(get(".metadata.managedFields[0].manager"), "kubectl");
+    assert_eq!(get(".metadata.managedFields[0].operation"), "Apply");
+
+    // A container the manager stops applying is removed.
+    let one = c.write("ssa1.yaml", &deployment(1, WEB));
+    c.ok(&["apply", "--server-side", "-f", &one]);
+    assert_eq!(get(".spec.template.spec.containers[*].name"), "web");
+
+    // Another manager asking for other replicas conflicts, in Kubernetes' words, until it forces.
+    let three = c.write("ssa3.yaml", &deployment(3, WEB));
+    let err = c.fails(&["apply", "--server-side", "--field-manager=ops", "-f", &three], 1);
+    assert!(
+        err.starts_with("error: Apply failed with 1 conflict: conflict with \"kubectl\" using apps/v1: .spec.replicas"),
+        "{err}"
+    );
+    assert_eq!(get(".spec.replicas"), "1");
+    c.ok(&["apply", "--server-side", "--field-manager=ops", "--force-conflicts", "-f", &three]);
+    assert_eq!(get(".spec.replicas"), "3");
+    // The forced fields changed hands: now the first manager's replicas conflict with "ops".
+    let err = c.fails(&["apply", "--server-side", "-f", &one], 1);
+    assert!(err.contains("conflict with \"ops\" using apps/v1: .spec.replicas"), "{err}");
+    assert_eq!(get(".spec.replicas"), "3");
+}

@@ -44,6 +44,22 @@ pub enum ApiError {
     TooManyRequests { message: String, causes: Vec<(String, String)> },
     #[error("Internal error occurred: {0}")]
     Internal(String),
+    /// A server-side apply that would take fields another manager set to other values: each
+    /// conflict is (manager, its apiVersion, field path).
+    #[error("{}", apply_conflict_message(.0))]
+    ApplyConflict(Vec<(String, String, String)>),
+}
+
+fn apply_conflict_message(conflicts: &[(String, String, String)]) -> String {
+    let noun = if conflicts.len() == 1 { "conflict" } else { "conflicts" };
+    let each: Vec<String> = conflicts
+        .iter()
+        .map(|(manager, version, field)| format!("conflict with \"{manager}\" using {version}: {field}"))
+        .collect();
+    match each.as_slice() {
+        [one] => format!("Apply failed with 1 {noun}: {one}"),
+        _ => format!("Apply failed with {} {noun}: {}", each.len(), each.join("\n")),
+    }
 }
 
 fn qualified_kind(kind: &Kind) -> String {
@@ -84,7 +100,9 @@ impl ApiError {
             ApiError::NotFound { .. } | ApiError::NamespaceNotFound(_) | ApiError::NoSuchResource => {
                 StatusCode::NOT_FOUND
             }
-            ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } | ApiError::ApplyConflict(_) => {
+                StatusCode::CONFLICT
+            }
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -101,7 +119,7 @@ impl ApiError {
         match self {
             ApiError::NotFound { .. } | ApiError::NamespaceNotFound(_) | ApiError::NoSuchResource => "NotFound",
             ApiError::AlreadyExists { .. } => "AlreadyExists",
-            ApiError::Conflict { .. } => "Conflict",
+            ApiError::Conflict { .. } | ApiError::ApplyConflict(_) => "Conflict",
             ApiError::Invalid { .. } => "Invalid",
             ApiError::BadRequest(_) => "BadRequest",
             ApiError::Unauthorized => "Unauthorized",
@@ -128,6 +146,13 @@ impl ApiError {
                 "kind": kind.kind,
                 "causes": causes.iter().map(|c| json!({
                     "reason": c.reason.as_str(), "message": c.message, "field": c.field,
+                })).collect::<Vec<_>>(),
+            })),
+            ApiError::ApplyConflict(conflicts) => Some(json!({
+                "causes": conflicts.iter().map(|(manager, version, field)| json!({
+                    "reason": "FieldManagerConflict",
+                    "message": format!("conflict with \"{manager}\" using {version}"),
+                    "field": field,
                 })).collect::<Vec<_>>(),
             })),
             ApiError::TooManyRequests { causes, .. } => Some(json!({

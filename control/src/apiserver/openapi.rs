@@ -159,6 +159,7 @@ impl Operation<'_> {
                 params.push(query_parameter("force", "boolean"));
                 let patch = reference("io.k8s.apimachinery.pkg.apis.meta.v1.Patch");
                 let types = [
+                    "application/apply-patch+yaml",
                     "application/json-patch+json",
                     "application/merge-patch+json",
                     "application/strategic-merge-patch+json",

@@ -39,6 +39,8 @@ pub struct Params {
     pub grace_period_seconds: Option<String>,
     pub propagation_policy: Option<String>,
     pub include_object: Option<String>,
+    pub field_manager: Option<String>,
+    pub force: Option<String>,
 }
 
 fn is_true(v: &Option<String>) -> bool {
@@ -194,6 +196,17 @@ async fn dispatch(
                 if sub == Subresource::Scale { scale_view(objects, &target, written).await? } else { written };
             written_response(StatusCode::OK, written)
         }
+        ("PATCH", false) if body::content_type(headers) == "application/apply-patch+yaml" => {
+            if sub != Subresource::Main {
+                return Err(ApiError::BadRequest("server-side apply is served on the main resource only".into()));
+            }
+            let intent = body::yaml(&body)?;
+            let manager = params.field_manager.clone().unwrap_or_default();
+            let (written, created) = objects
+                .server_side_apply(&target, intent, &manager, is_true(&params.force), &params.write_options()?)
+                .await?;
+            written_response(if created { StatusCode::CREATED } else { StatusCode::OK }, written)
+        }
         ("PATCH", false) => {
             let kind = patch_kind(headers)?;
             let patch: Value = serde_json::from_slice(&body)
@@ -254,7 +267,8 @@ fn patch_kind(headers: &HeaderMap) -> Result<PatchKind, ApiError> {
         "application/strategic-merge-patch+json" => Ok(PatchKind::Strategic),
         other => Err(ApiError::UnsupportedMediaType(format!(
             "the body of the request was in an unknown format ({other}) - accepted media types include: \
-             application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json"
+             application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, \
+             application/apply-patch+yaml"
         ))),
     }
 }

@@ -7,11 +7,13 @@
 
 mod binding;
 pub(crate) use binding::set_condition;
+mod apply;
 mod create;
 mod defaults;
 mod delete;
 mod eviction;
 mod fields;
+mod fields_v1;
 mod list;
 mod services;
 mod status_patch;

@@ -1,0 +1,358 @@
+//! Server-side apply (`PATCH` with `application/apply-patch+yaml`): `kubectl apply --server-side`
+//! and every client that declares the fields it manages.
+//!
+//! The body is the manager's whole intent for the object. The server keeps, per manager, the set
+//! of fields it applied ([`super::fields_v1`], stored in `metadata.managedFields`). Applying:
+//! 1. the new intent's field set is computed from the kind's schema (lists keyed by their map keys);
+//! 2. a field another manager owns and the intent sets to a different value is a conflict: the
+//!    apply fails with 409 naming each one, unless `force` is set, which takes the fields over;
+//! 3. fields the manager applied before and leaves out now are removed from the object, unless
+//!    another manager owns them too;
+//! 4. the intent is merged into the object: maps field by field, keyed lists element by element,
+//!    sets as unions, everything else replaced.
+//!
+//! An apply to an object that does not exist creates it. Writes by other verbs do not record
+//! ownership yet, so conflicts arise between appliers only.
+
+use serde_json::{Map, Value, json};
+use wasmkube_api::Kind;
+
+use super::fields_v1::{self, FieldSet, ListType, Step};
+use super::{Objects, Subresource, Target, WriteOptions, Written};
+use crate::schema::{Schemas, schemas};
+use crate::status::ApiError;
+
+impl Objects {
+    /// A server-side apply of `intent` by `manager` to the object `target` names; creates it
+    /// when absent. Returns what was written and whether it was created.
+    pub async fn server_side_apply(
+        &self,
+        target: &Target,
+        intent: Value,
+        manager: &str,
+        force: bool,
+        opts: &WriteOptions,
+    ) -> Result<(Written, bool), ApiError> {
+        if manager.is_empty() {
+            return Err(ApiError::BadRequest(
+                "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"
+                    .into(),
+            ));
+        }
+        if !intent.is_object() {
+            return Err(ApiError::BadRequest("an apply patch must be an object".into()));
+        }
+        let kind = target.kind;
+        let updated = self
+            .guaranteed_update(target, Subresource::Main, opts, None, |current| {
+                apply(schemas(), kind, Some(current), &intent, manager, force)
+            })
+            .await;
+        match updated {
+            Err(ApiError::NotFound { .. }) => {
+                let mut object = apply(schemas(), kind, None, &intent, manager, force)?;
+                let name = target.name.clone().unwrap_or_default();
+                match object.pointer("/metadata/name").and_then(Value::as_str) {
+                    Some(n) if n != name => {
+                        return Err(ApiError::BadRequest(format!(
+                            "the name of the object ({n}) does not match the name on the URL ({name})"
+                        )));
+                    }
+                    _ => object["metadata"]["name"] = json!(name),
+                }
+                let collection = Target { name: None, ..target.clone() };
+                Ok((self.create(&collection, object, opts).await?, true))
+            }
+            other => other.map(|written| (written, false)),
+        }
+    }
+}
+
+/// Applies `intent` from `manager` to `live` (`None`: the object is created); returns the object
+/// to store, `metadata.managedFields` included.
+pub fn apply(
+    schemas: &Schemas,
+    kind: &Kind,
+    live: Option<&Value>,
+    intent: &Value,
+    manager: &str,
+    force: bool,
+) -> Result<Value, ApiError> {
+    let schema = schemas.root(kind);
+    let applied = fields_v1::of(schemas, intent, schema);
+    let mut entries: Vec<Value> =
+        live.and_then(|l| l.pointer("/metadata/managedFields")).and_then(Value::as_array).cloned().unwrap_or_default();
+    let is_mine = |e: &Value| {
+        e.get("manager").and_then(Value::as_str) == Some(manager)
+            && e.get("operation").and_then(Value::as_str) == Some("Apply")
+            && e.get("subresource").and_then(Value::as_str).unwrap_or("").is_empty()
+    };
+    let previous = entries.iter().find(|e| is_mine(e)).map(|e| FieldSet::from_json(&e["fieldsV1"])).unwrap_or_default();
+
+    let mut object = live.cloned().unwrap_or_else(|| json!({}));
+    let mut conflicts = Vec::new();
+    let leaves = applied.leaves();
+    for entry in entries.iter_mut().filter(|e| !is_mine(e)) {
+        let mut owned = FieldSet::from_json(&entry["fieldsV1"]);
+        let mut taken = false;
+        for path in &leaves {
+            if !owned.contains(path) {
+                continue;
+            }
+            // An owned element with fields of its own (a container) conflicts through those
+            // fields; only values are compared.
+            let has_fields = applied.node(path).is_some_and(|n| !n.children.is_empty());
+            let differs = !has_fields && value_at(&object, path) != value_at(intent, path);
+            if !differs {
+                continue; // the same value: both managers own it
+            }
+            if force {
+                owned.remove(path);
+                taken = true;
+            } else {
+                let who = entry.get("manager").and_then(Value::as_str).unwrap_or_default().to_string();
+                let version = entry.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
+                conflicts.push((who, version, fields_v1::display(path)));
+            }
+        }
+        if taken {
+            entry["fieldsV1"] = owned.to_json();
+        }
+    }
+    if !conflicts.is_empty() {
+        return Err(ApiError::ApplyConflict(conflicts));
+    }
+    entries.retain(|e| is_mine(e) || !FieldSet::from_json(&e["fieldsV1"]).is_empty());
+
+    // Fields this manager no longer applies go, unless someone else still owns them.
+    for path in previous.leaves() {
+        let still_owned = applied.contains(&path)
+            || entries.iter().filter(|e| !is_mine(e)).any(|e| FieldSet::from_json(&e["fieldsV1"]).contains(&path));
+        if !still_owned {
+            remove_at(&mut object, &path);
+        }
+    }
+
+    merge_object(schemas, &mut object, intent, Some(schema), true);
+    let mine = json!({
+        "manager": manager,
+        "operation": "Apply",
+        "apiVersion": kind.api_version(),
+        "time": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "fieldsType": "FieldsV1",
+        "fieldsV1": applied.to_json(),
+    });
+    match entries.iter_mut().find(|e| is_mine(e)) {
+        Some(entry) => *entry = mine,
+        None => entries.push(mine),
+    }
+    object["metadata"]["managedFields"] = Value::Array(entries);
+    Ok(object)
+}
+
+/// The value at a field-set path, if the object has it.
+fn value_at<'a>(object: &'a Value, path: &[String]) -> Option<&'a Value> {
+    let mut current = object;
+    for step in path {
+        current = match Step::parse(step)? {
+            Step::Field(name) => current.get(&name)?,
+            Step::Key(key) => current.as_array()?.iter().find(|item| matches_key(item, &key))?,
+            Step::Value(value) => current.as_array()?.iter().find(|item| **item == value)?,
+        };
+    }
+    Some(current)
+}
+
+fn matches_key(item: &Value, key: &Map<String, Value>) -> bool {
+    key.iter().all(|(k, v)| item.get(k) == Some(v))
+}
+
+/// Removes the member a field-set path names.
+fn remove_at(object: &mut Value, path: &[String]) {
+    let Some((last, parents)) = path.split_last() else { return };
+    let mut current = object;
+    for step in parents {
+        let next = match Step::parse(step) {
+            Some(Step::Field(name)) => current.get_mut(&name),
+            Some(Step::Key(key)) => current.as_array_mut().and_then(|a| a.iter_mut().find(|i| matches_key(i, &key))),
+            Some(Step::Value(value)) => current.as_array_mut().and_then(|a| a.iter_mut().find(|i| **i == value)),
+            None => None,
+        };
+        let Some(next) = next else { return };
+        current = next;
+    }
+    match Step::parse(last) {
+        Some(Step::Field(name)) => {
+            if let Some(map) = current.as_object_mut() {
+                map.remove(&name);
+            }
+        }
+        Some(Step::Key(key)) => {
+            if let Some(list) = current.as_array_mut() {
+                list.retain(|i| !matches_key(i, &key));
+            }
+        }
+        Some(Step::Value(value)) => {
+            if let Some(list) = current.as_array_mut() {
+                list.retain(|i| *i != value);
+            }
+        }
+        None => {}
+    }
+}
+
+/// Merges `intent` into `live` field by field (`root`: the status is not applied through the main
+/// resource, and server-owned metadata is left as it is).
+fn merge_object(schemas: &Schemas, live: &mut Value, intent: &Value, schema: Option<&Value>, root: bool) {
+    let Some(intent) = intent.as_object() else { return };
+    if !live.is_object() {
+        *live = json!({});
+    }
+    let node = schema.map(|s| schemas.resolve(s));
+    let is_struct = node.is_some_and(|n| n.get("properties").is_some());
+    let element = node.and_then(|n| n.get("additionalProperties")).filter(|v| v.is_object());
+    for (key, value) in intent {
+        if root && key == "status" {
+            continue;
+        }
+        let map = live.as_object_mut().expect("made an object above");
+        if value.is_null() {
+            map.remove(key);
+            continue;
+        }
+        let property = if is_struct { schema.and_then(|s| schemas.property(s, key)) } else { element };
+        let slot = map.entry(key.clone()).or_insert(Value::Null);
+        merge_value(schemas, slot, value, property);
+    }
+}
+
+fn merge_value(schemas: &Schemas, live: &mut Value, intent: &Value, property: Option<&Value>) {
+    let atomic = |p: &Value| {
+        p.get("x-kubernetes-map-type").and_then(Value::as_str) == Some("atomic")
+            || schemas.resolve(p).get("x-kubernetes-map-type").and_then(Value::as_str) == Some("atomic")
+    };
+    match (intent, property) {
+        (Value::Object(_), Some(p)) if live.is_object() && !atomic(p) => {
+            merge_object(schemas, live, intent, Some(p), false)
+        }
+        (Value::Array(items), Some(p)) => match fields_v1::list_keys(p) {
+            ListType::Map(keys) => {
+                let element = schemas.resolve(p).get("items");
+                let mut merged = live.as_array().cloned().unwrap_or_default();
+                for item in items {
+                    let key: Map<String, Value> =
+                        keys.iter().filter_map(|k| item.get(k).map(|v| (k.clone(), v.clone()))).collect();
+                    match merged.iter_mut().find(|m| !key.is_empty() && matches_key(m, &key)) {
+                        Some(existing) => merge_value(schemas, existing, item, element),
+                        None => merged.push(item.clone()),
+                    }
+                }
+                *live = Value::Array(merged);
+            }
+            ListType::Set => {
+                let mut merged = live.as_array().cloned().unwrap_or_default();
+                for item in items {
+                    if !merged.contains(item) {
+                        merged.push(item.clone());
+                    }
+                }
+                *live = Value::Array(merged);
+            }
+            ListType::Atomic => *live = intent.clone(),
+        },
+        _ => *live = intent.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wasmkube_api::kinds;
+
+    use super::*;
+    use crate::schema::schemas;
+
+    fn deployment() -> &'static Kind {
+        kinds::by_resource("apps", "v1", "deployments").expect("deployments")
+    }
+
+    fn intent(replicas: i64, containers: Value) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "labels": {"app": "web"}},
+               "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                        "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": containers}}}})
+    }
+
+    #[test]
+    fn an_apply_records_its_fields_keyed_by_list_map_keys() {
+        let created =
+            apply(schemas(), deployment(), None, &intent(2, json!([{"name": "web", "image": "web:1"}])), "me", false)
+                .expect("apply");
+        let entry = &created["metadata"]["managedFields"][0];
+        assert_eq!((entry["manager"].as_str(), entry["operation"].as_str()), (Some("me"), Some("Apply")));
+        let fields = &entry["fieldsV1"];
+        assert_eq!(fields["f:spec"]["f:replicas"], json!({}));
+        assert_eq!(fields["f:metadata"], json!({"f:labels": {"f:app": {}}}), "no server-owned metadata");
+        let container = &fields["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"web\"}"];
+        assert_eq!(container, &json!({".": {}, "f:image": {}, "f:name": {}}));
+    }
+
+    #[test]
+    fn conflicts_fail_unless_forced_and_dropped_fields_are_removed() {
+        let a = apply(
+            schemas(),
+            deployment(),
+            None,
+            &intent(2, json!([{"name": "web", "image": "web:1"}, {"name": "side", "image": "s:1"}])),
+            "a",
+            false,
+        )
+        .expect("a applies");
+        // Another manager setting replicas to the same value shares it; to another value, conflicts.
+        let same = apply(
+            schemas(),
+            deployment(),
+            Some(&a),
+            &intent(2, json!([{"name": "web", "image": "web:1"}])),
+            "b",
+            false,
+        );
+        assert!(same.is_ok(), "{same:?}");
+        let err = apply(
+            schemas(),
+            deployment(),
+            Some(&a),
+            &intent(3, json!([{"name": "web", "image": "web:2"}])),
+            "b",
+            false,
+        )
+        .expect_err("conflict");
+        assert_eq!(
+            err.to_string(),
+            "Apply failed with 2 conflicts: conflict with \"a\" using apps/v1: .spec.replicas\n\
+             conflict with \"a\" using apps/v1: .spec.template.spec.containers[name=\"web\"].image"
+        );
+        let forced =
+            apply(schemas(), deployment(), Some(&a), &intent(3, json!([{"name": "web", "image": "web:2"}])), "b", true)
+                .expect("forced");
+        assert_eq!(forced["spec"]["replicas"], 3);
+        let a_fields = &forced["metadata"]["managedFields"][0]["fieldsV1"];
+        assert!(a_fields["f:spec"].get("f:replicas").is_none(), "b took replicas over: {a_fields}");
+
+        // a drops its side container: it goes, as nobody else owns it.
+        let dropped = apply(
+            schemas(),
+            deployment(),
+            Some(&a),
+            &intent(2, json!([{"name": "web", "image": "web:1"}])),
+            "a",
+            false,
+        )
+        .expect("re-apply");
+        let names: Vec<_> = dropped["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].clone())
+            .collect();
+        assert_eq!(names, ["web"]);
+    }
+}
