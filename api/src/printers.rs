@@ -143,7 +143,12 @@ static EVENT: &[Column] = &[
     col("Type", |o, _| text_at(o, "/type")),
     col("Reason", |o, _| text_at(o, "/reason")),
     col("Object", event_object),
+    wide("Subobject", |o, _| text_at(o, "/involvedObject/fieldPath")),
+    wide("Source", event_source),
     col("Message", |o, _| text_at(o, "/message").trim().to_string()),
+    wide("First Seen", |o, now| age_at(str_at(o, "/firstTimestamp").or_else(|| str_at(o, "/eventTime")), now)),
+    wide("Count", event_count),
+    wide("Name", |o, _| meta::name(o).to_string()),
 ];
 
 static JOB: &[Column] = &[

@@ -357,6 +357,26 @@ pub(super) fn event_last_seen(o: &Value, now: Timestamp) -> String {
     age_at(last, now)
 }
 
+/// `component, host` of whoever reported the event (the events.k8s.io fields when the core ones
+/// are empty).
+pub(super) fn event_source(o: &Value, _: Timestamp) -> String {
+    let component =
+        str_at(o, "/source/component").filter(|s| !s.is_empty()).or_else(|| str_at(o, "/reportingComponent"));
+    let instance = str_at(o, "/source/host").filter(|s| !s.is_empty()).or_else(|| str_at(o, "/reportingInstance"));
+    match (component.unwrap_or(""), instance.filter(|i| !i.is_empty())) {
+        (component, Some(instance)) => format!("{component}, {instance}"),
+        (component, None) => component.to_string(),
+    }
+}
+
+/// How often the event happened: its series' count, else its count (at least 1).
+pub(super) fn event_count(o: &Value, _: Timestamp) -> String {
+    match o.pointer("/series/count").and_then(Value::as_i64) {
+        Some(n) => n.to_string(),
+        None => int_at(o, "/count").max(1).to_string(),
+    }
+}
+
 /// `kind/name` of the event's object, kind lower-cased.
 pub(super) fn event_object(o: &Value, _: Timestamp) -> String {
     let kind = text_at(o, "/involvedObject/kind").to_lowercase();

@@ -162,3 +162,20 @@ fn endpoint_slices_show_address_type_ports_and_at_most_three_addresses() {
     let empty = json!({"metadata": {"name": "e"}, "addressType": "IPv4"});
     assert_eq!(row_at(slice, &empty, false, now())[2..4], ["<unset>", "<unset>"]);
 }
+
+#[test]
+fn event_wide_columns_add_source_first_seen_count_and_name() {
+    let ev = kind("ev");
+    assert_eq!(
+        columns(ev, true),
+        ["LAST SEEN", "TYPE", "REASON", "OBJECT", "SUBOBJECT", "SOURCE", "MESSAGE", "FIRST SEEN", "COUNT", "NAME"]
+    );
+    let event = json!({"metadata": {"name": "web.1"}, "type": "Warning", "reason": "BackOff", "message": "m",
+        "involvedObject": {"kind": "Pod", "name": "web", "fieldPath": "spec.containers{web}"},
+        "source": {"component": "kubelet", "host": "node-a"}, "count": 4,
+        "firstTimestamp": "2025-01-01T11:50:00Z", "lastTimestamp": "2025-01-01T11:59:00Z"});
+    assert_eq!(
+        row_at(ev, &event, true, now()),
+        ["60s", "Warning", "BackOff", "pod/web", "spec.containers{web}", "kubelet, node-a", "m", "10m", "4", "web.1"]
+    );
+}
