@@ -372,6 +372,14 @@ fn server_side_apply_owns_fields_conflicts_and_forces() {
     assert_eq!(get(".spec.replicas"), "1");
     c.ok(&["apply", "--server-side", "--field-manager=ops", "--force-conflicts", "-f", &three]);
     assert_eq!(get(".spec.replicas"), "3");
+    // Writes by other verbs own what they change, as in Kubernetes: a client-side apply's
+    // replicas conflict with a server-side one.
+    let csa = c.write("csa.yaml", &deployment(1, WEB).replace("name: web\nspec", "name: csa\nspec"));
+    c.ok(&["apply", "-f", &csa]);
+    let csa3 = c.write("csa3.yaml", &deployment(3, WEB).replace("name: web\nspec", "name: csa\nspec"));
+    let err = c.fails(&["apply", "--server-side", "-f", &csa3], 1);
+    assert!(err.contains("conflict with \"kubectl-client-side-apply\" using apps/v1: .spec.replicas"), "{err}");
+
     // The forced fields changed hands: now the first manager's replicas conflict with "ops".
     let err = c.fails(&["apply", "--server-side", "-f", &one], 1);
     assert!(err.contains("conflict with \"ops\" using apps/v1: .spec.replicas"), "{err}");

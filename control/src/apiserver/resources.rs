@@ -59,11 +59,22 @@ impl Params {
         is_true(&self.watch)
     }
 
-    fn write_options(&self) -> Result<WriteOptions, ApiError> {
+    fn write_options(&self, headers: &HeaderMap) -> Result<WriteOptions, ApiError> {
         Ok(WriteOptions {
             dry_run: self.dry_run()?,
             field_validation: FieldValidation::parse(self.field_validation.as_deref())?,
+            field_manager: Some(self.field_manager(headers)),
         })
+    }
+
+    /// `fieldManager`, else the product name of the client's user agent (`kubectl/v1.32…` is
+    /// `kubectl`), as Kubernetes names managers of writes that do not say.
+    fn field_manager(&self, headers: &HeaderMap) -> String {
+        if let Some(manager) = self.field_manager.as_deref().filter(|m| !m.is_empty()) {
+            return manager.to_string();
+        }
+        let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("unknown");
+        agent.split('/').next().unwrap_or(agent).chars().take(128).collect()
     }
 
     fn dry_run(&self) -> Result<bool, ApiError> {
@@ -123,7 +134,7 @@ async fn dispatch(
         if method != Method::POST {
             return Err(ApiError::MethodNotAllowed);
         }
-        state.objects.bind(&target, &json_body(headers, &body)?, &params.write_options()?).await?;
+        state.objects.bind(&target, &json_body(headers, &body)?, &params.write_options(headers)?).await?;
         let success =
             serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
         return ok_json(StatusCode::CREATED, &success);
@@ -132,7 +143,7 @@ async fn dispatch(
         if method != Method::POST {
             return Err(ApiError::MethodNotAllowed);
         }
-        state.objects.evict(&target, &json_body(headers, &body)?, &params.write_options()?).await?;
+        state.objects.evict(&target, &json_body(headers, &body)?, &params.write_options(headers)?).await?;
         let success =
             serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
         return ok_json(StatusCode::CREATED, &success);
@@ -187,11 +198,12 @@ async fn dispatch(
             if target.kind.namespaced && target.namespace.is_none() {
                 return Err(ApiError::MethodNotAllowed);
             }
-            let written = objects.create(&target, json_body(headers, &body)?, &params.write_options()?).await?;
+            let written = objects.create(&target, json_body(headers, &body)?, &params.write_options(headers)?).await?;
             written_response(StatusCode::CREATED, written)
         }
         ("PUT", false) => {
-            let written = objects.update(&target, json_body(headers, &body)?, sub, &params.write_options()?).await?;
+            let written =
+                objects.update(&target, json_body(headers, &body)?, sub, &params.write_options(headers)?).await?;
             let written =
                 if sub == Subresource::Scale { scale_view(objects, &target, written).await? } else { written };
             written_response(StatusCode::OK, written)
@@ -203,7 +215,7 @@ async fn dispatch(
             let intent = body::yaml(&body)?;
             let manager = params.field_manager.clone().unwrap_or_default();
             let (written, created) = objects
-                .server_side_apply(&target, intent, &manager, is_true(&params.force), &params.write_options()?)
+                .server_side_apply(&target, intent, &manager, is_true(&params.force), &params.write_options(headers)?)
                 .await?;
             written_response(if created { StatusCode::CREATED } else { StatusCode::OK }, written)
         }
@@ -211,7 +223,7 @@ async fn dispatch(
             let kind = patch_kind(headers)?;
             let patch: Value = serde_json::from_slice(&body)
                 .map_err(|e| ApiError::BadRequest(format!("the patch body is not valid JSON: {e}")))?;
-            let written = objects.patch(&target, patch, kind, sub, &params.write_options()?).await?;
+            let written = objects.patch(&target, patch, kind, sub, &params.write_options(headers)?).await?;
             let written =
                 if sub == Subresource::Scale { scale_view(objects, &target, written).await? } else { written };
             written_response(StatusCode::OK, written)

@@ -11,8 +11,9 @@
 //! 4. the intent is merged into the object: maps field by field, keyed lists element by element,
 //!    sets as unions, everything else replaced.
 //!
-//! An apply to an object that does not exist creates it. Writes by other verbs do not record
-//! ownership yet, so conflicts arise between appliers only.
+//! An apply to an object that does not exist creates it. Creates, updates and patches of the main
+//! resource are recorded too ([`record_update`]): their manager owns what they changed, so an
+//! applier conflicts with them as with another applier.
 
 use serde_json::{Map, Value, json};
 use wasmkube_api::Kind;
@@ -43,6 +44,8 @@ impl Objects {
             return Err(ApiError::BadRequest("an apply patch must be an object".into()));
         }
         let kind = target.kind;
+        // The apply records its own ownership; it is not an Update as well.
+        let opts = &WriteOptions { field_manager: None, ..opts.clone() };
         let updated = self
             .guaranteed_update(target, Subresource::Main, opts, None, |current| {
                 apply(schemas(), kind, Some(current), &intent, manager, force)
@@ -148,6 +151,66 @@ pub fn apply(
     }
     object["metadata"]["managedFields"] = Value::Array(entries);
     Ok(object)
+}
+
+/// Records a write by another verb than apply (create, update, patch) from `manager`: it owns the
+/// fields whose values it changed, and every other manager loses those and any field the write
+/// removed, as Kubernetes records `Update` operations. Nothing changes when the write changed no
+/// field (so a no-op write stays a no-op).
+pub fn record_update(schemas: &Schemas, kind: &Kind, old: Option<&Value>, new: &mut Value, manager: &str) {
+    let schema = schemas.root(kind);
+    let empty = json!({});
+    let old = old.unwrap_or(&empty);
+    let before = fields_v1::of(schemas, old, schema);
+    let after = fields_v1::of(schemas, new, schema);
+    let changed: Vec<Vec<String>> = after
+        .leaves()
+        .into_iter()
+        .filter(|path| after.node(path).is_some_and(|n| n.children.is_empty()) || !before.contains(path))
+        .filter(|path| value_at(old, path) != value_at(new, path))
+        .collect();
+    let removed: Vec<Vec<String>> = before.leaves().into_iter().filter(|path| !after.contains(path)).collect();
+    if changed.is_empty() && removed.is_empty() {
+        return;
+    }
+    // A body without managedFields keeps the stored ones, as in Kubernetes.
+    let mut entries = match new.pointer("/metadata/managedFields").and_then(Value::as_array) {
+        Some(entries) if !entries.is_empty() => entries.clone(),
+        _ => old.pointer("/metadata/managedFields").and_then(Value::as_array).cloned().unwrap_or_default(),
+    };
+    let is_mine = |e: &Value| {
+        e.get("manager").and_then(Value::as_str) == Some(manager)
+            && e.get("operation").and_then(Value::as_str) == Some("Update")
+            && e.get("subresource").and_then(Value::as_str).unwrap_or("").is_empty()
+    };
+    for entry in entries.iter_mut().filter(|e| !is_mine(e)) {
+        let mut owned = FieldSet::from_json(&entry["fieldsV1"]);
+        for path in changed.iter().chain(&removed) {
+            owned.remove(path);
+        }
+        entry["fieldsV1"] = owned.to_json();
+    }
+    let mut mine = entries.iter().find(|e| is_mine(e)).map(|e| FieldSet::from_json(&e["fieldsV1"])).unwrap_or_default();
+    for path in &removed {
+        mine.remove(path);
+    }
+    for path in &changed {
+        mine.insert(path);
+    }
+    entries.retain(|e| !is_mine(e) && !FieldSet::from_json(&e["fieldsV1"]).is_empty());
+    if !mine.is_empty() {
+        entries.push(json!({
+            "manager": manager,
+            "operation": "Update",
+            "apiVersion": kind.api_version(),
+            "time": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "fieldsType": "FieldsV1",
+            "fieldsV1": mine.to_json(),
+        }));
+    }
+    if let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("managedFields".into(), Value::Array(entries));
+    }
 }
 
 /// The value at a field-set path, if the object has it.
@@ -293,6 +356,39 @@ mod tests {
         assert_eq!(fields["f:metadata"], json!({"f:labels": {"f:app": {}}}), "no server-owned metadata");
         let container = &fields["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"web\"}"];
         assert_eq!(container, &json!({".": {}, "f:image": {}, "f:name": {}}));
+    }
+
+    #[test]
+    fn updates_record_what_they_changed_and_take_it_from_others() {
+        let created =
+            apply(schemas(), deployment(), None, &intent(2, json!([{"name": "web", "image": "web:1"}])), "a", false)
+                .expect("apply");
+        let mut scaled = created.clone();
+        scaled["spec"]["replicas"] = json!(5);
+        record_update(schemas(), deployment(), Some(&created), &mut scaled, "ops");
+        let entries = scaled["metadata"]["managedFields"].as_array().expect("entries");
+        assert_eq!(entries.len(), 2);
+        assert_eq!((entries[1]["manager"].as_str(), entries[1]["operation"].as_str()), (Some("ops"), Some("Update")));
+        assert_eq!(entries[1]["fieldsV1"], json!({"f:spec": {"f:replicas": {}}}));
+        assert!(entries[0]["fieldsV1"]["f:spec"].get("f:replicas").is_none(), "the applier lost replicas");
+        // The applier setting replicas again now conflicts with the updater.
+        let err = apply(
+            schemas(),
+            deployment(),
+            Some(&scaled),
+            &intent(2, json!([{"name": "web", "image": "web:1"}])),
+            "a",
+            false,
+        )
+        .expect_err("conflict");
+        assert_eq!(
+            err.to_string(),
+            "Apply failed with 1 conflict: conflict with \"ops\" using apps/v1: .spec.replicas"
+        );
+        // A write that changes nothing records nothing.
+        let mut same = scaled.clone();
+        record_update(schemas(), deployment(), Some(&scaled), &mut same, "other");
+        assert_eq!(same, scaled);
     }
 
     #[test]

@@ -35,6 +35,9 @@ impl Objects {
         defaults::apply(kind, &mut object);
         defaults::tolerate_lost_nodes(kind, &mut object, self.default_toleration_seconds);
         defaults::prepare_status_for_create(kind, &mut object);
+        if let Some(manager) = &opts.field_manager {
+            super::apply::record_update(crate::schema::schemas(), kind, None, &mut object, manager);
+        }
         let meta = metadata_mut(&mut object).expect("canonical objects have metadata");
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         meta.insert("creationTimestamp".into(), json!(now_rfc3339()));

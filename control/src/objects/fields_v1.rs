@@ -122,6 +122,14 @@ impl FieldSet {
         }
     }
 
+    /// Adds one owned path.
+    pub fn insert(&mut self, path: &[String]) {
+        match path.split_first() {
+            None => self.own = true,
+            Some((first, rest)) => self.children.entry(first.clone()).or_default().insert(rest),
+        }
+    }
+
     /// Removes one owned path (pruning nodes left empty).
     pub fn remove(&mut self, path: &[String]) {
         match path.split_first() {

@@ -68,6 +68,10 @@ pub struct WriteOptions {
     /// `dryRun=All`: run every check, write nothing.
     pub dry_run: bool,
     pub field_validation: FieldValidation,
+    /// Who writes (`fieldManager`, else the client's user agent): a create, update or patch of the
+    /// main resource records the fields it changed as this manager's (`metadata.managedFields`).
+    /// None for the control plane's own writes.
+    pub field_manager: Option<String>,
 }
 
 /// The result of a write: the object as stored plus warnings for the `Warning` header.

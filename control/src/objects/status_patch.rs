@@ -177,7 +177,7 @@ mod tests {
         patch: &Value,
         validation: FieldValidation,
     ) -> Result<Written, ApiError> {
-        let opts = WriteOptions { dry_run: true, field_validation: validation };
+        let opts = WriteOptions { dry_run: true, field_validation: validation, field_manager: None };
         objects
             .guaranteed_update(pod, Subresource::Status, &opts, None, |current| {
                 let mut doc = current.clone();
@@ -257,7 +257,7 @@ mod tests {
                     prop_assert!(applies(&pod, &patch, PatchKind::Merge, Subresource::Status));
                     let before = objects.store.get(&key).await.expect("get").expect("the pod is there");
                     let expected = general(&objects, &pod, &patch, validation).await;
-                    let opts = WriteOptions { dry_run: false, field_validation: validation };
+                    let opts = WriteOptions { dry_run: false, field_validation: validation, field_manager: None };
                     let written = objects.patch_status_only(&pod, &patch, &opts).await;
                     let after = objects.store.get(&key).await.expect("get").expect("the pod is there");
                     match (expected, written) {

@@ -181,6 +181,9 @@ impl Objects {
                 }
             };
             let mut new = new;
+            if let Some(manager) = opts.field_manager.as_deref().filter(|_| sub == Subresource::Main) {
+                super::apply::record_update(crate::schema::schemas(), kind, Some(&current), &mut new, manager);
+            }
             let causes = wasmkube_api::validation::validate(kind, &new);
             if !causes.is_empty() {
                 return Err(ApiError::Invalid { kind, name: name.clone(), causes });
