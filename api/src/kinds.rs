@@ -169,15 +169,15 @@ pub fn resolve(name: &str) -> Option<&'static Kind> {
     })
 }
 
-/// All API groups with at least one kind, in first-seen order (the core group is `""`).
-pub fn groups() -> Vec<&'static str> {
-    let mut groups: Vec<&'static str> = Vec::new();
+/// Every group version with at least one kind, in first-seen order (the core group is `""`).
+pub fn group_versions() -> Vec<(&'static str, &'static str)> {
+    let mut all: Vec<(&'static str, &'static str)> = Vec::new();
     for kind in ALL {
-        if !groups.contains(&kind.group) {
-            groups.push(kind.group);
+        if !all.contains(&(kind.group, kind.version)) {
+            all.push((kind.group, kind.version));
         }
     }
-    groups
+    all
 }
 
 #[cfg(test)]

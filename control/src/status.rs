@@ -45,21 +45,27 @@ pub enum ApiError {
     #[error("Internal error occurred: {0}")]
     Internal(String),
     /// A server-side apply that would take fields another manager set to other values: each
-    /// conflict is (manager, its apiVersion, field path).
+    /// conflict is (the manager as printed, `"kubectl"` or `"kubectl-edit" using apps/v1`; the
+    /// field path).
     #[error("{}", apply_conflict_message(.0))]
-    ApplyConflict(Vec<(String, String, String)>),
+    ApplyConflict(Vec<(String, String)>),
 }
 
-fn apply_conflict_message(conflicts: &[(String, String, String)]) -> String {
-    let noun = if conflicts.len() == 1 { "conflict" } else { "conflicts" };
-    let each: Vec<String> = conflicts
-        .iter()
-        .map(|(manager, version, field)| format!("conflict with \"{manager}\" using {version}: {field}"))
-        .collect();
-    match each.as_slice() {
-        [one] => format!("Apply failed with 1 {noun}: {one}"),
-        _ => format!("Apply failed with {} {noun}: {}", each.len(), each.join("\n")),
+/// Kubernetes' wording: one conflict inline, several grouped by manager (sorted).
+fn apply_conflict_message(conflicts: &[(String, String)]) -> String {
+    if let [(manager, field)] = conflicts {
+        return format!("Apply failed with 1 conflict: conflict with {manager}: {field}");
     }
+    let mut by_manager: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+    for (manager, field) in conflicts {
+        by_manager.entry(manager).or_default().push(field);
+    }
+    let mut lines = Vec::new();
+    for (manager, fields) in by_manager {
+        lines.push(format!("conflicts with {manager}:"));
+        lines.extend(fields.iter().map(|f| format!("- {f}")));
+    }
+    format!("Apply failed with {} conflicts: {}", conflicts.len(), lines.join("\n"))
 }
 
 fn qualified_kind(kind: &Kind) -> String {
@@ -149,9 +155,9 @@ impl ApiError {
                 })).collect::<Vec<_>>(),
             })),
             ApiError::ApplyConflict(conflicts) => Some(json!({
-                "causes": conflicts.iter().map(|(manager, version, field)| json!({
+                "causes": conflicts.iter().map(|(manager, field)| json!({
                     "reason": "FieldManagerConflict",
-                    "message": format!("conflict with \"{manager}\" using {version}"),
+                    "message": format!("conflict with {manager}"),
                     "field": field,
                 })).collect::<Vec<_>>(),
             })),

@@ -56,6 +56,9 @@ fn review(
     status: impl FnOnce(&Value) -> Result<Value, ApiError>,
 ) -> Result<Value, ApiError> {
     let mut object = body::decode(headers, payload)?;
+    if !object.is_object() {
+        return Err(ApiError::BadRequest(format!("a {kind} must be a JSON object")));
+    }
     let api_version = "authorization.k8s.io/v1";
     for (field, want) in [("apiVersion", api_version), ("kind", kind)] {
         match object.get(field).and_then(Value::as_str) {

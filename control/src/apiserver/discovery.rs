@@ -178,13 +178,13 @@ pub fn served(group: &str, version: &str) -> Vec<Resource> {
     stored.chain(answered).collect()
 }
 
-/// Every group (core first, as `""`) with the one version it serves.
+/// Every group (core first, as `""`) with the one version it serves: the stored kinds' and the
+/// answered ones'.
 fn group_versions() -> Vec<(&'static str, &'static str)> {
-    let mut all: Vec<(&'static str, &'static str)> = Vec::new();
-    let stored = kinds::ALL.iter().map(|k| (k.group, k.version));
-    for gv in stored.chain(VIRTUAL.iter().map(|v| (v.group, v.version))) {
-        if !all.contains(&gv) {
-            all.push(gv);
+    let mut all = kinds::group_versions();
+    for v in VIRTUAL {
+        if !all.contains(&(v.group, v.version)) {
+            all.push((v.group, v.version));
         }
     }
     all

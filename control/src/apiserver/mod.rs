@@ -66,6 +66,7 @@ impl axum::extract::FromRef<AppState> for crate::registry::storage::Storage {
 const MAX_BODY: usize = 3 * 1024 * 1024;
 
 pub fn router(state: AppState) -> Router {
+    openapi::prepare();
     Router::new()
         .route("/healthz", get(ok))
         .route("/livez", get(ok))

@@ -34,13 +34,8 @@ struct Document {
 
 /// Every group version's document, keyed as the root lists them (`api/v1`, `apis/apps/v1`).
 static DOCUMENTS: LazyLock<BTreeMap<String, Document>> = LazyLock::new(|| {
-    let mut gvs: Vec<(&str, &str)> = Vec::new();
-    for kind in kinds::ALL {
-        if !gvs.contains(&(kind.group, kind.version)) {
-            gvs.push((kind.group, kind.version));
-        }
-    }
-    gvs.into_iter()
+    kinds::group_versions()
+        .into_iter()
         .map(|(group, version)| {
             let json = serde_json::to_vec(&document(group, version)).expect("documents serialize");
             let hash = format!("{:X}", Sha512::digest(&json));
@@ -51,6 +46,12 @@ static DOCUMENTS: LazyLock<BTreeMap<String, Document>> = LazyLock::new(|| {
 
 fn gv_path(group: &str, version: &str) -> String {
     if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+}
+
+/// Builds the documents now, off the async workers, so the first `kubectl apply` does not wait
+/// for every schema to be generated and hashed.
+pub fn prepare() {
+    std::thread::spawn(|| LazyLock::force(&DOCUMENTS));
 }
 
 /// `GET /openapi/v3`.

@@ -33,6 +33,8 @@ const FIRST_WINDOW: Duration = Duration::from_millis(500);
 const STALE: Duration = Duration::from_secs(300);
 /// Summaries closer together than this do not make a new rate: the last rate is answered again.
 const MIN_WINDOW: Duration = Duration::from_secs(1);
+/// How long an agent may take to answer: a node that does not answer in time has no metrics.
+const AGENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a node's agent reported, and when.
 #[derive(Clone)]
@@ -65,7 +67,10 @@ async fn fetch(state: &AppState, address: &str) -> Result<Summary, ApiError> {
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let client: Client<_, axum::body::Body> = Client::builder(TokioExecutor::new()).build_http();
     let unreachable = |e: &dyn std::fmt::Display| ApiError::Internal(format!("reaching the agent at {address}: {e}"));
-    let response = client.request(request).await.map_err(|e| unreachable(&e))?;
+    let response = tokio::time::timeout(AGENT_TIMEOUT, client.request(request))
+        .await
+        .map_err(|_| ApiError::Internal(format!("the agent at {address} did not answer in {AGENT_TIMEOUT:?}")))?
+        .map_err(|e| unreachable(&e))?;
     let body = response.into_body().collect().await.map_err(|e| unreachable(&e))?.to_bytes();
     let at = Instant::now();
     let value: Value = serde_json::from_slice(&body).map_err(|e| unreachable(&e))?;
@@ -174,7 +179,8 @@ async fn pods(
     let target = Target { kind, namespace: namespace.map(String::from), name: None };
     let options = ListOptions { selectors: Selectors::parse(&target, selector, None)?, ..ListOptions::default() };
     let list = state.objects.list(&target, &options).await?;
-    let mut by_node: HashMap<String, Measured> = HashMap::new();
+    // Each node is asked once per request; one that fails is not asked again for its next pod.
+    let mut by_node: HashMap<String, Option<Measured>> = HashMap::new();
     let mut items = Vec::new();
     for pod in list["items"].as_array().into_iter().flatten() {
         let text = |p: &str| pod.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
@@ -183,11 +189,13 @@ async fn pods(
             continue;
         }
         if !by_node.contains_key(&node) {
-            let Ok(address) = agent_address(state, &node).await else { continue };
-            let Ok(m) = measure(state, &address).await else { continue };
-            by_node.insert(node.clone(), m);
+            let measured = match agent_address(state, &node).await {
+                Ok(address) => measure(state, &address).await.ok(),
+                Err(_) => None,
+            };
+            by_node.insert(node.clone(), measured);
         }
-        let m = &by_node[&node];
+        let Some(m) = &by_node[&node] else { continue };
         let containers: Vec<Value> = pod
             .pointer("/spec/containers")
             .and_then(Value::as_array)

@@ -134,7 +134,7 @@ async fn dispatch(
         if method != Method::POST {
             return Err(ApiError::MethodNotAllowed);
         }
-        state.objects.bind(&target, &json_body(headers, &body)?, &params.write_options(headers)?).await?;
+        state.objects.bind(&target, &body::decode(headers, &body)?, &params.write_options(headers)?).await?;
         let success =
             serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
         return ok_json(StatusCode::CREATED, &success);
@@ -143,7 +143,7 @@ async fn dispatch(
         if method != Method::POST {
             return Err(ApiError::MethodNotAllowed);
         }
-        state.objects.evict(&target, &json_body(headers, &body)?, &params.write_options(headers)?).await?;
+        state.objects.evict(&target, &body::decode(headers, &body)?, &params.write_options(headers)?).await?;
         let success =
             serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
         return ok_json(StatusCode::CREATED, &success);
@@ -198,12 +198,13 @@ async fn dispatch(
             if target.kind.namespaced && target.namespace.is_none() {
                 return Err(ApiError::MethodNotAllowed);
             }
-            let written = objects.create(&target, json_body(headers, &body)?, &params.write_options(headers)?).await?;
+            let written =
+                objects.create(&target, body::decode(headers, &body)?, &params.write_options(headers)?).await?;
             written_response(StatusCode::CREATED, written)
         }
         ("PUT", false) => {
             let written =
-                objects.update(&target, json_body(headers, &body)?, sub, &params.write_options(headers)?).await?;
+                objects.update(&target, body::decode(headers, &body)?, sub, &params.write_options(headers)?).await?;
             let written =
                 if sub == Subresource::Scale { scale_view(objects, &target, written).await? } else { written };
             written_response(StatusCode::OK, written)
@@ -229,11 +230,11 @@ async fn dispatch(
             written_response(StatusCode::OK, written)
         }
         ("DELETE", false) => {
-            let opts = delete_options(&params, &body)?;
+            let opts = delete_options(&params, headers, &body)?;
             written_response(StatusCode::OK, objects.delete(&target, &opts).await?)
         }
         ("DELETE", true) => {
-            let opts = delete_options(&params, &body)?;
+            let opts = delete_options(&params, headers, &body)?;
             ok_json(StatusCode::OK, &objects.delete_collection(&target, &params.list_options(&target)?, &opts).await?)
         }
         _ => Err(ApiError::MethodNotAllowed),
@@ -250,11 +251,13 @@ async fn scale_view(objects: &crate::objects::Objects, target: &Target, written:
     Ok(Written { object: scale, warnings: written.warnings })
 }
 
-fn delete_options(params: &Params, body: &Bytes) -> Result<DeleteOptions, ApiError> {
-    let mut opts: DeleteOptions = if body.iter().all(u8::is_ascii_whitespace) {
+fn delete_options(params: &Params, headers: &HeaderMap, payload: &Bytes) -> Result<DeleteOptions, ApiError> {
+    let mut opts: DeleteOptions = if payload.iter().all(u8::is_ascii_whitespace) {
         DeleteOptions::default()
     } else {
-        serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?
+        // JSON from most clients, protobuf from client-go's typed clients.
+        serde_json::from_value(body::decode(headers, payload)?)
+            .map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?
     };
     if let Some(grace) = parse_number("gracePeriodSeconds", &params.grace_period_seconds)? {
         opts.grace_period_seconds = Some(grace);
@@ -266,10 +269,6 @@ fn delete_options(params: &Params, body: &Bytes) -> Result<DeleteOptions, ApiErr
         opts.dry_run = vec!["All".into()];
     }
     Ok(opts)
-}
-
-fn json_body(headers: &HeaderMap, payload: &Bytes) -> Result<Value, ApiError> {
-    body::decode(headers, payload)
 }
 
 fn patch_kind(headers: &HeaderMap) -> Result<PatchKind, ApiError> {

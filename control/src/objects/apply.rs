@@ -40,19 +40,24 @@ impl Objects {
                     .into(),
             ));
         }
-        if !intent.is_object() {
-            return Err(ApiError::BadRequest("an apply patch must be an object".into()));
+        if !intent.is_object() || intent.get("metadata").is_some_and(|m| !m.is_object()) {
+            return Err(ApiError::BadRequest("an apply patch must be an object, and its metadata too".into()));
         }
         let kind = target.kind;
         // The apply records its own ownership; it is not an Update as well.
         let opts = &WriteOptions { field_manager: None, ..opts.clone() };
-        let updated = self
-            .guaranteed_update(target, Subresource::Main, opts, None, |current| {
+        // A resourceVersion in the intent is a precondition, as in an update.
+        let client_rv = match intent.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+            Some(rv) if !rv.is_empty() => Some(super::parse_revision(rv)?),
+            _ => None,
+        };
+        let update = || {
+            self.guaranteed_update(target, Subresource::Main, opts, client_rv, |current| {
                 apply(schemas(), kind, Some(current), &intent, manager, force)
             })
-            .await;
-        match updated {
-            Err(ApiError::NotFound { .. }) => {
+        };
+        match update().await {
+            Err(ApiError::NotFound { .. }) if client_rv.is_none() => {
                 let mut object = apply(schemas(), kind, None, &intent, manager, force)?;
                 let name = target.name.clone().unwrap_or_default();
                 match object.pointer("/metadata/name").and_then(Value::as_str) {
@@ -64,7 +69,11 @@ impl Objects {
                     _ => object["metadata"]["name"] = json!(name),
                 }
                 let collection = Target { name: None, ..target.clone() };
-                Ok((self.create(&collection, object, opts).await?, true))
+                match self.create(&collection, object, opts).await {
+                    // Another apply created it first: apply to what it created.
+                    Err(ApiError::AlreadyExists { .. }) => update().await.map(|written| (written, false)),
+                    created => created.map(|written| (written, true)),
+                }
             }
             other => other.map(|written| (written, false)),
         }
@@ -113,9 +122,7 @@ pub fn apply(
                 owned.remove(path);
                 taken = true;
             } else {
-                let who = entry.get("manager").and_then(Value::as_str).unwrap_or_default().to_string();
-                let version = entry.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
-                conflicts.push((who, version, fields_v1::display(path)));
+                conflicts.push((printed_manager(entry), fields_v1::display(path)));
             }
         }
         if taken {
@@ -137,13 +144,18 @@ pub fn apply(
     }
 
     merge_object(schemas, &mut object, intent, Some(schema), true);
-    let mine = json!({
-        "manager": manager,
-        "operation": "Apply",
-        "apiVersion": kind.api_version(),
-        "time": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        "fieldsType": "FieldsV1",
-        "fieldsV1": applied.to_json(),
+    let unchanged = entries.iter().find(|e| is_mine(e)).filter(|e| FieldSet::from_json(&e["fieldsV1"]) == applied);
+    // The same fields applied again keep their entry, time included: an unchanged re-apply
+    // must not be a write.
+    let mine = unchanged.cloned().unwrap_or_else(|| {
+        json!({
+            "manager": manager,
+            "operation": "Apply",
+            "apiVersion": kind.api_version(),
+            "time": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "fieldsType": "FieldsV1",
+            "fieldsV1": applied.to_json(),
+        })
     });
     match entries.iter_mut().find(|e| is_mine(e)) {
         Some(entry) => *entry = mine,
@@ -151,6 +163,17 @@ pub fn apply(
     }
     object["metadata"]["managedFields"] = Value::Array(entries);
     Ok(object)
+}
+
+/// A manager as conflicts name it: `"kubectl"` for an applier, `"kubectl-edit" using apps/v1` for
+/// an updater (its writes were in that version).
+fn printed_manager(entry: &Value) -> String {
+    let text = |k: &str| entry.get(k).and_then(Value::as_str).unwrap_or_default();
+    if text("operation") == "Update" {
+        format!("{:?} using {}", text("manager"), text("apiVersion"))
+    } else {
+        format!("{:?}", text("manager"))
+    }
 }
 
 /// Records a write by another verb than apply (create, update, patch) from `manager`: it owns the
@@ -423,8 +446,8 @@ mod tests {
         .expect_err("conflict");
         assert_eq!(
             err.to_string(),
-            "Apply failed with 2 conflicts: conflict with \"a\" using apps/v1: .spec.replicas\n\
-             conflict with \"a\" using apps/v1: .spec.template.spec.containers[name=\"web\"].image"
+            "Apply failed with 2 conflicts: conflicts with \"a\":\n- .spec.replicas\n\
+             - .spec.template.spec.containers[name=\"web\"].image"
         );
         let forced =
             apply(schemas(), deployment(), Some(&a), &intent(3, json!([{"name": "web", "image": "web:2"}])), "b", true)

@@ -35,9 +35,6 @@ impl Objects {
         defaults::apply(kind, &mut object);
         defaults::tolerate_lost_nodes(kind, &mut object, self.default_toleration_seconds);
         defaults::prepare_status_for_create(kind, &mut object);
-        if let Some(manager) = &opts.field_manager {
-            super::apply::record_update(crate::schema::schemas(), kind, None, &mut object, manager);
-        }
         let meta = metadata_mut(&mut object).expect("canonical objects have metadata");
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
@@ -57,6 +54,9 @@ impl Objects {
             Some(locked) => Some(locked.assign(&key, &name, None, &mut object)?),
             None => None,
         };
+        if let Some(manager) = &opts.field_manager {
+            super::apply::record_update(crate::schema::schemas(), kind, None, &mut object, manager);
+        }
         if opts.dry_run {
             if self.store.get(&key).await?.is_some() {
                 return Err(ApiError::AlreadyExists { kind, name });

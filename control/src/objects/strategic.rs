@@ -54,7 +54,7 @@ fn merge_map(
             // The map becomes the patch, itself free of directives.
             return merge_map(schemas, Map::new(), &without(patch, PATCH), schema);
         }
-        Some(other) => return Err(format!("Unknown patch type: {other:?}")),
+        Some(other) => return Err(format!("Unknown patch type: {}", other.unwrap_or("(not a string)"))),
     }
     let mut orders = Vec::new();
     let mut deletions = Vec::new();

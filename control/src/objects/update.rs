@@ -181,9 +181,6 @@ impl Objects {
                 }
             };
             let mut new = new;
-            if let Some(manager) = opts.field_manager.as_deref().filter(|_| sub == Subresource::Main) {
-                super::apply::record_update(crate::schema::schemas(), kind, Some(&current), &mut new, manager);
-            }
             let causes = wasmkube_api::validation::validate(kind, &new);
             if !causes.is_empty() {
                 return Err(ApiError::Invalid { kind, name: name.clone(), causes });
@@ -196,6 +193,11 @@ impl Objects {
                 Some(locked) if !finished => Some(locked.assign(&key, &name, Some(&current), &mut new)?),
                 _ => None,
             };
+            // After the Service allocator has filled in what it keeps, so that only the client's
+            // own changes count as changed.
+            if let Some(manager) = opts.field_manager.as_deref().filter(|_| sub == Subresource::Main) {
+                super::apply::record_update(crate::schema::schemas(), kind, Some(&current), &mut new, manager);
+            }
             if opts.dry_run {
                 // Nothing is written, so the object keeps the version it has (`kubectl diff`
                 // would otherwise show the resourceVersion as removed).
@@ -343,6 +345,11 @@ fn merge_server_owned(target: &Target, current: &Value, canonical: Value, sub: S
             };
         }
         meta.remove("resourceVersion");
+        // A body without managedFields (or with none) keeps the stored ones, as in Kubernetes.
+        let sent = meta.get("managedFields").and_then(Value::as_array).is_some_and(|m| !m.is_empty());
+        if let (false, Some(stored)) = (sent, current_meta.get("managedFields")) {
+            meta.insert("managedFields".into(), stored.clone());
+        }
         let generation = current_meta.get("generation").and_then(Value::as_i64).unwrap_or(1);
         meta.insert("generation".into(), json!(if spec_changed { generation + 1 } else { generation }));
     }
