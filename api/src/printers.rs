@@ -1,7 +1,7 @@
 //! The table columns `get` prints for each kind, as kubectl prints them.
 //!
-//! Pure functions of the object's JSON (and the current time for ages), so the same code can later
-//! serve `Table` responses server-side. Each kind is a list of [`Column`]s; a column marked `wide`
+//! Pure functions of the object's JSON (and the current time for ages), shared by the API server's
+//! `Table` responses and `wasmkube get`. Each kind is a list of [`Column`]s; a column marked `wide`
 //! only shows with `-o wide`. Cell rules (pod STATUS, service PORT(S), ...) mirror kubectl's
 //! printers in `pkg/printers/internalversion`.
 

@@ -1,8 +1,10 @@
 //! The Kubernetes REST API over HTTPS (axum + rustls).
 //!
-//! [`router`] assembles the routes: health, `/version`, `/metrics`, discovery, and one fallback
-//! ([`resources::handle`]) for every resource path, which [`path`] parses and the object service
-//! answers; `/v2/…` is the image [`crate::registry`]. Authentication ([`auth`]) and request metrics ([`observe`]) are layers around all of it.
+//! [`router`] assembles the routes: health, `/version`, `/metrics`, discovery, `/openapi/v3`, the
+//! answered resources (self-subject reviews in `access`, `metrics.k8s.io` in `resource_metrics`),
+//! pod exec and node metrics, and one fallback ([`resources::handle`]) for every stored resource
+//! path, which [`path`] parses and the object service answers; `/v2/…` is the image
+//! [`crate::registry`]. Authentication ([`auth`]) and request metrics ([`observe`]) are layers around all of it.
 
 mod access;
 mod auth;

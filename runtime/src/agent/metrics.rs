@@ -81,7 +81,7 @@ impl PodIndex {
         self.0.lock().expect("pod index lock").remove(uid);
     }
 
-    /// What the node and each running container have used so far, for `metrics.k8s.io` (the API
+    /// What the node and each container of this node's sandboxes have used so far, for `metrics.k8s.io` (the API
     /// server turns two of these into rates). Containers count the time their guests ran (epoch
     /// accounting) and the linear memory their live instances hold; the node counts the agent
     /// process's CPU time and resident memory, which include every guest.
