@@ -201,28 +201,12 @@ pub enum Form {
 /// Picks the first media range in `accept` that the server can answer, as Kubernetes does: the
 /// aggregated list in the version the client names, else legacy for plain JSON or anything else.
 pub fn negotiate(accept: &str) -> Form {
-    for range in accept.split(',') {
-        let mut parts = range.split(';').map(str::trim);
-        let media = parts.next().unwrap_or("");
-        let (mut g, mut v, mut as_) = ("", "", "");
-        for param in parts {
-            match param.split_once('=') {
-                Some(("g", value)) => g = value,
-                Some(("v", value)) => v = value,
-                Some(("as", value)) => as_ = value,
-                _ => {}
-            }
-        }
-        let json = matches!(media, "application/json" | "application/*" | "*/*");
-        if json && as_ == "APIGroupDiscoveryList" && g == "apidiscovery.k8s.io" {
-            match v {
-                "v2" => return Form::Aggregated("v2"),
-                "v2beta1" => return Form::Aggregated("v2beta1"),
-                _ => continue,
-            }
-        }
-        if json && as_.is_empty() {
-            return Form::Legacy;
+    for range in super::media::ranges(accept).filter(|r| r.json) {
+        match (range.as_kind, range.group, range.version) {
+            ("", _, _) => return Form::Legacy,
+            ("APIGroupDiscoveryList", "apidiscovery.k8s.io", "v2") => return Form::Aggregated("v2"),
+            ("APIGroupDiscoveryList", "apidiscovery.k8s.io", "v2beta1") => return Form::Aggregated("v2beta1"),
+            _ => continue,
         }
     }
     Form::Legacy

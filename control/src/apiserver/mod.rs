@@ -12,6 +12,7 @@ mod body;
 mod discovery;
 mod exec;
 mod logs;
+mod media;
 mod node_proxy;
 mod observe;
 mod openapi;

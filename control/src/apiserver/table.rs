@@ -46,22 +46,8 @@ impl Include {
 /// The Table version the first acceptable media range of `accept` names, or `None` when the client
 /// prefers plain objects (a range without `as=`) or names no Table at all.
 pub fn negotiate(accept: &str) -> Option<&'static str> {
-    for range in accept.split(',') {
-        let mut parts = range.split(';').map(str::trim);
-        let media = parts.next().unwrap_or("");
-        if !matches!(media, "application/json" | "application/*" | "*/*") {
-            continue;
-        }
-        let (mut g, mut v, mut as_) = ("", "", "");
-        for param in parts {
-            match param.split_once('=') {
-                Some(("g", value)) => g = value,
-                Some(("v", value)) => v = value,
-                Some(("as", value)) => as_ = value,
-                _ => {}
-            }
-        }
-        match (as_, g, v) {
+    for range in super::media::ranges(accept).filter(|r| r.json) {
+        match (range.as_kind, range.group, range.version) {
             ("", _, _) => return None,
             ("Table", "meta.k8s.io", "v1") => return Some("v1"),
             ("Table", "meta.k8s.io", "v1beta1") => return Some("v1beta1"),
