@@ -204,7 +204,9 @@ impl Operation<'_> {
 
 /// `readAppsV1NamespacedDeployment`-style operation ids.
 fn operation_id(verb: &str, kind: &Kind, namespaced: bool, suffix: &str) -> String {
-    let group: String = kind.group.split('.').next().unwrap_or("").split('-').map(capitalize).collect();
+    // `rbac.authorization.k8s.io` is `RbacAuthorization`: every label before the `k8s.io` suffix.
+    let labels = kind.group.trim_end_matches(".k8s.io").split(['.', '-']);
+    let group: String = labels.filter(|l| !l.is_empty()).map(capitalize).collect();
     let group = if group.is_empty() { "Core".to_string() } else { group };
     let scope = if namespaced { "Namespaced" } else { "" };
     format!("{verb}{group}{}{scope}{}{suffix}", capitalize(kind.version), kind.kind)
@@ -360,5 +362,10 @@ mod tests {
         );
         let core = document("", "v1");
         assert_eq!(core["paths"]["/api/v1/namespaces/{name}"]["get"]["operationId"], "readCoreV1Namespace");
+        let rbac = document("rbac.authorization.k8s.io", "v1");
+        assert_eq!(
+            rbac["paths"]["/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}"]["get"]["operationId"],
+            "readRbacAuthorizationV1ClusterRole"
+        );
     }
 }
