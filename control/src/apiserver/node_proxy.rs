@@ -21,16 +21,33 @@ pub async fn node_metrics(State(state): State<AppState>, Path(node): Path<String
 }
 
 async fn fetch(state: &AppState, node: &str) -> Result<String, ApiError> {
-    let url = format!("http://{}/metrics", agent_address(state, node).await?);
-    let request = http::Request::get(&url)
+    let (status, body) = agent_get(state, &agent_address(state, node).await?, "/metrics", None).await?;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    if status.is_success() { Ok(text) } else { Err(ApiError::Internal(text)) }
+}
+
+/// A GET of `path` on the node API at `address` with the cluster token, bounded by `timeout` if
+/// given: its status and whole body.
+pub(super) async fn agent_get(
+    state: &AppState,
+    address: &str,
+    path: &str,
+    timeout: Option<std::time::Duration>,
+) -> Result<(http::StatusCode, bytes::Bytes), ApiError> {
+    let request = http::Request::get(format!("http://{address}{path}"))
         .header(header::AUTHORIZATION, format!("Bearer {}", state.settings.admin_token))
         .body(axum::body::Body::empty())
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let client: Client<_, axum::body::Body> = Client::builder(TokioExecutor::new()).build_http();
-    let unreachable = |e: &dyn std::fmt::Display| ApiError::Internal(format!("reaching the agent of node {node}: {e}"));
-    let response = client.request(request).await.map_err(|e| unreachable(&e))?;
+    let unreachable = |e: &dyn std::fmt::Display| ApiError::Internal(format!("reaching the agent at {address}: {e}"));
+    let response = match timeout {
+        Some(limit) => tokio::time::timeout(limit, client.request(request))
+            .await
+            .map_err(|_| ApiError::Internal(format!("the agent at {address} did not answer in {limit:?}")))?,
+        None => client.request(request).await,
+    }
+    .map_err(|e| unreachable(&e))?;
     let status = response.status();
     let body = response.into_body().collect().await.map_err(|e| unreachable(&e))?.to_bytes();
-    let text = String::from_utf8_lossy(&body).into_owned();
-    if status.is_success() { Ok(text) } else { Err(ApiError::Internal(text)) }
+    Ok((status, body))
 }

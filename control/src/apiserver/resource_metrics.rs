@@ -13,17 +13,14 @@ use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path, Query, State};
-use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use http_body_util::BodyExt;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wasmkube_api::kinds;
 
 use super::AppState;
 use super::logs::agent_address;
+use super::node_proxy::agent_get;
 use crate::objects::{ListOptions, Selectors, Target};
 use crate::status::ApiError;
 
@@ -61,19 +58,10 @@ struct Measured {
 static LAST: LazyLock<Mutex<HashMap<String, (Summary, Measured)>>> = LazyLock::new(Default::default);
 
 async fn fetch(state: &AppState, address: &str) -> Result<Summary, ApiError> {
-    let request = http::Request::get(format!("http://{address}/stats/usage"))
-        .header(header::AUTHORIZATION, format!("Bearer {}", state.settings.admin_token))
-        .body(axum::body::Body::empty())
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let client: Client<_, axum::body::Body> = Client::builder(TokioExecutor::new()).build_http();
-    let unreachable = |e: &dyn std::fmt::Display| ApiError::Internal(format!("reaching the agent at {address}: {e}"));
-    let response = tokio::time::timeout(AGENT_TIMEOUT, client.request(request))
-        .await
-        .map_err(|_| ApiError::Internal(format!("the agent at {address} did not answer in {AGENT_TIMEOUT:?}")))?
-        .map_err(|e| unreachable(&e))?;
-    let body = response.into_body().collect().await.map_err(|e| unreachable(&e))?.to_bytes();
+    let (_, body) = agent_get(state, address, "/stats/usage", Some(AGENT_TIMEOUT)).await?;
     let at = Instant::now();
-    let value: Value = serde_json::from_slice(&body).map_err(|e| unreachable(&e))?;
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::Internal(format!("the agent at {address} sent no usage summary: {e}")))?;
     let number = |v: &Value, key: &str| v.get(key).and_then(Value::as_u64).unwrap_or(0);
     let mut containers = HashMap::new();
     for pod in value["pods"].as_array().into_iter().flatten() {
