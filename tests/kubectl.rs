@@ -392,3 +392,115 @@ fn server_side_apply_owns_fields_conflicts_and_forces() {
     assert!(err.contains("conflict with \"ops\": .spec.replicas"), "{err}");
     assert_eq!(get(".spec.replicas"), "3");
 }
+
+/// A running `kubectl port-forward` and the local port it listens on.
+struct Forward {
+    child: Reaped,
+    port: u16,
+}
+
+impl Cluster {
+    /// Starts `kubectl port-forward TARGET :REMOTE` (extra env, e.g. to turn websockets off) and
+    /// waits for the line naming the local port and the pod port it forwards to.
+    fn port_forward(&self, target: &str, remote: u16, pod_port: u16, env: &[(&str, &str)]) -> Forward {
+        let mut command = self.command(&["port-forward", "--address", "127.0.0.1", target, &format!(":{remote}")]);
+        command.envs(env.iter().copied()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = Reaped(command.spawn().expect("kubectl port-forward starts"));
+        let mut line = String::new();
+        let mut stdout = BufReader::new(child.0.stdout.take().expect("stdout"));
+        stdout.read_line(&mut line).expect("read");
+        // kubectl prints a line per connection; a closed pipe would kill it.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        // "Forwarding from 127.0.0.1:40123 -> 8080"
+        let port = line
+            .strip_prefix("Forwarding from 127.0.0.1:")
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| {
+                let _ = child.0.kill();
+                let mut err = String::new();
+                let _ = std::io::Read::read_to_string(&mut child.0.stderr.take().expect("stderr"), &mut err);
+                panic!("kubectl port-forward {target} printed {line:?}: {err}")
+            });
+        assert!(line.ends_with(&format!(" -> {pod_port}\n")), "{line}");
+        Forward { child, port }
+    }
+}
+
+/// One HTTP/1.1 request through a forwarded port; the whole answer.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the forwarded port");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer");
+    answer
+}
+
+#[test]
+fn port_forward_reaches_http_handlers_and_socket_listeners_over_both_transports() {
+    use std::io::{Read, Write};
+    let Some(c) = Cluster::start() else { return };
+    let hello = format!("file://{}", support::sample("hello").display());
+    let echo = format!("file://{}", support::sample("echo").display());
+    let manifests = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: hello, labels: {{app: hello}}}}\nspec:\n  containers:\n  - name: hello\n    \
+         image: {hello}\n    env: [{{name: GREETING, value: forwarded}}]\n    ports: [{{name: http, containerPort: 8080}}]\n\
+         ---\napiVersion: v1\nkind: Service\nmetadata: {{name: hello}}\nspec:\n  selector: {{app: hello}}\n  \
+         ports: [{{name: http, port: 80, targetPort: http}}]\n\
+         ---\napiVersion: v1\nkind: Pod\nmetadata: {{name: echo}}\nspec:\n  containers:\n  - name: echo\n    image: {echo}\n    \
+         args: [\"7007\"]\n    env: [{{name: POD_IP, valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}}}]\n"
+    );
+    c.ok(&["apply", "-f", &c.write("forward.yaml", &manifests)]);
+    c.ok(&["wait", "--for=condition=Ready", "pod/hello", "pod/echo", "--timeout=60s"]);
+
+    // kubectl 1.31+ tunnels SPDY through a websocket; several connections share one session.
+    let forward = c.port_forward("pod/hello", 8080, 8080, &[]);
+    for _ in 0..3 {
+        let answer = http_get(forward.port, "/");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("forwarded"), "{answer}");
+    }
+    drop(forward);
+
+    // With websockets off kubectl upgrades to SPDY directly; a Service resolves to its pod and
+    // its named target port.
+    let forward = c.port_forward("svc/hello", 80, 8080, &[("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")]);
+    let answer = http_get(forward.port, "/");
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("forwarded"), "{answer}");
+    drop(forward);
+
+    // A guest's own wasi:sockets listener: bytes echo back, and a half-close travels both ways.
+    let forward = c.port_forward("pod/echo", 7007, 7007, &[]);
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", forward.port)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let writer = {
+        let mut stream = stream.try_clone().expect("clone");
+        let payload = payload.clone();
+        std::thread::spawn(move || {
+            stream.write_all(&payload).expect("send");
+            stream.shutdown(std::net::Shutdown::Write).expect("half-close");
+        })
+    };
+    let mut echoed = Vec::new();
+    stream.read_to_end(&mut echoed).expect("the echo ends when our side ended");
+    writer.join().expect("writer");
+    assert!(echoed == payload, "echoed {} of {} bytes, or different ones", echoed.len(), payload.len());
+
+    // Nothing listens on the port: the connection closes and kubectl prints the agent's error.
+    let mut forward = c.port_forward("pod/echo", 9999, 9999, &[]);
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", forward.port)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let mut nothing = Vec::new();
+    let _ = stream.read_to_end(&mut nothing);
+    assert!(nothing.is_empty());
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = forward.child.0.kill();
+    let mut err = String::new();
+    forward.child.0.stderr.take().expect("stderr").read_to_string(&mut err).expect("stderr");
+    assert!(err.contains("an error occurred forwarding"), "{err}");
+    assert!(err.contains("error forwarding port 9999 to pod default/echo"), "{err}");
+    assert!(err.contains("Connection refused") || err.contains("connection refused"), "{err}");
+}

@@ -136,6 +136,7 @@ fn subresources(kind: &'static Kind) -> Vec<Subresource> {
         });
         subs.push(Subresource { name: "exec", kind: core("PodExecOptions"), verbs: &["create", "get"] });
         subs.push(Subresource { name: "log", kind: same, verbs: &["get"] });
+        subs.push(Subresource { name: "portforward", kind: core("PodPortForwardOptions"), verbs: &["create", "get"] });
     }
     if kind.group.is_empty() && kind.kind == "Namespace" {
         subs.push(Subresource { name: "finalize", kind: same, verbs: &["update"] });
@@ -406,7 +407,7 @@ mod tests {
         let core = served("", "v1");
         let pods = core.iter().find(|r| r.plural == "pods").expect("pods");
         let names: Vec<_> = pods.subresources.iter().map(|s| s.name).collect();
-        assert_eq!(names, ["binding", "eviction", "exec", "log", "status"]);
+        assert_eq!(names, ["binding", "eviction", "exec", "log", "portforward", "status"]);
         assert!(served("authorization.k8s.io", "v1").iter().any(|r| r.plural == "selfsubjectaccessreviews"));
     }
 }

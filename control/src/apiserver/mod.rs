@@ -2,7 +2,7 @@
 //!
 //! [`router`] assembles the routes: health, `/version`, `/metrics`, discovery, `/openapi/v3`, the
 //! answered resources (self-subject reviews in `access`, `metrics.k8s.io` in `resource_metrics`),
-//! pod exec and node metrics, and one fallback ([`resources::handle`]) for every stored resource
+//! pod exec and port-forward ([`streaming`]) and node metrics, and one fallback ([`resources::handle`]) for every stored resource
 //! path, which [`path`] parses and the object service answers; `/v2/…` is the image
 //! [`crate::registry`]. Authentication ([`auth`]) and request metrics ([`observe`]) are layers around all of it.
 
@@ -10,7 +10,6 @@ mod access;
 mod auth;
 mod body;
 mod discovery;
-mod exec;
 mod logs;
 mod media;
 mod node_proxy;
@@ -20,6 +19,7 @@ pub mod path;
 mod protobuf;
 mod resource_metrics;
 mod resources;
+mod streaming;
 mod table;
 mod watch;
 
@@ -90,7 +90,8 @@ pub fn router(state: AppState) -> Router {
         .route("/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods/{name}", get(resource_metrics::pod_get))
         .route("/openapi/v3", get(openapi::root))
         .route("/openapi/v3/{*path}", get(openapi::group_version))
-        .route("/api/v1/namespaces/{namespace}/pods/{name}/exec", any(exec::pod_exec))
+        .route("/api/v1/namespaces/{namespace}/pods/{name}/exec", any(streaming::pod_exec))
+        .route("/api/v1/namespaces/{namespace}/pods/{name}/portforward", any(streaming::pod_portforward))
         .route("/api/v1/nodes/{name}/proxy/metrics", get(node_proxy::node_metrics))
         .route("/v2", any(crate::registry::handle))
         .route("/v2/", any(crate::registry::handle))

@@ -10,8 +10,10 @@ pub mod log;
 pub mod metrics;
 pub mod node;
 pub mod node_api;
+pub mod port_forward;
 pub mod probe;
 pub mod sandbox;
+pub mod spdy;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};

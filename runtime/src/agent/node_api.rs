@@ -1,7 +1,8 @@
 //! The agent's node API, which the API server proxies `pods/{name}/log` to (as kube-apiserver does
 //! to the kubelet): `GET /containerLogs/{namespace}/{pod}/{container}` with `follow`, `previous`,
 //! `timestamps`, `sinceSeconds`, `sinceTime`, `tailLines` and `limitBytes` (see [`super::log`]);
-//! `/exec/{namespace}/{pod}/{container}` (see [`super::exec`]); `/metrics` (see
+//! `/exec/{namespace}/{pod}/{container}` (see [`super::exec`]);
+//! `/portForward/{namespace}/{pod}` (see [`super::port_forward`]); `/metrics` (see
 //! [`super::metrics`]); and `CONNECT POD_IP:PORT`, the node tunnel other nodes' Service proxies
 //! reach this node's pods through (see [`crate::proxy::tunnel`]).
 //! Requests must carry the cluster's bearer token.
@@ -64,7 +65,7 @@ impl NodeApi {
                     let stop = stop.clone();
                     async move { Ok::<_, Infallible>(api.handle(req, stop).await) }
                 });
-                // Upgrades: `exec` switches the connection to a websocket.
+                // Upgrades: `exec` and `portForward` switch the connection to another protocol.
                 let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades().await;
             });
         }
@@ -104,6 +105,9 @@ impl NodeApi {
         }
         if let ["exec", namespace, pod, container] = segments.as_slice() {
             return super::exec::handle(&self.execs, req, namespace, pod, container);
+        }
+        if let ["portForward", namespace, pod] = segments.as_slice() {
+            return super::port_forward::handle(req, self.pod_cidr, namespace, pod);
         }
         let ["containerLogs", namespace, pod, container] = segments.as_slice() else {
             return text(StatusCode::NOT_FOUND, "not found");

@@ -1,9 +1,10 @@
-//! `pods/{name}/exec`: the client's upgrade request (a websocket with the `v5.channel.k8s.io`
-//! family of subprotocols, as kubectl sends it) is forwarded to the pod's node agent
-//! (`/exec/{namespace}/{pod}/{container}`), and once the agent switches protocols the two
-//! upgraded connections are spliced byte for byte — kube-apiserver's upgrade-aware proxy to the
-//! kubelet, in small. The API server does not parse the stream, so every subprotocol version the
-//! agent speaks passes through.
+//! The streaming subresources of a pod — `exec` (a websocket with the `v5.channel.k8s.io` family
+//! of subprotocols) and `portforward` (a websocket tunnelling SPDY, or a plain SPDY/3.1 upgrade) —
+//! are forwarded to the pod's node agent (`/exec/{namespace}/{pod}/{container}`,
+//! `/portForward/{namespace}/{pod}`), and once the agent switches protocols the two upgraded
+//! connections are spliced byte for byte: kube-apiserver's upgrade-aware proxy to the kubelet, in
+//! small. The API server does not parse the streams, so every protocol version the agent speaks
+//! passes through.
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
@@ -34,16 +35,31 @@ pub async fn pod_exec(
     Path((namespace, name)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    match proxy(&state, &namespace, &name, request).await {
+    match exec(&state, &namespace, &name, request).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
 }
 
-async fn proxy(state: &AppState, namespace: &str, name: &str, mut request: Request) -> Result<Response, ApiError> {
+pub async fn pod_portforward(
+    State(state): State<AppState>,
+    Path((namespace, name)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    match port_forward(&state, &namespace, &name, request).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn pod(state: &AppState, namespace: &str, name: &str) -> Result<Value, ApiError> {
     let pods = wasmkube_api::kinds::by_resource("", "v1", "pods").expect("pods are registered");
     let target = Target { kind: pods, namespace: Some(namespace.to_string()), name: Some(name.to_string()) };
-    let pod = state.objects.get(&target).await?;
+    state.objects.get(&target).await
+}
+
+async fn exec(state: &AppState, namespace: &str, name: &str, request: Request) -> Result<Response, ApiError> {
+    let pod = pod(state, namespace, name).await?;
     let query = request.uri().query().unwrap_or_default().to_string();
     let requested =
         form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "container").map(|(_, v)| v.into_owned());
@@ -51,15 +67,49 @@ async fn proxy(state: &AppState, namespace: &str, name: &str, mut request: Reque
     if !form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == "command") {
         return Err(ApiError::BadRequest("you must specify at least 1 command".to_string()));
     }
+    let agent_path = format!("/exec/{namespace}/{name}/{container}?{query}");
+    splice_to_agent(
+        state,
+        &pod,
+        &agent_path,
+        "exec needs an upgraded connection (websocket with the v5.channel.k8s.io subprotocol)",
+        request,
+    )
+    .await
+}
+
+async fn port_forward(state: &AppState, namespace: &str, name: &str, request: Request) -> Result<Response, ApiError> {
+    let pod = pod(state, namespace, name).await?;
+    let ip = pod
+        .pointer("/status/podIP")
+        .and_then(Value::as_str)
+        .filter(|ip| !ip.is_empty())
+        .ok_or_else(|| ApiError::BadRequest(format!("pod {name} has no IP to forward to yet")))?;
+    let uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+    let query: String =
+        form_urlencoded::Serializer::new(String::new()).append_pair("ip", ip).append_pair("uid", uid).finish();
+    let agent_path = format!("/portForward/{namespace}/{name}?{query}");
+    let refusal = "port-forward needs an upgraded connection (websocket with the SPDY/3.1+portforward.k8s.io subprotocol, or SPDY/3.1)";
+    splice_to_agent(state, &pod, &agent_path, refusal, request).await
+}
+
+/// Forwards an upgrade request to the agent of the pod's node and, once both sides switched
+/// protocols, splices the client's connection with the agent's.
+async fn splice_to_agent(
+    state: &AppState,
+    pod: &Value,
+    agent_path: &str,
+    not_upgraded: &str,
+    mut request: Request,
+) -> Result<Response, ApiError> {
+    let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
     let node = pod
         .pointer("/spec/nodeName")
         .and_then(Value::as_str)
         .filter(|n| !n.is_empty())
         .ok_or_else(|| ApiError::BadRequest(format!("pod {name} is not scheduled to a node yet")))?;
     if request.headers().get(header::UPGRADE).is_none_or(|v| v.is_empty()) {
-        return Err(ApiError::BadRequest(
-            "exec needs an upgraded connection (websocket with the v5.channel.k8s.io subprotocol)".to_string(),
-        ));
+        return Err(ApiError::BadRequest(not_upgraded.to_string()));
     }
     let address = agent_address(state, node).await?;
     let unreachable = |e: &dyn std::fmt::Display| ApiError::Internal(format!("reaching the agent of node {node}: {e}"));
@@ -68,13 +118,13 @@ async fn proxy(state: &AppState, namespace: &str, name: &str, mut request: Reque
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| unreachable(&e))?;
     tokio::spawn(async move {
         if let Err(e) = connection.with_upgrades().await {
-            tracing::debug!(error = %e, "agent exec connection ended");
+            tracing::debug!(error = %e, "agent streaming connection ended");
         }
     });
 
     let mut forwarded = http::Request::builder()
         .method(request.method().clone())
-        .uri(format!("/exec/{namespace}/{name}/{container}?{query}"))
+        .uri(agent_path)
         .header(header::HOST, &address)
         .header(header::AUTHORIZATION, format!("Bearer {}", state.settings.admin_token));
     for (key, value) in request.headers() {
@@ -107,13 +157,13 @@ async fn proxy(state: &AppState, namespace: &str, name: &str, mut request: Reque
         let (client, agent) = match tokio::try_join!(client_side, agent_side) {
             Ok(pair) => pair,
             Err(e) => {
-                tracing::debug!(error = %e, "exec upgrade failed");
+                tracing::debug!(error = %e, "streaming upgrade failed");
                 return;
             }
         };
         let (mut client, mut agent) = (TokioIo::new(client), TokioIo::new(agent));
         if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut agent).await {
-            tracing::debug!(error = %e, "exec stream ended");
+            tracing::debug!(error = %e, "streaming connection ended");
         }
     });
     Ok((StatusCode::SWITCHING_PROTOCOLS, headers).into_response())

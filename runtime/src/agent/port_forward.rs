@@ -1,0 +1,420 @@
+//! `kubectl port-forward`: the node API's `/portForward/{namespace}/{pod}?ip=POD_IP&uid=UID`
+//! (the API server proxies `pods/{name}/portforward` here) switches protocols and serves
+//! Kubernetes' port-forward protocol over SPDY/3.1 — either directly (`Upgrade: SPDY/3.1`, the
+//! kubelet's form) or tunnelled in websocket binary messages (subprotocol
+//! `SPDY/3.1+portforward.k8s.io`, what kubectl 1.31+ tries first).
+//!
+//! For each local connection kubectl opens two streams with the same `requestID`: an error
+//! stream it only reads and a data stream. Once both arrived, the data stream is spliced to a TCP
+//! connection to `POD_IP:port` — a wasi:http handler's listener or a guest's wasi:sockets one,
+//! both bound on the pod IP. A failure to connect is written to the error stream in the
+//! kubelet's words, which kubectl prints.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::{Request, Response, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+
+use super::spdy::{Frame, FrameReader, FrameWriter, Headers, REFUSED_STREAM};
+
+/// The websocket subprotocol carrying SPDY frames in binary messages.
+pub const TUNNEL_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
+/// The stream protocol named in `X-Stream-Protocol-Version` on a plain SPDY upgrade.
+const STREAM_PROTOCOL: &str = "portforward.k8s.io";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest DATA frame sent towards kubectl.
+const CHUNK: usize = 32 * 1024;
+/// Bytes buffered between a websocket and the SPDY session in each direction.
+const PIPE: usize = 256 * 1024;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(message.into())).boxed());
+    *response.status_mut() = status;
+    response
+}
+
+/// The pod a session forwards to.
+#[derive(Debug, Clone)]
+struct Target {
+    ip: IpAddr,
+    /// `namespace/name`, for messages.
+    pod: String,
+    uid: String,
+}
+
+/// Answers a port-forward request: checks it, switches protocols and serves the session in the
+/// background. `pods` is this node's pod CIDR, the only addresses forwarded to.
+pub fn handle(
+    mut req: Request<hyper::body::Incoming>,
+    pods: ipnet::IpNet,
+    namespace: &str,
+    pod: &str,
+) -> Response<Body> {
+    let mut ip = None;
+    let mut uid = String::new();
+    for (key, value) in form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes()) {
+        match key.as_ref() {
+            "ip" => ip = value.parse::<IpAddr>().ok(),
+            "uid" => uid = value.into_owned(),
+            _ => {}
+        }
+    }
+    let Some(ip) = ip else {
+        return text(StatusCode::BAD_REQUEST, format!("pod \"{pod}\" has no IP to forward to"));
+    };
+    if !pods.contains(&ip) {
+        return text(StatusCode::FORBIDDEN, format!("{ip} is not a pod IP of this node ({pods})"));
+    }
+    let target = Target { ip, pod: format!("{namespace}/{pod}"), uid };
+    let value = |name: header::HeaderName| {
+        req.headers().get_all(name).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",")
+    };
+    let upgrade_to = value(header::UPGRADE).to_ascii_lowercase();
+
+    let mut response = text(StatusCode::SWITCHING_PROTOCOLS, "");
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, header::HeaderValue::from_static("Upgrade"));
+    let websocket = if upgrade_to == "websocket" {
+        let offered = value(header::SEC_WEBSOCKET_PROTOCOL);
+        if !offered.split(',').any(|p| p.trim() == TUNNEL_PROTOCOL) {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("none of the subprotocols {offered:?} is supported; port-forward speaks {TUNNEL_PROTOCOL}"),
+            );
+        }
+        let Ok(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).map(|k| derive_accept_key(k.as_bytes())).ok_or(())
+        else {
+            return text(StatusCode::BAD_REQUEST, "websocket upgrade without Sec-WebSocket-Key");
+        };
+        headers.insert(header::UPGRADE, header::HeaderValue::from_static("websocket"));
+        if let Ok(accept) = key.parse() {
+            headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        }
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, header::HeaderValue::from_static(TUNNEL_PROTOCOL));
+        true
+    } else if upgrade_to == "spdy/3.1" {
+        let offered = value(header::HeaderName::from_static("x-stream-protocol-version"));
+        if !offered.is_empty() && !offered.split(',').any(|p| p.trim() == STREAM_PROTOCOL) {
+            return text(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, \
+                     server supports [{STREAM_PROTOCOL}]"
+                ),
+            );
+        }
+        headers.insert(header::UPGRADE, header::HeaderValue::from_static("SPDY/3.1"));
+        headers.insert("x-stream-protocol-version", header::HeaderValue::from_static(STREAM_PROTOCOL));
+        false
+    } else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("port-forward needs an upgraded connection (websocket with {TUNNEL_PROTOCOL}, or SPDY/3.1)"),
+        );
+    };
+
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let upgraded = match upgrade.await {
+            Ok(upgraded) => TokioIo::new(upgraded),
+            Err(e) => return tracing::debug!(error = %e, "port-forward upgrade failed"),
+        };
+        if websocket {
+            let ws = WebSocketStream::from_raw_socket(upgraded, Role::Server, None).await;
+            let (session_side, tunnel_side) = tokio::io::duplex(PIPE);
+            tokio::spawn(tunnel(ws, tunnel_side));
+            session(session_side, target).await;
+        } else {
+            session(upgraded, target).await;
+        }
+    });
+    response
+}
+
+/// Carries the SPDY byte stream in websocket binary messages, both ways, until either side ends.
+async fn tunnel<S>(ws: WebSocketStream<S>, bytes: tokio::io::DuplexStream)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut messages) = ws.split();
+    let (mut from_session, mut to_session) = tokio::io::split(bytes);
+    let inbound = async move {
+        while let Some(Ok(message)) = messages.next().await {
+            match message {
+                Message::Binary(data) => {
+                    if to_session.write_all(&data).await.is_err() {
+                        break;
+                    }
+                }
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        let _ = to_session.shutdown().await;
+    };
+    let outbound = async move {
+        let mut buf = vec![0u8; CHUNK + 64];
+        loop {
+            match from_session.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if sink.send(Message::Binary(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let normal = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+        let _ = sink.send(Message::Close(Some(normal))).await;
+        let _ = sink.close().await;
+    };
+    tokio::join!(inbound, outbound);
+}
+
+/// What arrives on a data stream for the pod.
+enum Inbound {
+    Data(Bytes),
+    /// The client finished sending (FIN).
+    Fin,
+}
+
+/// A request's streams as they arrive; forwarding starts when both are there.
+#[derive(Default)]
+struct Pair {
+    error: Option<u32>,
+    data: Option<(u32, u16, mpsc::Receiver<Inbound>)>,
+}
+
+/// One SPDY connection: answers streams, pairs them by request and forwards each pair.
+async fn session<S>(io: S, target: Target)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (read, write) = tokio::io::split(io);
+    let (outbox, mut queue) = mpsc::channel::<Frame>(64);
+    let writer = tokio::spawn(async move {
+        let mut writer = FrameWriter::new(write);
+        while let Some(frame) = queue.recv().await {
+            if let Err(e) = writer.write(&frame).await {
+                tracing::debug!(error = %e, "port-forward write failed");
+                return;
+            }
+        }
+        let _ = writer.shutdown().await;
+    });
+
+    let mut reader = FrameReader::new(read);
+    let mut pairs: HashMap<String, Pair> = HashMap::new();
+    // Data streams' senders, by stream id; dropping one aborts its forward.
+    let mut inbound: HashMap<u32, mpsc::Sender<Inbound>> = HashMap::new();
+    loop {
+        let frame = match reader.next().await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(error = %e, pod = %target.pod, "port-forward session ended");
+                break;
+            }
+        };
+        match frame {
+            Frame::SynStream { stream, headers, .. } => {
+                let (port, kind, request) = match classify(stream, &headers) {
+                    Ok(parsed) => parsed,
+                    Err(message) => {
+                        tracing::debug!(stream, %message, "port-forward stream refused");
+                        let _ = outbox.send(Frame::RstStream { stream, status: REFUSED_STREAM }).await;
+                        continue;
+                    }
+                };
+                let reply = Frame::SynReply { stream, fin: false, headers: Headers::default() };
+                if outbox.send(reply).await.is_err() {
+                    break;
+                }
+                let pair = pairs.entry(request.clone()).or_default();
+                match kind {
+                    StreamKind::Error => pair.error = Some(stream),
+                    StreamKind::Data => {
+                        let (sender, receiver) = mpsc::channel(16);
+                        inbound.insert(stream, sender);
+                        pair.data = Some((stream, port, receiver));
+                    }
+                }
+                if pair.error.is_some() && pair.data.is_some() {
+                    let Some(Pair { error: Some(error), data: Some((data, port, receiver)) }) = pairs.remove(&request)
+                    else {
+                        unreachable!("both streams were just checked")
+                    };
+                    tokio::spawn(forward(target.clone(), port, data, error, receiver, outbox.clone()));
+                }
+            }
+            Frame::Data { stream, fin, data } => {
+                let Some(sender) = inbound.get(&stream) else { continue };
+                if !data.is_empty() && sender.send(Inbound::Data(data)).await.is_err() {
+                    inbound.remove(&stream);
+                    continue;
+                }
+                if fin {
+                    let _ = sender.send(Inbound::Fin).await;
+                    inbound.remove(&stream);
+                }
+            }
+            Frame::RstStream { stream, .. } => {
+                inbound.remove(&stream);
+            }
+            // Pings from the client (odd ids) are answered by echoing them.
+            Frame::Ping(id) => {
+                let _ = outbox.send(Frame::Ping(id)).await;
+            }
+            Frame::GoAway { .. } => break,
+            Frame::SynReply { .. } | Frame::Ignored => {}
+        }
+    }
+    // The connection is gone: every forward still running is aborted with it.
+    drop(inbound);
+    drop(outbox);
+    let _ = writer.await;
+}
+
+#[derive(Debug, PartialEq)]
+enum StreamKind {
+    Error,
+    Data,
+}
+
+/// A stream's port, kind and request id, checked as the kubelet checks them.
+fn classify(stream: u32, headers: &Headers) -> Result<(u16, StreamKind, String), String> {
+    let port = headers.get("port").ok_or("\"port\" header is required")?;
+    let port: u16 = port.parse().map_err(|e| format!("unable to parse {port:?} as a port: {e}"))?;
+    if port == 0 {
+        return Err("port \"0\" must be > 0".to_string());
+    }
+    let kind = match headers.get("streamType") {
+        Some("error") => StreamKind::Error,
+        Some("data") => StreamKind::Data,
+        Some(other) => return Err(format!("invalid stream type {other:?}")),
+        None => return Err("\"streamType\" header is required".to_string()),
+    };
+    // Clients older than request ids open the error stream, then the data stream, with
+    // consecutive odd ids; pair those as the kubelet does.
+    let request = match headers.get("requestID") {
+        Some(id) if !id.is_empty() => id.to_string(),
+        _ if kind == StreamKind::Data => stream.saturating_sub(2).to_string(),
+        _ => stream.to_string(),
+    };
+    Ok((port, kind, request))
+}
+
+/// Splices one request's data stream with a TCP connection to the pod's port. The pod closing
+/// its side ends the forward (both streams finish); kubectl finishing its side half-closes the
+/// pod connection; a reset or the session ending aborts it.
+async fn forward(
+    target: Target,
+    port: u16,
+    data: u32,
+    error: u32,
+    mut inbound: mpsc::Receiver<Inbound>,
+    outbox: mpsc::Sender<Frame>,
+) {
+    let address = SocketAddr::new(target.ip, port);
+    let finish = |stream| Frame::Data { stream, fin: true, data: Bytes::new() };
+    let connection = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await {
+        Ok(Ok(connection)) => connection,
+        failed => {
+            let reason = match failed {
+                Ok(Err(e)) => e.to_string(),
+                _ => format!("no answer within {CONNECT_TIMEOUT:?}"),
+            };
+            let message = format!(
+                "error forwarding port {port} to pod {}, uid {}: failed to connect to {address}: {reason}",
+                target.pod, target.uid
+            );
+            let _ = outbox.send(Frame::Data { stream: error, fin: false, data: message.into() }).await;
+            let _ = outbox.send(finish(error)).await;
+            let _ = outbox.send(finish(data)).await;
+            return;
+        }
+    };
+    let (mut from_pod, mut to_pod) = connection.into_split();
+    let upstream = async {
+        loop {
+            match inbound.recv().await {
+                Some(Inbound::Data(bytes)) => {
+                    if to_pod.write_all(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Inbound::Fin) => {
+                    let _ = to_pod.shutdown().await;
+                    // Keep reading the pod's answer; only the downstream ends the forward now.
+                    std::future::pending::<()>().await;
+                }
+                None => return,
+            }
+        }
+    };
+    let downstream = async {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match from_pod.read(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(n) => {
+                    let frame = Frame::Data { stream: data, fin: false, data: Bytes::copy_from_slice(&buf[..n]) };
+                    if outbox.send(frame).await.is_err() {
+                        return false;
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        finished = downstream => if finished {
+            let _ = outbox.send(finish(data)).await;
+            let _ = outbox.send(finish(error)).await;
+        },
+        () = upstream => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> Headers {
+        Headers(pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn streams_are_classified_as_the_kubelet_does() {
+        let data = headers(&[("streamtype", "data"), ("port", "8080"), ("requestid", "4")]);
+        assert_eq!(classify(3, &data), Ok((8080, StreamKind::Data, "4".to_string())));
+        // Without request ids, the error stream's id names the pair.
+        assert_eq!(classify(5, &headers(&[("streamtype", "error"), ("port", "80")])).unwrap().2, "5");
+        assert_eq!(classify(7, &headers(&[("streamtype", "data"), ("port", "80")])).unwrap().2, "5");
+        assert_eq!(classify(1, &headers(&[("streamtype", "data")])).unwrap_err(), "\"port\" header is required");
+        assert!(classify(1, &headers(&[("streamtype", "data"), ("port", "http")])).unwrap_err().contains("\"http\""));
+        assert_eq!(
+            classify(1, &headers(&[("streamtype", "data"), ("port", "0")])).unwrap_err(),
+            "port \"0\" must be > 0"
+        );
+        assert_eq!(
+            classify(1, &headers(&[("streamtype", "both"), ("port", "80")])).unwrap_err(),
+            "invalid stream type \"both\""
+        );
+    }
+}
