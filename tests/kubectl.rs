@@ -48,10 +48,11 @@ impl Cluster {
 
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new("kubectl");
+        // Flags first: whatever follows a `--` in `args` belongs to the command.
         command
-            .args(args)
             .arg("--cache-dir")
             .arg(self.dir.path().join("cache"))
+            .args(args)
             .env("KUBECONFIG", &self.kubeconfig)
             .current_dir(self.dir.path());
         command
@@ -503,4 +504,127 @@ fn port_forward_reaches_http_handlers_and_socket_listeners_over_both_transports(
     assert!(err.contains("an error occurred forwarding"), "{err}");
     assert!(err.contains("error forwarding port 9999 to pod default/echo"), "{err}");
     assert!(err.contains("Connection refused") || err.contains("connection refused"), "{err}");
+}
+
+/// The value of the first `Key:  value` line (at any indentation) of `kubectl describe` output.
+fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines().find_map(|l| l.trim_start().strip_prefix(key)?.strip_prefix(':')).map(str::trim)
+}
+
+/// Reads `child`'s stdout lines until one satisfies `done`, or fails after `within`; all lines read.
+fn read_until(child: &mut Reaped, within: Duration, done: impl Fn(&str) -> bool + Send + 'static) -> Vec<String> {
+    let stdout = child.0.stdout.take().expect("stdout piped");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            let finished = done(&line);
+            if sender.send(line).is_err() || finished {
+                return;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + within;
+    let mut lines = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match receiver.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            // The reader thread returns after the line that satisfied `done`.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return lines,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("no expected line within {within:?}: {lines:?}"),
+        }
+    }
+}
+
+#[test]
+fn logs_exec_describe_events_wait_and_delete() {
+    let Some(c) = Cluster::start() else { return };
+    let inspect = format!("file://{}", support::sample("inspect").display());
+    let manifests = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: box, labels: {{app: box}}}}\nspec:\n  containers:\n  - name: box\n    \
+         image: {inspect}\n    args: [\"echo:first\", \"warn:to-stderr\", \"sleep:3000\", \"echo:second\", \"sleep:600000\"]\n\
+         ---\napiVersion: v1\nkind: Pod\nmetadata: {{name: crash}}\nspec:\n  containers:\n  - name: crash\n    \
+         image: {inspect}\n    args: [\"echo:ran\", \"exit:1\"]\n\
+         ---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: talker}}\nspec:\n  selector: {{matchLabels: {{app: talker}}}}\n  \
+         template:\n    metadata: {{labels: {{app: talker}}}}\n    spec:\n      containers:\n      - name: talker\n        \
+         image: {inspect}\n        args: [\"echo:deployed\", \"sleep:600000\"]\n"
+    );
+    c.ok(&["apply", "-f", &c.write("box.yaml", &manifests)]);
+    c.ok(&["wait", "--for=condition=Ready", "pod/box", "--timeout=60s"]);
+    assert_eq!(
+        c.ok(&["rollout", "status", "deploy/talker", "--timeout=60s"]).lines().last(),
+        Some("deployment \"talker\" successfully rolled out")
+    );
+
+    // logs: both streams, -f until a later line, --tail, a workload's pod, the previous run.
+    let mut follow = Reaped(c.command(&["logs", "-f", "box"]).stdout(Stdio::piped()).spawn().expect("logs -f"));
+    let lines = read_until(&mut follow, Duration::from_secs(30), |l| l == "second");
+    assert_eq!(lines, ["first", "to-stderr", "second"]);
+    drop(follow);
+    assert_eq!(c.ok(&["logs", "box", "--tail=1"]), "second\n");
+    assert_eq!(c.ok(&["logs", "deploy/talker"]), "deployed\n");
+    c.ok(&[
+        "wait",
+        "--for=jsonpath={.status.containerStatuses[0].lastState.terminated.exitCode}=1",
+        "pod/crash",
+        "--timeout=60s",
+    ]);
+    assert_eq!(c.ok(&["logs", "crash", "--previous"]), "ran\n");
+    let err = c.fails(&["logs", "box", "--previous"], 1);
+    assert_eq!(
+        err.trim(),
+        "Error from server (BadRequest): previous terminated container \"box\" in pod \"box\" not found"
+    );
+    let err = c.fails(&["logs", "nosuch"], 1);
+    // kubectl's own wording for a missing pod: it reads the pod before its log.
+    assert_eq!(err.trim(), "error: error from server (NotFound): pods \"nosuch\" not found in namespace \"default\"");
+
+    // exec: stdin through, and the command's exit code as kubectl's own.
+    let input = std::fs::File::open(c.write("input.txt", "shout\n")).expect("input");
+    let out = c.command(&["exec", "-i", "box", "--", "upper"]).stdin(input).output().expect("exec");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "SHOUT\n");
+    // (A WASI p2 command exits with success or failure: its failures are code 1.)
+    let err = c.fails(&["exec", "box", "--", "exit:1"], 1);
+    assert_eq!(err.trim(), "command terminated with exit code 1");
+
+    // describe reads the object, its events (by involvedObject fields) and, for nodes, its pods.
+    let pod = c.ok(&["describe", "pod", "box"]);
+    assert_eq!(field(&pod, "Name"), Some("box"), "{pod}");
+    assert_eq!(field(&pod, "Status"), Some("Running"), "{pod}");
+    assert_eq!(field(&pod, "Service Account"), Some("default"), "{pod}");
+    assert_eq!(field(&pod, "Priority"), Some("0"), "{pod}");
+    assert_eq!(field(&pod, "Ready"), Some("True"), "{pod}");
+    let events = pod.split_once("\nEvents:\n").map(|(_, e)| rows(e)).unwrap_or_else(|| panic!("{pod}"));
+    assert_eq!(events[0], ["Type", "Reason", "Age", "From", "Message"], "{pod}");
+    for reason in ["Scheduled", "Pulled", "Created", "Started"] {
+        assert!(events.iter().any(|e| e.get(1).is_some_and(|r| r == reason)), "{reason} in {pod}");
+    }
+    c.ok(&["create", "service", "clusterip", "talker", "--tcp=80:8080"]);
+    let svc = c.ok(&["describe", "svc", "talker"]);
+    assert_eq!(field(&svc, "Type"), Some("ClusterIP"), "{svc}");
+    assert_eq!(field(&svc, "Port"), Some("80-8080  80/TCP"), "{svc}");
+    assert_eq!(field(&svc, "TargetPort"), Some("8080/TCP"), "{svc}");
+    assert!(field(&svc, "Endpoints").is_some_and(|e| e.ends_with(":8080")), "{svc}");
+    let node = c.ok(&["describe", "node", "local"]);
+    assert_eq!(field(&node, "Name"), Some("local"), "{node}");
+    let pods = node.split_once("Non-terminated Pods:").map(|(_, p)| p).unwrap_or_else(|| panic!("{node}"));
+    assert!(pods.contains(" box ") && pods.contains(" talker-"), "{node}");
+    let deploy = c.ok(&["describe", "deploy", "talker"]);
+    assert!(deploy.contains("NewReplicaSet:") && deploy.contains("talker-"), "{deploy}");
+
+    // events: the cluster's, and one object's.
+    let events = c.ok(&["events", "--for", "pod/crash"]);
+    assert!(rows(&events)[0][..3] == ["LAST", "SEEN", "TYPE"], "{events}");
+    assert!(events.contains("BackOff") || events.contains("Started"), "{events}");
+    assert!(!events.contains("pod/box"), "{events}");
+
+    // delete waits for the pod to be gone; wait --for=delete watches a deployment's pods go.
+    assert_eq!(c.ok(&["delete", "pod", "box"]).trim(), "pod \"box\" deleted");
+    let err = c.fails(&["get", "pod", "box"], 1);
+    assert_eq!(err.trim(), "Error from server (NotFound): pods \"box\" not found");
+    c.ok(&["delete", "deploy", "talker", "--wait=false"]);
+    c.ok(&["wait", "--for=delete", "pod", "-l", "app=talker", "--timeout=60s"]);
+    assert_eq!(c.ok(&["get", "pods", "-l", "app=talker", "-o", "name"]), "");
 }

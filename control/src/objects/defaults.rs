@@ -2,7 +2,8 @@
 //!
 //! Only defaults that clients and controllers rely on are filled (restart policy, Service type and
 //! target ports, Deployment strategy, ...); each is set only when the field is absent. Pods also
-//! get what Kubernetes' DefaultTolerationSeconds admission adds ([`tolerate_lost_nodes`]).
+//! get what Kubernetes' DefaultTolerationSeconds, ServiceAccount and Priority admission add
+//! ([`tolerate_lost_nodes`], [`admit_pod`]).
 
 use serde_json::{Value, json};
 use wasmkube_api::Kind;
@@ -26,6 +27,7 @@ fn default_pod_spec(spec: &mut Value) {
     default_at(spec, &["dnsPolicy"], json!("ClusterFirst"));
     default_at(spec, &["schedulerName"], json!("default-scheduler"));
     default_at(spec, &["securityContext"], json!({}));
+    default_at(spec, &["enableServiceLinks"], json!(true));
     for list in ["initContainers", "containers"] {
         if let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) {
             for c in containers {
@@ -41,6 +43,25 @@ fn default_pod_spec(spec: &mut Value) {
             }
         }
     }
+}
+
+/// What Kubernetes' ServiceAccount and Priority admission plugins set on a pod (not on pod
+/// templates): the namespace's `default` service account, and priority 0 without a class.
+fn admit_pod(spec: &mut Value) {
+    let account = spec
+        .get("serviceAccountName")
+        .or_else(|| spec.get("serviceAccount"))
+        .and_then(Value::as_str)
+        .filter(|name| !name.is_empty())
+        .unwrap_or("default")
+        .to_string();
+    default_at(spec, &["serviceAccountName"], json!(account));
+    // The deprecated alias, kept equal as Kubernetes keeps it.
+    default_at(spec, &["serviceAccount"], json!(account));
+    if spec.get("priorityClassName").is_none_or(|c| c.as_str().is_none_or(str::is_empty)) {
+        default_at(spec, &["priority"], json!(0));
+    }
+    default_at(spec, &["preemptionPolicy"], json!("PreemptLowerPriority"));
 }
 
 fn default_template(object: &mut Value, template_path: &[&str]) {
@@ -61,6 +82,7 @@ pub fn apply(kind: &Kind, object: &mut Value) {
         ("", "Pod") => {
             if let Some(spec) = object.get_mut("spec") {
                 default_pod_spec(spec);
+                admit_pod(spec);
             }
         }
         ("", "Service") => default_service(object),
