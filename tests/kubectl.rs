@@ -589,6 +589,28 @@ fn logs_exec_describe_events_wait_and_delete() {
     let err = c.fails(&["exec", "box", "--", "exit:1"], 1);
     assert_eq!(err.trim(), "command terminated with exit code 1");
 
+    // attach: the running process's output from now on, both streams, until it ends ...
+    let attached = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: ticker}}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: ticker\n    \
+         image: {inspect}\n    args: [\"sleep:2000\", \"echo:tick-1\", \"sleep:2000\", \"warn:tock\", \"echo:tick-2\"]\n\
+         ---\napiVersion: v1\nkind: Pod\nmetadata: {{name: ears}}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: ears\n    \
+         image: {inspect}\n    args: [\"upper\"]\n    stdin: true\n    stdinOnce: true\n"
+    );
+    c.ok(&["apply", "-f", &c.write("attach.yaml", &attached)]);
+    c.ok(&["wait", "--for=condition=Ready", "pod/ticker", "pod/ears", "--timeout=60s"]);
+    let out = c.run(&["attach", "ticker"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("tick-2\n"), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tock\n"), "{out:?}");
+    // ... and, for a container with stdin, its input: stdinOnce ends it with the session.
+    let input = std::fs::File::open(c.write("whisper.txt", "whisper\n")).expect("input");
+    let out = c.command(&["attach", "-i", "ears"]).stdin(input).output().expect("attach");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "WHISPER\n");
+    c.ok(&["wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/ears", "--timeout=60s"]);
+    let err = c.fails(&["attach", "-i", "box"], 1);
+    assert!(err.contains("stdin"), "{err}");
+
     // describe reads the object, its events (by involvedObject fields) and, for nodes, its pods.
     let pod = c.ok(&["describe", "pod", "box"]);
     assert_eq!(field(&pod, "Name"), Some("box"), "{pod}");

@@ -128,6 +128,7 @@ fn subresources(kind: &'static Kind) -> Vec<Subresource> {
     let core = |kind| Gvk { group: "", version: "v1", kind };
     let mut subs = Vec::new();
     if kind.group.is_empty() && kind.kind == "Pod" {
+        subs.push(Subresource { name: "attach", kind: core("PodAttachOptions"), verbs: &["create", "get"] });
         subs.push(Subresource { name: "binding", kind: core("Binding"), verbs: &["create"] });
         subs.push(Subresource {
             name: "eviction",
@@ -407,7 +408,7 @@ mod tests {
         let core = served("", "v1");
         let pods = core.iter().find(|r| r.plural == "pods").expect("pods");
         let names: Vec<_> = pods.subresources.iter().map(|s| s.name).collect();
-        assert_eq!(names, ["binding", "eviction", "exec", "log", "portforward", "status"]);
+        assert_eq!(names, ["attach", "binding", "eviction", "exec", "log", "portforward", "status"]);
         assert!(served("authorization.k8s.io", "v1").iter().any(|r| r.plural == "selfsubjectaccessreviews"));
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! [`router`] assembles the routes: health, `/version`, `/metrics`, discovery, `/openapi/v3`, the
 //! answered resources (self-subject reviews in `access`, `metrics.k8s.io` in `resource_metrics`),
-//! pod exec and port-forward ([`streaming`]) and node metrics, and one fallback ([`resources::handle`]) for every stored resource
+//! pod exec, attach and port-forward ([`streaming`]) and node metrics, and one fallback ([`resources::handle`]) for every stored resource
 //! path, which [`path`] parses and the object service answers; `/v2/…` is the image
 //! [`crate::registry`]. Authentication ([`auth`]) and request metrics ([`observe`]) are layers around all of it.
 
@@ -92,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi/v3/{*path}", get(openapi::group_version))
         .route("/api/v1/namespaces/{namespace}/pods/{name}/exec", any(streaming::pod_exec))
         .route("/api/v1/namespaces/{namespace}/pods/{name}/portforward", any(streaming::pod_portforward))
+        .route("/api/v1/namespaces/{namespace}/pods/{name}/attach", any(streaming::pod_attach))
         .route("/api/v1/nodes/{name}/proxy/metrics", get(node_proxy::node_metrics))
         .route("/v2", any(crate::registry::handle))
         .route("/v2/", any(crate::registry::handle))

@@ -1,7 +1,7 @@
-//! The streaming subresources of a pod — `exec` (a websocket with the `v5.channel.k8s.io` family
-//! of subprotocols) and `portforward` (a websocket tunnelling SPDY, or a plain SPDY/3.1 upgrade) —
+//! The streaming subresources of a pod — `exec` and `attach` (websockets with the
+//! `v5.channel.k8s.io` family of subprotocols) and `portforward` (a websocket tunnelling SPDY, or a plain SPDY/3.1 upgrade) —
 //! are forwarded to the pod's node agent (`/exec/{namespace}/{pod}/{container}`,
-//! `/portForward/{namespace}/{pod}`), and once the agent switches protocols the two upgraded
+//! `/attach/{namespace}/{pod}/{container}`, `/portForward/{namespace}/{pod}`), and once the agent switches protocols the two upgraded
 //! connections are spliced byte for byte: kube-apiserver's upgrade-aware proxy to the kubelet, in
 //! small. The API server does not parse the streams, so every protocol version the agent speaks
 //! passes through.
@@ -36,6 +36,17 @@ pub async fn pod_exec(
     request: Request,
 ) -> Response {
     match exec(&state, &namespace, &name, request).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+pub async fn pod_attach(
+    State(state): State<AppState>,
+    Path((namespace, name)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    match attach(&state, &namespace, &name, request).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
@@ -76,6 +87,17 @@ async fn exec(state: &AppState, namespace: &str, name: &str, request: Request) -
         request,
     )
     .await
+}
+
+async fn attach(state: &AppState, namespace: &str, name: &str, request: Request) -> Result<Response, ApiError> {
+    let pod = pod(state, namespace, name).await?;
+    let query = request.uri().query().unwrap_or_default().to_string();
+    let requested =
+        form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "container").map(|(_, v)| v.into_owned());
+    let container = container_of(&pod, requested.as_deref())?;
+    let agent_path = format!("/attach/{namespace}/{name}/{container}?{query}");
+    let refusal = "attach needs an upgraded connection (websocket with the v5.channel.k8s.io subprotocol)";
+    splice_to_agent(state, &pod, &agent_path, refusal, request).await
 }
 
 async fn port_forward(state: &AppState, namespace: &str, name: &str, request: Request) -> Result<Response, ApiError> {

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 pub use wasmkube_api::meta::now_rfc3339 as now;
 use wasmkube_api::quantity::{cpu_millicores, memory_bytes};
 
+use super::attach::StdinPipe;
 use super::config;
 use super::exec::ExecTarget;
 use super::log;
@@ -20,7 +21,7 @@ use super::sandbox::{PodContext, Shared};
 use crate::host::command::{self, Outcome};
 use crate::host::http::{ConcurrencyLimit, Handler};
 use crate::host::usage::CpuQuota;
-use crate::host::{GuestConfig, Workload};
+use crate::host::{ContainerStdin, GuestConfig, Workload};
 
 /// The longest CrashLoopBackOff delay, as in Kubernetes.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -343,7 +344,20 @@ async fn start_and_wait(
         usage: shared.usage(spec.index),
         cpu_quota: spec.cpu_limit.map(|m| Arc::new(CpuQuota::new(m, shared.usage(spec.index)))),
         stdio: None,
+        stdin: None,
         resolver: pod.resolver.clone(),
+    };
+    // A command whose spec asks for stdin reads a pipe that `attach` sessions write into.
+    let (config, stdin) = match &workload {
+        Workload::Command(_) | Workload::Module(_) if spec.container.stdin == Some(true) => {
+            let (guest_end, attach_end) = tokio::io::duplex(64 * 1024);
+            let once = spec.container.stdin_once == Some(true);
+            (
+                GuestConfig { stdin: Some(ContainerStdin::new(guest_end)), ..config },
+                Some(StdinPipe::new(attach_end, once)),
+            )
+        }
+        _ => (config, None),
     };
     let started_at = now();
     let probes = Probes::of(&spec.container, &pod.pod);
@@ -360,6 +374,7 @@ async fn start_and_wait(
             config: config.clone(),
             engine: engine.clone(),
             stop: run_stop.clone(),
+            stdin,
         },
     );
     let killed = |kill: Kill, started_at: String| (137, "Error".to_string(), kill.message(), started_at);

@@ -35,15 +35,15 @@ use crate::host::{ExecStdio, GuestConfig, Workload};
 
 /// Subprotocols spoken, most preferred first (v5 adds closing stdin with channel 255).
 const PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
-const STDIN: u8 = 0;
-const STDOUT: u8 = 1;
-const STDERR: u8 = 2;
+pub(super) const STDIN: u8 = 0;
+pub(super) const STDOUT: u8 = 1;
+pub(super) const STDERR: u8 = 2;
 const STATUS: u8 = 3;
-const CLOSE: u8 = 255;
+pub(super) const CLOSE: u8 = 255;
 /// Bytes buffered between the websocket and the guest in each direction.
 const PIPE: usize = 64 * 1024;
 
-type Body = BoxBody<Bytes, Infallible>;
+pub(super) type Body = BoxBody<Bytes, Infallible>;
 
 /// What it takes to run a container's component again.
 pub struct ExecTarget {
@@ -52,6 +52,8 @@ pub struct ExecTarget {
     pub engine: wasmtime::Engine,
     /// Fires when the container's run ends (an exec does not outlive its container).
     pub stop: CancellationToken,
+    /// The container's stdin, when its spec asks for one (`stdin: true`), for `attach`.
+    pub stdin: Option<super::attach::StdinPipe>,
 }
 
 /// Running containers by `namespace/pod/container`.
@@ -77,12 +79,12 @@ impl Execs {
         Registration { execs: self.clone(), key }
     }
 
-    fn get(&self, namespace: &str, pod: &str, container: &str) -> Option<Arc<ExecTarget>> {
+    pub(super) fn get(&self, namespace: &str, pod: &str, container: &str) -> Option<Arc<ExecTarget>> {
         self.0.lock().expect("exec index lock").get(&format!("{namespace}/{pod}/{container}")).cloned()
     }
 }
 
-fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+pub(super) fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(message.into())).boxed());
     *response.status_mut() = status;
     response
@@ -90,14 +92,14 @@ fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
 
 /// What the exec request asks for (kubelet's query parameters).
 #[derive(Debug, Default, PartialEq)]
-struct ExecQuery {
-    command: Vec<String>,
-    stdin: bool,
-    stdout: bool,
-    stderr: bool,
+pub(super) struct ExecQuery {
+    pub command: Vec<String>,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
 }
 
-fn parse_query(query: Option<&str>) -> ExecQuery {
+pub(super) fn parse_query(query: Option<&str>) -> ExecQuery {
     let mut q = ExecQuery::default();
     for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         let yes = value == "true" || value == "1";
@@ -136,19 +138,10 @@ pub fn handle(
     if query.command.is_empty() {
         return text(StatusCode::BAD_REQUEST, "you must specify at least 1 command");
     }
-    let header_value =
-        |name: header::HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let Some(key) = header_value(header::SEC_WEBSOCKET_KEY) else {
-        return text(StatusCode::BAD_REQUEST, "exec needs a websocket upgrade (Sec-WebSocket-Key missing)");
+    let (response, upgrade) = match accept_channels(&mut req) {
+        Ok(accepted) => accepted,
+        Err(refused) => return refused,
     };
-    let offered = header_value(header::SEC_WEBSOCKET_PROTOCOL).unwrap_or_default();
-    let Some(protocol) = PROTOCOLS.iter().find(|p| offered.split(',').any(|o| o.trim() == **p)) else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            format!("none of the subprotocols {offered:?} is supported; use one of {PROTOCOLS:?}"),
-        );
-    };
-    let upgrade = hyper::upgrade::on(&mut req);
     let mut argv = vec![container.to_string()];
     argv.extend(query.command.iter().cloned());
     tokio::spawn(async move {
@@ -160,6 +153,27 @@ pub fn handle(
             Err(e) => tracing::debug!(error = %e, "exec upgrade failed"),
         }
     });
+    response
+}
+
+/// Checks a websocket upgrade to the channel protocol (exec, attach): the `101` answer to send
+/// and the upgrade to await, or the refusal.
+pub(super) fn accept_channels(
+    req: &mut Request<hyper::body::Incoming>,
+) -> Result<(Response<Body>, hyper::upgrade::OnUpgrade), Response<Body>> {
+    let header_value =
+        |name: header::HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let Some(key) = header_value(header::SEC_WEBSOCKET_KEY) else {
+        return Err(text(StatusCode::BAD_REQUEST, "this needs a websocket upgrade (Sec-WebSocket-Key missing)"));
+    };
+    let offered = header_value(header::SEC_WEBSOCKET_PROTOCOL).unwrap_or_default();
+    let Some(protocol) = PROTOCOLS.iter().find(|p| offered.split(',').any(|o| o.trim() == **p)) else {
+        return Err(text(
+            StatusCode::BAD_REQUEST,
+            format!("none of the subprotocols {offered:?} is supported; use one of {PROTOCOLS:?}"),
+        ));
+    };
+    let upgrade = hyper::upgrade::on(req);
     let mut response = text(StatusCode::SWITCHING_PROTOCOLS, "");
     let headers = response.headers_mut();
     headers.insert(header::CONNECTION, header::HeaderValue::from_static("Upgrade"));
@@ -168,15 +182,17 @@ pub fn handle(
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
     headers.insert(header::SEC_WEBSOCKET_PROTOCOL, header::HeaderValue::from_static(protocol));
-    response
+    Ok((response, upgrade))
 }
 
-/// One exec: pipes between the websocket channels and the guest's stdio, then the exit status.
-async fn session<S>(ws: WebSocketStream<S>, target: Arc<ExecTarget>, argv: Vec<String>, query: ExecQuery)
+/// A websocket's writing half behind a channel: frames sent to the returned sender go out in
+/// order; when every sender is dropped, a normal close follows.
+pub(super) fn channel_writer<S>(
+    mut sink: futures::stream::SplitSink<WebSocketStream<S>, Message>,
+) -> (mpsc::Sender<Message>, tokio::task::JoinHandle<()>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sink, mut incoming) = ws.split();
     let (to_client, mut outbox) = mpsc::channel::<Message>(16);
     let writer = tokio::spawn(async move {
         while let Some(message) = outbox.recv().await {
@@ -189,6 +205,23 @@ where
         let _ = sink.send(Message::Close(Some(normal))).await;
         let _ = sink.close().await;
     });
+    (to_client, writer)
+}
+
+/// A `Status` on channel 3.
+pub(super) fn status_message(status: &serde_json::Value) -> Message {
+    let mut frame = vec![STATUS];
+    frame.extend(serde_json::to_vec(status).expect("a Status serializes"));
+    Message::Binary(frame.into())
+}
+
+/// One exec: pipes between the websocket channels and the guest's stdio, then the exit status.
+async fn session<S>(ws: WebSocketStream<S>, target: Arc<ExecTarget>, argv: Vec<String>, query: ExecQuery)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sink, mut incoming) = ws.split();
+    let (to_client, writer) = channel_writer(sink);
 
     let (guest_stdin, mut stdin_writer) = tokio::io::duplex(PIPE);
     let (stdout_writer, stdout_reader) = tokio::io::duplex(PIPE);
@@ -221,6 +254,7 @@ where
     let mut config = target.config.clone();
     config.args = argv;
     config.log = None;
+    config.stdin = None;
     config.stdio = Some(ExecStdio::new(guest_stdin, stdout_writer, stderr_writer));
     let stop = target.stop.child_token();
     let outcome = command::run(&target.workload, &target.engine, &config, &stop).await;
@@ -229,10 +263,7 @@ where
         let _ = forwarder.await;
     }
     reader.abort();
-    let status = exit_status(&outcome);
-    let mut frame = vec![STATUS];
-    frame.extend(serde_json::to_vec(&status).expect("a Status serializes"));
-    let _ = to_client.send(Message::Binary(frame.into())).await;
+    let _ = to_client.send(status_message(&exit_status(&outcome))).await;
     drop(to_client);
     let _ = writer.await;
 }

@@ -2,6 +2,7 @@
 //! sandboxes it runs — start what is missing, stop what was deleted, and finish graceful deletions
 //! by deleting the pod object once its containers stopped.
 
+pub mod attach;
 pub mod config;
 pub mod container;
 pub mod exec;

@@ -2,6 +2,7 @@
 //! to the kubelet): `GET /containerLogs/{namespace}/{pod}/{container}` with `follow`, `previous`,
 //! `timestamps`, `sinceSeconds`, `sinceTime`, `tailLines` and `limitBytes` (see [`super::log`]);
 //! `/exec/{namespace}/{pod}/{container}` (see [`super::exec`]);
+//! `/attach/{namespace}/{pod}/{container}` (see [`super::attach`]);
 //! `/portForward/{namespace}/{pod}` (see [`super::port_forward`]); `/metrics` (see
 //! [`super::metrics`]); and `CONNECT POD_IP:PORT`, the node tunnel other nodes' Service proxies
 //! reach this node's pods through (see [`crate::proxy::tunnel`]).
@@ -65,7 +66,7 @@ impl NodeApi {
                     let stop = stop.clone();
                     async move { Ok::<_, Infallible>(api.handle(req, stop).await) }
                 });
-                // Upgrades: `exec` and `portForward` switch the connection to another protocol.
+                // Upgrades: `exec`, `attach` and `portForward` switch the connection to another protocol.
                 let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades().await;
             });
         }
@@ -105,6 +106,12 @@ impl NodeApi {
         }
         if let ["exec", namespace, pod, container] = segments.as_slice() {
             return super::exec::handle(&self.execs, req, namespace, pod, container);
+        }
+        if let ["attach", namespace, pod, container] = segments.as_slice() {
+            return match self.run_files(namespace, pod, container, false) {
+                Ok(files) => super::attach::handle(&self.execs, files, req, (namespace, pod, container), stop),
+                Err(message) => text(StatusCode::NOT_FOUND, message),
+            };
         }
         if let ["portForward", namespace, pod] = segments.as_slice() {
             return super::port_forward::handle(req, self.pod_cidr, namespace, pod);

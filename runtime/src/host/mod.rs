@@ -23,7 +23,7 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 pub use cache::Source;
-pub use state::{ExecStdio, Guest, GuestConfig, P1Guest};
+pub use state::{ContainerStdin, ExecStdio, Guest, GuestConfig, P1Guest};
 
 /// How often the epoch advances; CPU deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);

@@ -69,6 +69,8 @@ pub struct GuestConfig {
     pub cpu_quota: Option<Arc<CpuQuota>>,
     /// Interactive stdio (an `exec` session) instead of the log: stdin, stdout, stderr.
     pub stdio: Option<ExecStdio>,
+    /// The container's own stdin (`stdin: true`), which `attach` sessions write into.
+    pub stdin: Option<ContainerStdin>,
     /// Resolves the host names of outgoing HTTP requests with the cluster DNS (the pod's
     /// namespace search path); without one, the host resolves them.
     pub resolver: Option<Arc<hickory_resolver::TokioResolver>>,
@@ -99,6 +101,17 @@ impl ExecStdio {
     }
 }
 
+/// The reading end of a container's stdin pipe (the writing end is in [`crate::agent::exec`]'s
+/// index, for `attach`).
+#[derive(Clone)]
+pub struct ContainerStdin(Arc<AsyncStdinStream>);
+
+impl ContainerStdin {
+    pub fn new(input: impl AsyncRead + Send + Sync + 'static) -> Self {
+        Self(Arc::new(AsyncStdinStream::new(input)))
+    }
+}
+
 impl GuestConfig {
     fn builder(&self) -> std::io::Result<WasiCtxBuilder> {
         let mut b = WasiCtxBuilder::new();
@@ -108,6 +121,9 @@ impl GuestConfig {
         }
         if let Some(dir) = &self.working_dir {
             b.initial_cwd(dir);
+        }
+        if let Some(stdin) = &self.stdin {
+            b.stdin(stdin.0.clone());
         }
         if let Some(io) = &self.stdio {
             b.stdin(io.stdin.clone()).stdout(io.stdout.clone()).stderr(io.stderr.clone());

@@ -85,6 +85,8 @@ fn flag(value: &str) -> bool {
 pub struct Line {
     pub stamp: String,
     pub text: Vec<u8>,
+    /// Written to stderr (stdout, or not a CRI record, otherwise).
+    pub stderr: bool,
 }
 
 /// Turns a run's bytes into lines as they are read.
@@ -130,11 +132,12 @@ impl Decoder {
     fn record(&mut self, raw: &[u8], lines: &mut Vec<Line>) {
         let Some((stamp, stream, tag, text)) = parse_record(raw) else {
             // Not a CRI record (written by something else): shown as it is.
-            lines.push(Line { stamp: String::new(), text: [raw, b"\n"].concat() });
+            lines.push(Line { stamp: String::new(), text: [raw, b"\n"].concat(), stderr: false });
             return;
         };
         let slot = &mut self.open[stream as usize];
-        let mut line = slot.take().unwrap_or_else(|| Line { stamp: stamp.to_string(), text: Vec::new() });
+        let stderr = matches!(stream, Stream::Stderr);
+        let mut line = slot.take().unwrap_or_else(|| Line { stamp: stamp.to_string(), text: Vec::new(), stderr });
         line.text.extend_from_slice(text);
         match tag {
             Tag::Full => {
@@ -245,7 +248,7 @@ mod tests {
     }
 
     fn line(stamp: &str, text: &str) -> Line {
-        Line { stamp: stamp.to_string(), text: text.as_bytes().to_vec() }
+        Line { stamp: stamp.to_string(), text: text.as_bytes().to_vec(), stderr: false }
     }
 
     #[test]

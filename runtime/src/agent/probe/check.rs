@@ -221,6 +221,8 @@ async fn exec(command: &[String], timeout: Duration, target: &Target<'_>) -> Res
     config.args = std::iter::once(target.name.to_string()).chain(command.iter().cloned()).collect();
     // A probe's output is not the container's: the kubelet keeps it out of the container's log.
     config.log = None;
+    // Nor is its input: the container's stdin pipe stays the container's.
+    config.stdin = None;
     // Timing out drops the run, and with it the store: the probe's instance stops there.
     let never = CancellationToken::new();
     let run = command::run(target.workload, target.engine, &config, &never);
