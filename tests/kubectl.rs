@@ -392,6 +392,21 @@ fn server_side_apply_owns_fields_conflicts_and_forces() {
     let err = c.fails(&["apply", "--server-side", "-f", &one], 1);
     assert!(err.contains("conflict with \"ops\": .spec.replicas"), "{err}");
     assert_eq!(get(".spec.replicas"), "3");
+
+    // The last-applied migration: once a server-side apply of the client-side applied manifest
+    // succeeds, kubectl hands the client-side applier's fields to its own manager (a JSON patch
+    // of managedFields), and the next server-side change conflicts with no one.
+    c.ok(&["apply", "--server-side", "-f", &csa]);
+    let managers = c.ok(&["get", "deploy", "csa", "-o", "jsonpath={.metadata.managedFields[*].manager}"]);
+    assert!(!managers.contains("kubectl-client-side-apply"), "{managers}");
+    c.ok(&["apply", "--server-side", "-f", &csa3]);
+    // `kubectl scale` writes the scale subresource, whose manager then owns the replicas.
+    c.ok(&["scale", "deploy", "csa", "--replicas=2"]);
+    let err = c.fails(&["apply", "--server-side", "-f", &csa3], 1);
+    assert!(
+        err.contains("conflict with \"kubectl\" with subresource \"scale\" using apps/v1: .spec.replicas"),
+        "{err}"
+    );
 }
 
 /// A running `kubectl port-forward` and the local port it listens on.

@@ -166,21 +166,32 @@ pub fn apply(
 }
 
 /// A manager as conflicts name it: `"kubectl"` for an applier, `"kubectl-edit" using apps/v1` for
-/// an updater (its writes were in that version).
+/// an updater (its writes were in that version), `"kubectl" with subresource "scale" using
+/// apps/v1` for a subresource's.
 fn printed_manager(entry: &Value) -> String {
     let text = |k: &str| entry.get(k).and_then(Value::as_str).unwrap_or_default();
-    if text("operation") == "Update" {
-        format!("{:?} using {}", text("manager"), text("apiVersion"))
-    } else {
-        format!("{:?}", text("manager"))
+    let mut printed = format!("{:?}", text("manager"));
+    if !text("subresource").is_empty() {
+        printed = format!("{printed} with subresource {:?}", text("subresource"));
     }
+    if text("operation") == "Update" {
+        printed = format!("{printed} using {}", text("apiVersion"));
+    }
+    printed
 }
 
-/// Records a write by another verb than apply (create, update, patch) from `manager`: it owns the
-/// fields whose values it changed, and every other manager loses those and any field the write
-/// removed, as Kubernetes records `Update` operations. Nothing changes when the write changed no
-/// field (so a no-op write stays a no-op).
-pub fn record_update(schemas: &Schemas, kind: &Kind, old: Option<&Value>, new: &mut Value, manager: &str) {
+/// Records a write by another verb than apply (create, update, patch, on the resource or on
+/// `subresource` such as `scale`) from `manager`: it owns the fields whose values it changed, and
+/// every other manager loses those and any field the write removed, as Kubernetes records
+/// `Update` operations. Nothing changes when the write changed no field (so a no-op write stays
+/// a no-op).
+pub fn record_update(
+    schemas: &Schemas,
+    kind: &Kind,
+    (old, new): (Option<&Value>, &mut Value),
+    manager: &str,
+    subresource: &str,
+) {
     let schema = schemas.root(kind);
     let empty = json!({});
     let old = old.unwrap_or(&empty);
@@ -204,7 +215,7 @@ pub fn record_update(schemas: &Schemas, kind: &Kind, old: Option<&Value>, new: &
     let is_mine = |e: &Value| {
         e.get("manager").and_then(Value::as_str) == Some(manager)
             && e.get("operation").and_then(Value::as_str) == Some("Update")
-            && e.get("subresource").and_then(Value::as_str).unwrap_or("").is_empty()
+            && e.get("subresource").and_then(Value::as_str).unwrap_or("") == subresource
     };
     for entry in entries.iter_mut().filter(|e| !is_mine(e)) {
         let mut owned = FieldSet::from_json(&entry["fieldsV1"]);
@@ -222,14 +233,18 @@ pub fn record_update(schemas: &Schemas, kind: &Kind, old: Option<&Value>, new: &
     }
     entries.retain(|e| !is_mine(e) && !FieldSet::from_json(&e["fieldsV1"]).is_empty());
     if !mine.is_empty() {
-        entries.push(json!({
+        let mut entry = json!({
             "manager": manager,
             "operation": "Update",
             "apiVersion": kind.api_version(),
             "time": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
             "fieldsType": "FieldsV1",
             "fieldsV1": mine.to_json(),
-        }));
+        });
+        if !subresource.is_empty() {
+            entry["subresource"] = json!(subresource);
+        }
+        entries.push(entry);
     }
     if let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.insert("managedFields".into(), Value::Array(entries));
@@ -388,7 +403,7 @@ mod tests {
                 .expect("apply");
         let mut scaled = created.clone();
         scaled["spec"]["replicas"] = json!(5);
-        record_update(schemas(), deployment(), Some(&created), &mut scaled, "ops");
+        record_update(schemas(), deployment(), (Some(&created), &mut scaled), "ops", "");
         let entries = scaled["metadata"]["managedFields"].as_array().expect("entries");
         assert_eq!(entries.len(), 2);
         assert_eq!((entries[1]["manager"].as_str(), entries[1]["operation"].as_str()), (Some("ops"), Some("Update")));
@@ -410,8 +425,29 @@ mod tests {
         );
         // A write that changes nothing records nothing.
         let mut same = scaled.clone();
-        record_update(schemas(), deployment(), Some(&scaled), &mut same, "other");
+        record_update(schemas(), deployment(), (Some(&scaled), &mut same), "other", "");
         assert_eq!(same, scaled);
+    }
+
+    #[test]
+    fn a_subresource_write_has_its_own_entry_and_conflicts_name_it() {
+        let created = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}}}});
+        let applied = apply(schemas(), deployment(), Some(&created), &created, "kubectl", false).expect("applies");
+        let mut scaled = applied.clone();
+        scaled["spec"]["replicas"] = json!(2);
+        record_update(schemas(), deployment(), (Some(&applied), &mut scaled), "kubectl", "scale");
+        let entries = scaled["metadata"]["managedFields"].as_array().expect("entries").clone();
+        let scale = entries.iter().find(|e| e["subresource"] == "scale").expect("a scale entry");
+        assert_eq!(scale["manager"], "kubectl");
+        assert_eq!(scale["fieldsV1"], json!({"f:spec": {"f:replicas": {}}}));
+        let main = entries.iter().find(|e| e.get("subresource").is_none()).expect("the applier's entry");
+        assert!(main["fieldsV1"]["f:spec"].get("f:replicas").is_none(), "the applier lost the replicas");
+        let err = apply(schemas(), deployment(), Some(&scaled), &created, "kubectl", false).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Apply failed with 1 conflict: conflict with \"kubectl\" with subresource \"scale\" using apps/v1: .spec.replicas"
+        );
     }
 
     #[test]

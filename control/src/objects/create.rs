@@ -55,7 +55,7 @@ impl Objects {
             None => None,
         };
         if let Some(manager) = &opts.field_manager {
-            super::apply::record_update(crate::schema::schemas(), kind, None, &mut object, manager);
+            super::apply::record_update(crate::schema::schemas(), kind, (None, &mut object), manager, "");
         }
         if opts.dry_run {
             if self.store.get(&key).await?.is_some() {

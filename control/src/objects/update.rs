@@ -194,9 +194,16 @@ impl Objects {
                 _ => None,
             };
             // After the Service allocator has filled in what it keeps, so that only the client's
-            // own changes count as changed.
-            if let Some(manager) = opts.field_manager.as_deref().filter(|_| sub == Subresource::Main) {
-                super::apply::record_update(crate::schema::schemas(), kind, Some(&current), &mut new, manager);
+            // own changes count as changed. Status writes (the agents' and controllers' constant
+            // traffic) are not recorded.
+            let recorded = match sub {
+                Subresource::Main => Some(""),
+                Subresource::Scale => Some("scale"),
+                _ => None,
+            };
+            if let (Some(manager), Some(subresource)) = (opts.field_manager.as_deref(), recorded) {
+                let schemas = crate::schema::schemas();
+                super::apply::record_update(schemas, kind, (Some(&current), &mut new), manager, subresource);
             }
             if opts.dry_run {
                 // Nothing is written, so the object keeps the version it has (`kubectl diff`
