@@ -417,3 +417,58 @@ async fn self_subject_reviews_answer_for_the_caller() {
     let (code, _, _) = raw(&anonymous, "POST", path, "application/json", asked).await;
     assert_eq!(code, 401);
 }
+
+#[tokio::test]
+async fn server_side_apply_of_a_status_owns_status_fields_only_and_conflicts_by_subresource() {
+    use k8s_openapi::api::core::v1::Service;
+    let cluster = TestCluster::start().await;
+    let services: Api<Service> = Api::namespaced(cluster.client.clone(), "default");
+    let service: Service =
+        serde_json::from_value(json!({"metadata": {"name": "svc"}, "spec": {"ports": [{"port": 80}]}})).expect("svc");
+    services.create(&PostParams::default(), &service).await.expect("create");
+    let condition = |status: &str| {
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc"},
+               "spec": {"ports": [{"port": 9999}]},
+               "status": {"conditions": [{"type": "Ready", "status": status, "reason": "Checked", "message": "",
+                                          "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
+    };
+
+    // What an operator does with kube's `patch_status(Patch::Apply)`.
+    let applied = services
+        .patch_status("svc", &PatchParams::apply("operator-a"), &Patch::Apply(condition("True")))
+        .await
+        .expect("apply the status");
+    let conditions = applied.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    assert_eq!(conditions.len(), 1);
+    assert_eq!(conditions[0].status, "True");
+    // The intent's spec is not the status subresource's to change.
+    assert_eq!(applied.spec.as_ref().and_then(|s| s.ports.as_ref()).map(|p| p[0].port), Some(80));
+    let managed = applied.metadata.managed_fields.clone().unwrap_or_default();
+    let entry = managed.iter().find(|e| e.manager.as_deref() == Some("operator-a")).expect("the operator's entry");
+    assert_eq!(entry.operation.as_deref(), Some("Apply"));
+    assert_eq!(entry.subresource.as_deref(), Some("status"));
+    let fields = serde_json::to_value(entry.fields_v1.as_ref().expect("fieldsV1")).expect("json");
+    assert_eq!(fields.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()), Some(vec!["f:status".to_string()]));
+
+    // Another manager setting the same condition differently conflicts, in Kubernetes' words,
+    // until it forces.
+    let err = status_of(
+        services.patch_status("svc", &PatchParams::apply("operator-b"), &Patch::Apply(condition("False"))).await,
+    );
+    assert_eq!(err.code, 409);
+    assert_eq!(
+        err.message,
+        "Apply failed with 1 conflict: conflict with \"operator-a\" with subresource \"status\": \
+         .status.conditions[type=\"Ready\"].status"
+    );
+    let forced = services
+        .patch_status("svc", &PatchParams::apply("operator-b").force(), &Patch::Apply(condition("False")))
+        .await
+        .expect("forced");
+    assert_eq!(forced.status.and_then(|s| s.conditions).unwrap_or_default()[0].status, "False");
+
+    // A status apply to a missing object does not create it.
+    let missing =
+        services.patch_status("nosuch", &PatchParams::apply("operator-a"), &Patch::Apply(condition("True"))).await;
+    assert_eq!(status_of(missing).code, 404);
+}

@@ -356,6 +356,11 @@ fn top_reports_the_agents_measurements() {
     let node_millicores: u64 = lines[1][1].trim_end_matches('m').parse().unwrap_or_else(|_| panic!("cpu in {nodes}"));
     assert!(node_millicores >= 100, "the node runs the spinner: {nodes}");
     assert!(lines[1][3].ends_with("Mi"), "{nodes}");
+    // Nodes by label: the node's own hostname label selects it, another selects nothing.
+    let selected = c.ok(&["top", "node", "-l", "kubernetes.io/hostname=local"]);
+    assert_eq!(rows(&selected)[1][0], "local", "{selected}");
+    let none = c.run(&["top", "node", "-l", "kubernetes.io/hostname=elsewhere"]);
+    assert!(!String::from_utf8_lossy(&none.stdout).contains("local"), "{none:?}");
 }
 
 #[test]

@@ -134,9 +134,11 @@ fn window(d: Duration) -> String {
     format!("{:.3}s", d.as_secs_f64()).replace(".000s", "s")
 }
 
-async fn nodes(state: &AppState, only: Option<&str>) -> Result<Vec<Value>, ApiError> {
+async fn nodes(state: &AppState, only: Option<&str>, selector: Option<&str>) -> Result<Vec<Value>, ApiError> {
     let kind = kinds::by_resource("", "v1", "nodes").expect("nodes are registered");
-    let list = state.objects.list(&Target { kind, namespace: None, name: None }, &ListOptions::default()).await?;
+    let target = Target { kind, namespace: None, name: None };
+    let options = ListOptions { selectors: Selectors::parse(&target, selector, None)?, ..ListOptions::default() };
+    let list = state.objects.list(&target, &options).await?;
     let mut items = Vec::new();
     for node in list["items"].as_array().into_iter().flatten() {
         let name = node.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
@@ -244,13 +246,13 @@ fn respond(result: Result<Response, ApiError>) -> Response {
 }
 
 /// `GET /apis/metrics.k8s.io/v1beta1/nodes`.
-pub async fn node_list(State(state): State<AppState>) -> Response {
-    respond(nodes(&state, None).await.map(|items| list("NodeMetricsList", items)))
+pub async fn node_list(State(state): State<AppState>, Query(q): Query<MetricsQuery>) -> Response {
+    respond(nodes(&state, None, q.label_selector.as_deref()).await.map(|items| list("NodeMetricsList", items)))
 }
 
 /// `GET /apis/metrics.k8s.io/v1beta1/nodes/{name}`.
 pub async fn node_get(State(state): State<AppState>, Path(name): Path<String>) -> Response {
-    respond(nodes(&state, Some(&name)).await.map(|items| one("NodeMetrics", "nodes", &name, items)))
+    respond(nodes(&state, Some(&name), None).await.map(|items| one("NodeMetrics", "nodes", &name, items)))
 }
 
 /// `GET /apis/metrics.k8s.io/v1beta1/pods`.

@@ -210,13 +210,16 @@ async fn dispatch(
             written_response(StatusCode::OK, written)
         }
         ("PATCH", false) if body::content_type(headers) == "application/apply-patch+yaml" => {
-            if sub != Subresource::Main {
-                return Err(ApiError::BadRequest("server-side apply is served on the main resource only".into()));
+            if !matches!(sub, Subresource::Main | Subresource::Status) {
+                return Err(ApiError::BadRequest(
+                    "server-side apply is served on the resource and its status, not on this subresource".into(),
+                ));
             }
             let intent = body::yaml(&body)?;
             let manager = params.field_manager.clone().unwrap_or_default();
+            let force = is_true(&params.force);
             let (written, created) = objects
-                .server_side_apply(&target, intent, &manager, is_true(&params.force), &params.write_options(headers)?)
+                .server_side_apply(&target, (intent, sub), &manager, force, &params.write_options(headers)?)
                 .await?;
             written_response(if created { StatusCode::CREATED } else { StatusCode::OK }, written)
         }

@@ -24,12 +24,13 @@ use crate::schema::{Schemas, schemas};
 use crate::status::ApiError;
 
 impl Objects {
-    /// A server-side apply of `intent` by `manager` to the object `target` names; creates it
-    /// when absent. Returns what was written and whether it was created.
+    /// A server-side apply of `intent` by `manager` to the object `target` names, or to its
+    /// `status` (`sub`); creates the object when absent (not through `status`). Returns what was
+    /// written and whether it was created.
     pub async fn server_side_apply(
         &self,
         target: &Target,
-        intent: Value,
+        (intent, sub): (Value, Subresource),
         manager: &str,
         force: bool,
         opts: &WriteOptions,
@@ -51,6 +52,17 @@ impl Objects {
             Some(rv) if !rv.is_empty() => Some(super::parse_revision(rv)?),
             _ => None,
         };
+        if sub == Subresource::Status {
+            // Only the status is the subresource's: the rest of the intent is not applied, and
+            // the manager's entry lists status fields only, as Kubernetes resets the others.
+            let status = json!({"status": intent.get("status").cloned().unwrap_or_else(|| json!({}))});
+            let written = self
+                .guaranteed_update(target, Subresource::Status, opts, client_rv, |current| {
+                    apply_to(schemas(), kind, Some(current), &status, (manager, "status"), force)
+                })
+                .await?;
+            return Ok((written, false));
+        }
         let update = || {
             self.guaranteed_update(target, Subresource::Main, opts, client_rv, |current| {
                 apply(schemas(), kind, Some(current), &intent, manager, force)
@@ -90,14 +102,32 @@ pub fn apply(
     manager: &str,
     force: bool,
 ) -> Result<Value, ApiError> {
+    apply_to(schemas, kind, live, intent, (manager, ""), force)
+}
+
+/// [`apply`] through a subresource (`""` for the resource itself, or `status`): the manager's
+/// entry is that subresource's own.
+pub fn apply_to(
+    schemas: &Schemas,
+    kind: &Kind,
+    live: Option<&Value>,
+    intent: &Value,
+    (manager, subresource): (&str, &str),
+    force: bool,
+) -> Result<Value, ApiError> {
     let schema = schemas.root(kind);
-    let applied = fields_v1::of(schemas, intent, schema);
+    let status_only = subresource == "status";
+    let applied = if status_only {
+        fields_v1::of_status(schemas, intent, schema)
+    } else {
+        fields_v1::of(schemas, intent, schema)
+    };
     let mut entries: Vec<Value> =
         live.and_then(|l| l.pointer("/metadata/managedFields")).and_then(Value::as_array).cloned().unwrap_or_default();
     let is_mine = |e: &Value| {
         e.get("manager").and_then(Value::as_str) == Some(manager)
             && e.get("operation").and_then(Value::as_str) == Some("Apply")
-            && e.get("subresource").and_then(Value::as_str).unwrap_or("").is_empty()
+            && e.get("subresource").and_then(Value::as_str).unwrap_or("") == subresource
     };
     let previous = entries.iter().find(|e| is_mine(e)).map(|e| FieldSet::from_json(&e["fieldsV1"])).unwrap_or_default();
 
@@ -143,19 +173,30 @@ pub fn apply(
         }
     }
 
-    merge_object(schemas, &mut object, intent, Some(schema), true);
+    if status_only {
+        if let (Some(status), Some(map)) = (intent.get("status"), object.as_object_mut()) {
+            let slot = map.entry("status").or_insert(Value::Null);
+            merge_value(schemas, slot, status, schemas.property(schema, "status"));
+        }
+    } else {
+        merge_object(schemas, &mut object, intent, Some(schema), true);
+    }
     let unchanged = entries.iter().find(|e| is_mine(e)).filter(|e| FieldSet::from_json(&e["fieldsV1"]) == applied);
     // The same fields applied again keep their entry, time included: an unchanged re-apply
     // must not be a write.
     let mine = unchanged.cloned().unwrap_or_else(|| {
-        json!({
+        let mut entry = json!({
             "manager": manager,
             "operation": "Apply",
             "apiVersion": kind.api_version(),
             "time": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
             "fieldsType": "FieldsV1",
             "fieldsV1": applied.to_json(),
-        })
+        });
+        if !subresource.is_empty() {
+            entry["subresource"] = json!(subresource);
+        }
+        entry
     });
     match entries.iter_mut().find(|e| is_mine(e)) {
         Some(entry) => *entry = mine,

@@ -171,6 +171,15 @@ pub fn of(schemas: &Schemas, object: &Value, schema: &Value) -> FieldSet {
     set
 }
 
+/// The fields `object`'s status sets: what a write through the `status` subresource owns.
+pub fn of_status(schemas: &Schemas, object: &Value, schema: &Value) -> FieldSet {
+    let mut set = FieldSet::default();
+    if let Some(status) = object.get("status").filter(|s| !s.is_null()) {
+        set.children.insert("f:status".into(), of_value(schemas, status, schemas.property(schema, "status")));
+    }
+    set
+}
+
 /// The set of one value at a property (unknown properties are leaves).
 fn of_value(schemas: &Schemas, value: &Value, property: Option<&Value>) -> FieldSet {
     let Some(property) = property else { return FieldSet::leaf() };

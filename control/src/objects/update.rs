@@ -314,6 +314,14 @@ fn merge_server_owned(target: &Target, current: &Value, canonical: Value, sub: S
                     out.as_object_mut().map(|o| o.remove("status"));
                 }
             }
+            // The body's managedFields stand (a server-side apply of the status records its
+            // entry there); Kubernetes resets the rest of the metadata for status writes.
+            match canonical.pointer("/metadata/managedFields") {
+                Some(Value::Array(entries)) if !entries.is_empty() => {
+                    out["metadata"]["managedFields"] = Value::Array(entries.clone());
+                }
+                _ => {}
+            }
             out
         }
         Subresource::Finalize => {

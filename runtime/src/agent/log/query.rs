@@ -251,10 +251,14 @@ mod tests {
         Line { stamp: stamp.to_string(), text: text.as_bytes().to_vec(), stderr: false }
     }
 
+    fn err_line(stamp: &str, text: &str) -> Line {
+        Line { stderr: true, ..line(stamp, text) }
+    }
+
     #[test]
     fn records_decode_into_lines_with_fragments_joined_per_stream() {
         let cases = [
-            ("whole lines", format!("{T1} stdout F a\n{T2} stderr F b\n"), vec![line(T1, "a\n"), line(T2, "b\n")]),
+            ("whole lines", format!("{T1} stdout F a\n{T2} stderr F b\n"), vec![line(T1, "a\n"), err_line(T2, "b\n")]),
             ("an empty line", format!("{T1} stdout F \n"), vec![line(T1, "\n")]),
             ("an empty line without its space", format!("{T1} stdout F\n"), vec![line(T1, "\n")]),
             ("spaces in the text", format!("{T1} stdout F a  b \n"), vec![line(T1, "a  b \n")]),
@@ -262,7 +266,7 @@ mod tests {
             (
                 "fragments interleaved with the other stream",
                 format!("{T1} stdout P ab\n{T2} stderr F err\n{T3} stdout F cd\n"),
-                vec![line(T2, "err\n"), line(T1, "abcd\n")],
+                vec![err_line(T2, "err\n"), line(T1, "abcd\n")],
             ),
             (
                 "a last line never ended",
@@ -287,7 +291,7 @@ mod tests {
         let mut decoder = Decoder::default();
         let (a, b) = raw.as_bytes().split_at(50); // inside the second record
         assert_eq!(decoder.push(a), vec![line(T1, "hello\n")]);
-        assert_eq!(decoder.push(b), vec![line(T2, "world\n")]);
+        assert_eq!(decoder.push(b), vec![err_line(T2, "world\n")]);
         assert_eq!(decoder.finish(), vec![]);
     }
 
