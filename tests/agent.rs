@@ -1166,3 +1166,89 @@ async fn a_startup_probe_holds_started_and_ready_until_it_passes() {
     let started = wait_for(&pods, "slow-start", "started", |p| container_status(p)["started"] == true).await;
     assert_eq!(container_status(&started)["ready"], true, "no readiness probe: ready once started");
 }
+
+/// One request to `addr`: the whole answer, or why there was none.
+async fn try_get(addr: &str) -> Result<String, String> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        stream
+            .write_all(b"GET /hi HTTP/1.1\r\nHost: pod\r\nConnection: close\r\n\r\n")
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.map_err(|e| e.to_string())?;
+        Ok(response)
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange).await.map_err(|_| "no answer within 10s".to_string())?
+}
+
+#[tokio::test]
+async fn an_opted_in_handler_swaps_to_a_new_image_in_place_without_failing_a_request() {
+    use kube::api::{Patch, PatchParams};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let (cluster, _agent) = cluster_with_agent().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let mut web =
+        pod("web", "Always", json!([{"name": "web", "image": image("hello"), "ports": [{"containerPort": 8080}]}]));
+    web.metadata.annotations = Some([("wasmkube.dev/hot-swap".to_string(), "true".to_string())].into());
+    pods.create(&PostParams::default(), &web).await.expect("create");
+    let before = wait_for(&pods, "web", "web Ready", |p| container_status(p)["ready"] == true).await;
+    let ip = before.status.as_ref().and_then(|s| s.pod_ip.clone()).expect("a pod IP");
+    let addr = format!("{ip}:8080");
+    assert!(http_get(&addr).await.contains("Hello from wasmkube"));
+
+    // Requests back to back for the whole swap: every one must be answered 200.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn({
+        let (stop, addr) = (stop.clone(), addr.clone());
+        async move {
+            let (mut answered, mut failures) = (0u32, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                match try_get(&addr).await {
+                    Ok(answer) if answer.starts_with("HTTP/1.1 200") => answered += 1,
+                    other => failures.push(other),
+                }
+            }
+            (answered, failures)
+        }
+    });
+    let set_image =
+        |name: &str| Patch::Strategic(json!({"spec": {"containers": [{"name": "web", "image": image(name)}]}}));
+    pods.patch("web", &PatchParams::default(), &set_image("flaky")).await.expect("change the image");
+    let swapped =
+        wait_for(&pods, "web", "the new image reported", |p| container_status(p)["image"] == image("flaky")).await;
+    eventually(Duration::from_secs(30), "the new version answering", || {
+        let addr = addr.clone();
+        async move { try_get(&addr).await.ok().filter(|a| a.contains("flaky: a sample for probes")) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (answered, failures) = load.await.expect("load");
+    assert!(failures.is_empty(), "{} of {} requests failed: {:?}", failures.len(), answered, &failures[..1]);
+    assert!(answered > 5, "only {answered} requests ran");
+    // The same pod: uid, IP and run kept (no restart).
+    assert_eq!(swapped.metadata.uid, before.metadata.uid);
+    assert_eq!(swapped.status.as_ref().and_then(|s| s.pod_ip.clone()), Some(ip));
+    assert_eq!(container_status(&swapped)["restartCount"], 0);
+    assert_ne!(container_status(&swapped)["imageID"], container_status(&before)["imageID"]);
+
+    // A version that is no handler is refused, and the one serving goes on.
+    pods.patch("web", &PatchParams::default(), &set_image("job")).await.expect("change the image");
+    let events: Api<Event> = Api::namespaced(cluster.client.clone(), "default");
+    let refused = eventually(Duration::from_secs(60), "a SwapFailed event", || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&ListParams::default().fields("involvedObject.name=web")).await.ok()?;
+            list.items.into_iter().find(|e| e.reason.as_deref() == Some("SwapFailed"))
+        }
+    })
+    .await;
+    let message = refused.message.unwrap_or_default();
+    assert!(message.contains("not a wasi:http handler") && message.contains("flaky.wasm"), "{message}");
+    assert!(try_get(&addr).await.expect("still serving").contains("flaky: a sample for probes"));
+    let kept = pods.get("web").await.expect("get");
+    assert_eq!(container_status(&kept)["image"], image("flaky"));
+}

@@ -87,7 +87,7 @@ pub fn handle(
     };
     let (response, upgrade) = match exec::accept_channels(&mut req) {
         Ok(accepted) => accepted,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     tokio::spawn(async move {
         match upgrade.await {

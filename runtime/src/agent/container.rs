@@ -15,11 +15,12 @@ use wasmkube_api::quantity::{cpu_millicores, memory_bytes};
 use super::attach::StdinPipe;
 use super::config;
 use super::exec::ExecTarget;
+use super::hot_swap;
 use super::log;
 use super::probe::{Kill, Probes, Run};
 use super::sandbox::{PodContext, Shared};
 use crate::host::command::{self, Outcome};
-use crate::host::http::{ConcurrencyLimit, Handler};
+use crate::host::http::{ConcurrencyLimit, CurrentVersion, Handler};
 use crate::host::usage::CpuQuota;
 use crate::host::{ContainerStdin, GuestConfig, Workload};
 
@@ -144,10 +145,12 @@ impl Spec {
 }
 
 /// Runs a container until `stop` fires or it is done for good.
-pub async fn run(pod: Arc<PodContext>, spec: Spec, shared: Shared, stop: CancellationToken) {
+pub async fn run(pod: Arc<PodContext>, mut spec: Spec, shared: Shared, stop: CancellationToken) {
     let mut failures_in_a_row: u32 = 0;
     let mut pull_failures: u32 = 0;
     loop {
+        // A restart runs the image last swapped in, not the one the pod started with.
+        spec.image = shared.wanted_image(spec.index).borrow().clone();
         let started = Instant::now();
         let (log_dir, this_run) = (pod.dir.join(&spec.name), run_number(&shared, &spec));
         let (exit_code, reason, message, started_at) = match start_and_wait(&pod, &spec, &shared, &stop).await {
@@ -387,14 +390,17 @@ async fn start_and_wait(
             let started = mark_started(pod, spec, shared, &probes, &started_at, &what).await;
             let run = Run { pod, spec, shared, workload: &workload, config: &config, started };
             let handler = Handler {
-                pre: pre.clone(),
+                pre: CurrentVersion::new(pre.clone()),
                 engine,
                 config: Arc::new(config.clone()),
                 deadline: pod.request_deadline,
                 limit: pod.max_concurrency.map(ConcurrencyLimit::new),
                 served: Arc::new(AtomicU64::new(0)),
             };
-            let serve = handler.serve(listener, run_stop.clone(), pod.grace);
+            let swaps = hot_swap::follow(pod, spec, shared, handler.clone(), run_stop.clone());
+            let serve = async {
+                tokio::join!(handler.serve(listener, run_stop.clone(), pod.grace), swaps);
+            };
             let ((), kill) = probes.alongside(&run, &run_stop, serve).await;
             Ok(kill.map(|kill| killed(kill, started_at)))
         }

@@ -140,7 +140,7 @@ pub fn handle(
     }
     let (response, upgrade) = match accept_channels(&mut req) {
         Ok(accepted) => accepted,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let mut argv = vec![container.to_string()];
     argv.extend(query.command.iter().cloned());
@@ -160,18 +160,21 @@ pub fn handle(
 /// and the upgrade to await, or the refusal.
 pub(super) fn accept_channels(
     req: &mut Request<hyper::body::Incoming>,
-) -> Result<(Response<Body>, hyper::upgrade::OnUpgrade), Response<Body>> {
+) -> Result<(Response<Body>, hyper::upgrade::OnUpgrade), Box<Response<Body>>> {
     let header_value =
         |name: header::HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let Some(key) = header_value(header::SEC_WEBSOCKET_KEY) else {
-        return Err(text(StatusCode::BAD_REQUEST, "this needs a websocket upgrade (Sec-WebSocket-Key missing)"));
+        return Err(Box::new(text(
+            StatusCode::BAD_REQUEST,
+            "this needs a websocket upgrade (Sec-WebSocket-Key missing)",
+        )));
     };
     let offered = header_value(header::SEC_WEBSOCKET_PROTOCOL).unwrap_or_default();
     let Some(protocol) = PROTOCOLS.iter().find(|p| offered.split(',').any(|o| o.trim() == **p)) else {
-        return Err(text(
+        return Err(Box::new(text(
             StatusCode::BAD_REQUEST,
             format!("none of the subprotocols {offered:?} is supported; use one of {PROTOCOLS:?}"),
-        ));
+        )));
     };
     let upgrade = hyper::upgrade::on(req);
     let mut response = text(StatusCode::SWITCHING_PROTOCOLS, "");

@@ -6,6 +6,7 @@ pub mod attach;
 pub mod config;
 pub mod container;
 pub mod exec;
+pub mod hot_swap;
 pub mod ipam;
 pub mod log;
 pub mod metrics;

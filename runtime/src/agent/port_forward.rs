@@ -156,14 +156,13 @@ where
     let (mut from_session, mut to_session) = tokio::io::split(bytes);
     let inbound = async move {
         while let Some(Ok(message)) = messages.next().await {
-            match message {
-                Message::Binary(data) => {
-                    if to_session.write_all(&data).await.is_err() {
-                        break;
-                    }
-                }
+            let data = match message {
+                Message::Binary(data) => data,
                 Message::Close(_) => break,
-                _ => {}
+                _ => continue,
+            };
+            if to_session.write_all(&data).await.is_err() {
+                break;
             }
         }
         let _ = to_session.shutdown().await;

@@ -133,6 +133,8 @@ pub struct Shared {
     rewrite: Arc<std::sync::atomic::AtomicBool>,
     /// What each container's instances use, by container index.
     usages: Arc<[Arc<Usage>]>,
+    /// The image each container should run, by index: the pod spec's, followed by hot swaps.
+    images: Arc<[tokio::sync::watch::Sender<String>]>,
 }
 
 impl Shared {
@@ -145,6 +147,14 @@ impl Shared {
 
     pub fn restart_count(&self, index: usize) -> i32 {
         self.statuses.lock().expect("status lock").get(index).map(|s| s.restart_count).unwrap_or(0)
+    }
+
+    /// The image container `index` should run now, and its changes.
+    pub fn wanted_image(&self, index: usize) -> tokio::sync::watch::Receiver<String> {
+        match self.images.get(index) {
+            Some(image) => image.subscribe(),
+            None => tokio::sync::watch::channel(String::new()).1,
+        }
     }
 
     pub fn usage(&self, index: usize) -> Arc<Usage> {
@@ -255,6 +265,7 @@ impl Sandbox {
             written_ready: Arc::default(),
             rewrite: Arc::default(),
             usages: containers.iter().map(|_| Arc::new(Usage::new(ctx.metrics.instantiate_seconds.clone()))).collect(),
+            images: containers.iter().map(|c| tokio::sync::watch::Sender::new(c.image.clone())).collect(),
         };
         ctx.metrics.pods.insert(&ctx.uid, &ctx.namespace, &ctx.name, shared.clone());
         let stop = CancellationToken::new();
@@ -269,6 +280,18 @@ impl Sandbox {
     /// Takes note of the pod as the API has it now: if its Ready condition is not what this
     /// sandbox last reported, reports again.
     pub fn observe(&self, pod: &Pod) {
+        // An opted-in pod's new images are swapped in place by its containers' tasks.
+        if super::hot_swap::opted_in(pod) {
+            let containers = pod.spec.iter().flat_map(|s| s.containers.iter());
+            for (sender, container) in self.shared.images.iter().zip(containers) {
+                let image = container.image.clone().unwrap_or_default();
+                sender.send_if_modified(|wanted| {
+                    let changed = *wanted != image;
+                    *wanted = image;
+                    changed
+                });
+            }
+        }
         let api = pod
             .status
             .as_ref()

@@ -23,10 +23,30 @@ use super::command::share_cpu;
 use super::usage::Timed;
 use super::{Guest, GuestConfig};
 
+/// The version of a handler that new requests get: swapped in place by a hot swap, while
+/// requests already running keep the instance they started with.
+#[derive(Clone)]
+pub struct CurrentVersion(Arc<std::sync::RwLock<ProxyPre<Guest>>>);
+
+impl CurrentVersion {
+    pub fn new(pre: ProxyPre<Guest>) -> Self {
+        Self(Arc::new(std::sync::RwLock::new(pre)))
+    }
+
+    fn get(&self) -> ProxyPre<Guest> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// From the next request on, `pre` serves.
+    pub fn replace(&self, pre: ProxyPre<Guest>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = pre;
+    }
+}
+
 /// How one handler container is served.
 #[derive(Clone)]
 pub struct Handler {
-    pub pre: ProxyPre<Guest>,
+    pub pre: CurrentVersion,
     pub engine: wasmtime::Engine,
     pub config: Arc<GuestConfig>,
     /// A request still running after this is stopped and answered 504.
@@ -124,7 +144,7 @@ impl Handler {
             },
             None => None,
         };
-        let response = match tokio::time::timeout_at(deadline, self.instantiate_and_handle(req)).await {
+        let response = match tokio::time::timeout_at(deadline, self.instantiate_and_handle(self.pre.get(), req)).await {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => text_response(500, format!("the handler failed: {e:#}\n")),
             Err(_) => text_response(504, format!("the handler did not answer within {:?}\n", self.deadline)),
@@ -137,17 +157,37 @@ impl Handler {
         response
     }
 
-    async fn instantiate_and_handle(
+    /// Sends one request (`GET path`, no body) to `pre`, a version not serving yet: an error
+    /// means it failed to instantiate or trapped. Its answer, whatever the status, is read whole.
+    pub async fn trial(&self, pre: ProxyPre<Guest>, path: &str) -> wasmtime::Result<u16> {
+        let req = hyper::Request::get(path)
+            .header(hyper::header::HOST, "localhost")
+            .body(http_body_util::Empty::<Bytes>::new().map_err(|never| match never {}))?;
+        let run = async {
+            let response = self.instantiate_and_handle(pre, req).await?;
+            let status = response.status().as_u16();
+            response.into_body().collect().await.map_err(|e| wasmtime::Error::msg(format!("{e:?}")))?;
+            Ok(status)
+        };
+        tokio::time::timeout(self.deadline, run)
+            .await
+            .unwrap_or_else(|_| Err(wasmtime::Error::msg(format!("no answer within {:?}", self.deadline))))
+    }
+
+    async fn instantiate_and_handle<B>(
         &self,
-        req: hyper::Request<hyper::body::Incoming>,
-    ) -> wasmtime::Result<hyper::Response<HyperOutgoingBody>> {
+        pre: ProxyPre<Guest>,
+        req: hyper::Request<B>,
+    ) -> wasmtime::Result<hyper::Response<HyperOutgoingBody>>
+    where
+        B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
+    {
         let mut store = Store::new(&self.engine, self.config.guest()?);
         store.limiter(|g| &mut g.limits);
         share_cpu(&mut store, self.config.cpu_quota.clone());
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
         let out = store.data_mut().http().new_response_outparam(sender)?;
-        let pre = self.pre.clone();
         let usage = self.config.usage.clone();
         // The instance runs in its own task so the body can keep streaming after the head is sent.
         let task = tokio::spawn(Timed::new(
