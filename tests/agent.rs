@@ -1252,3 +1252,73 @@ async fn an_opted_in_handler_swaps_to_a_new_image_in_place_without_failing_a_req
     let kept = pods.get("web").await.expect("get");
     assert_eq!(container_status(&kept)["image"], image("flaky"));
 }
+
+#[tokio::test]
+async fn an_opted_in_deployment_swaps_images_into_its_pods_instead_of_rolling_out() {
+    use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+    use kube::api::{Patch, PatchParams};
+
+    let (cluster, _agent) = cluster_with_agent().await;
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(cluster.client.clone(), "default");
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "swapper"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "swapper"}},
+                 "template": {"metadata": {"labels": {"app": "swapper"}, "annotations": {"wasmkube.dev/hot-swap": "true"}},
+                              "spec": {"containers": [{"name": "web", "image": image("hello"),
+                                                       "ports": [{"containerPort": 8080}]}]}}},
+    }))
+    .expect("deployment");
+    deployments.create(&PostParams::default(), &deployment).await.expect("create");
+    let selected = ListParams::default().labels("app=swapper");
+    let ready_pods = |wanted_image: String| {
+        let (pods, selected) = (pods.clone(), selected.clone());
+        move || {
+            let (pods, selected, wanted_image) = (pods.clone(), selected.clone(), wanted_image.clone());
+            async move {
+                let list = pods.list(&selected).await.ok()?.items;
+                let all = list.len() == 2
+                    && list.iter().all(|p| {
+                        let status = container_status(p);
+                        status["ready"] == true && status["image"] == wanted_image.as_str()
+                    });
+                all.then_some(list)
+            }
+        }
+    };
+    let before = eventually(Duration::from_secs(60), "two hello pods Ready", ready_pods(image("hello"))).await;
+
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": image("flaky")}]}}}});
+    deployments.patch("swapper", &PatchParams::default(), &Patch::Strategic(patch)).await.expect("new image");
+    let after = eventually(Duration::from_secs(60), "both pods swapped", ready_pods(image("flaky"))).await;
+
+    // The same pods, IPs and ReplicaSet: swapped, not rolled out.
+    let identity = |list: &[Pod]| {
+        let mut ids: Vec<_> =
+            list.iter().map(|p| (p.metadata.name.clone(), p.status.as_ref().and_then(|s| s.pod_ip.clone()))).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(identity(&after), identity(&before));
+    for pod in &after {
+        assert_eq!(container_status(pod)["restartCount"], 0);
+        let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).expect("ip");
+        assert!(http_get(&format!("{ip}:8080")).await.contains("flaky: a sample for probes"));
+    }
+    let sets = replica_sets.list(&ListParams::default()).await.expect("list").items;
+    assert_eq!(sets.len(), 1, "no new ReplicaSet");
+    let rs_image =
+        serde_json::to_value(&sets[0]).expect("json")["spec"]["template"]["spec"]["containers"][0]["image"].clone();
+    assert_eq!(rs_image, image("flaky"));
+    let done = eventually(Duration::from_secs(30), "the rollout complete", || {
+        let deployments = deployments.clone();
+        async move {
+            let d = deployments.get("swapper").await.ok()?;
+            let s = d.status.clone()?;
+            (s.observed_generation == d.metadata.generation && s.updated_replicas == Some(2)).then_some(d)
+        }
+    })
+    .await;
+    assert_eq!(done.status.and_then(|s| s.available_replicas), Some(2));
+}

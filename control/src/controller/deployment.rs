@@ -17,6 +17,7 @@
 //! informer caches lag behind its own writes; this controller reads the store, whose reads are
 //! linearizable, so each pass sees every ReplicaSet the previous one created or scaled.
 
+mod hot_swap;
 mod replica_sets;
 pub mod rollout;
 pub mod status;

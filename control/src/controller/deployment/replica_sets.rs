@@ -106,7 +106,17 @@ impl DeploymentSync<'_> {
                 self.refresh_new(i, new_revision).await?;
                 Ok(Some(i))
             }
-            None if create => self.create_new(new_revision, &old_views).await.map(Some),
+            None if create => match self.swap_in_place().await? {
+                Some(i) => {
+                    // Still the same ReplicaSet: its revision stays unless a newer one exists.
+                    let others: Vec<ReplicaSetView> =
+                        self.old_of(Some(i)).into_iter().map(|j| view(&self.owned[j])).collect();
+                    let revision = rollout::max_revision(&others.iter().collect::<Vec<_>>()) + 1;
+                    self.refresh_new(i, revision).await?;
+                    Ok(Some(i))
+                }
+                None => self.create_new(new_revision, &old_views).await.map(Some),
+            },
             None => Ok(None),
         }
     }

@@ -81,6 +81,39 @@ pub fn equal_ignore_hash(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
     without_hash(a) == without_hash(b)
 }
 
+/// The annotation a pod template opts in to in-place image swaps with (`"true"`).
+pub const HOT_SWAP: &str = "wasmkube.dev/hot-swap";
+
+/// Whether the template opted in to in-place image swaps.
+pub fn hot_swap(template: &PodTemplateSpec) -> bool {
+    template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(HOT_SWAP))
+        .is_some_and(|v| v == "true")
+}
+
+/// The containers whose image `to` changes from `from`, when that is all that differs (hash
+/// label aside): `(container name, new image)`. `None` when anything else changed too, or nothing.
+pub fn image_changes(from: &PodTemplateSpec, to: &PodTemplateSpec) -> Option<Vec<(String, String)>> {
+    let (mut a, mut b) = (without_hash(from), without_hash(to));
+    let mut changes = Vec::new();
+    let containers =
+        |t: &mut PodTemplateSpec| t.spec.as_mut().map(|s| std::mem::take(&mut s.containers)).unwrap_or_default();
+    let (mut old, new) = (containers(&mut a), containers(&mut b));
+    if a != b || old.len() != new.len() {
+        return None;
+    }
+    for (o, n) in old.iter_mut().zip(&new) {
+        if o.image != n.image {
+            changes.push((n.name.clone(), n.image.clone().unwrap_or_default()));
+            o.image = n.image.clone();
+        }
+    }
+    (old == new && !changes.is_empty()).then_some(changes)
+}
+
 /// A `revision` annotation: 0 when absent, `None` when it is not a number.
 pub fn revision(annotations: Option<&BTreeMap<String, String>>) -> Option<i64> {
     match annotations.and_then(|a| a.get(REVISION)) {
@@ -209,6 +242,16 @@ mod tests {
         assert_ne!(hash, pod_template_hash(&template(json!({"app": "web"}), "web:2"), None));
         assert_ne!(hash, pod_template_hash(&web, Some(1)));
         assert_ne!(pod_template_hash(&web, Some(1)), pod_template_hash(&web, Some(2)));
+    }
+
+    #[test]
+    fn image_changes_are_found_only_when_they_are_the_whole_difference() {
+        let a = template(json!({"app": "web", HASH_LABEL: "abc"}), "web:1");
+        let b = template(json!({"app": "web"}), "web:2");
+        assert_eq!(image_changes(&a, &b), Some(vec![("app".to_string(), "web:2".to_string())]));
+        assert_eq!(image_changes(&a, &a), None, "nothing changed");
+        let relabelled = template(json!({"app": "other"}), "web:2");
+        assert_eq!(image_changes(&a, &relabelled), None, "labels changed too");
     }
 
     #[test]
