@@ -16,6 +16,7 @@ pub mod config;
 pub mod cordon;
 pub mod delete;
 pub mod describe;
+pub mod dev;
 pub mod drain;
 pub mod duration;
 pub mod error;
@@ -78,6 +79,9 @@ pub enum ClientCommand {
     Exec(exec::ExecArgs),
     /// Upload a Wasm binary to the cluster registry as NAME:TAG.
     Push(push::PushArgs),
+    /// Apply manifests, then rebuild, push and swap the running services in place on every
+    /// source change (the inner loop; Ctrl-C to stop).
+    Dev(dev::DevArgs),
     /// Manage a Deployment's rollout: status, history, undo, pause, resume, restart.
     Rollout(rollout::RolloutArgs),
     /// Set the number of replicas of a Deployment or ReplicaSet.
@@ -108,6 +112,7 @@ pub async fn run(cmd: ClientCommand, global: &ClientOptions) -> anyhow::Result<(
         ClientCommand::Logs(args) => logs::run(&args, global, &mut out).await,
         ClientCommand::Exec(args) => exec::run(&args, global, &mut out).await,
         ClientCommand::Push(args) => push::run(&args, global, &mut out).await,
+        ClientCommand::Dev(args) => dev::run(&args, global, &mut out).await,
         ClientCommand::Rollout(args) => rollout::run(&args, global, &mut out).await,
         ClientCommand::Scale(args) => scale::run(&args, global, &mut out).await,
         ClientCommand::Cordon(args) => cordon::run(&args, true, global, &mut out).await,

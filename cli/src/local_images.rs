@@ -36,6 +36,17 @@ fn pod_spec_pointers(kind: &str) -> &'static [&'static str] {
     }
 }
 
+/// The distinct local files among `images`, in order of appearance.
+pub fn files(images: &[LocalImage]) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for image in images {
+        if !files.contains(&image.file) {
+            files.push(image.file.clone());
+        }
+    }
+    files
+}
+
 /// Every container image in `documents` that names a local file, with the file found.
 pub fn find(documents: &[Document]) -> Result<Vec<LocalImage>, PushError> {
     let mut found = Vec::new();
