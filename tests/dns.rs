@@ -118,6 +118,15 @@ async fn the_cluster_zone_answers_services_endpoints_and_pods_and_forwards_the_r
     }
 
     let mut udp = udp_client(dns).await;
+    // The zone follows a watch: wait for the last Service created, then the others are in too.
+    eventually(Duration::from_secs(10), "ext's CNAME", || {
+        let mut udp = udp.clone();
+        async move {
+            let answer = texts(&ask(&mut udp, "ext.default.svc.cluster.local.", RecordType::A).await);
+            (answer == ["CNAME example.com."]).then_some(())
+        }
+    })
+    .await;
     let want = vec![format!("A {web_ip}")];
     eventually(Duration::from_secs(10), "web's A record", || {
         let mut udp = udp.clone();
