@@ -19,6 +19,9 @@ use super::logs::{agent_address, container_of};
 use crate::objects::Target;
 use crate::status::ApiError;
 
+/// How long the agent may take to accept the connection and answer the upgrade.
+const AGENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Request headers that carry the upgrade handshake to the agent.
 const HANDSHAKE: &[&str] = &[
     "connection",
@@ -135,7 +138,9 @@ async fn splice_to_agent(
     }
     let address = agent_address(state, node).await?;
     let unreachable = |e: &dyn std::fmt::Display| ApiError::Internal(format!("reaching the agent of node {node}: {e}"));
-    let stream = tokio::net::TcpStream::connect(&address).await.map_err(|e| unreachable(&e))?;
+    // A node that is down must not hold the request for the OS's connect timeout.
+    let connect = tokio::time::timeout(AGENT_TIMEOUT, tokio::net::TcpStream::connect(&address));
+    let stream = connect.await.map_err(|e| unreachable(&e))?.map_err(|e| unreachable(&e))?;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| unreachable(&e))?;
     tokio::spawn(async move {
@@ -155,7 +160,8 @@ async fn splice_to_agent(
         }
     }
     let forwarded = forwarded.body(Body::empty()).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mut answer = sender.send_request(forwarded).await.map_err(|e| unreachable(&e))?;
+    let answer = tokio::time::timeout(AGENT_TIMEOUT, sender.send_request(forwarded));
+    let mut answer = answer.await.map_err(|e| unreachable(&e))?.map_err(|e| unreachable(&e))?;
     if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
         let status = answer.status();
         let body = answer.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();

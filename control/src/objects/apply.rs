@@ -55,7 +55,11 @@ impl Objects {
         if sub == Subresource::Status {
             // Only the status is the subresource's: the rest of the intent is not applied, and
             // the manager's entry lists status fields only, as Kubernetes resets the others.
-            let status = json!({"status": intent.get("status").cloned().unwrap_or_else(|| json!({}))});
+            // No status (or an empty one) applies nothing: the manager's entry goes.
+            let status = match intent.get("status") {
+                Some(status) if status.as_object().is_some_and(|o| !o.is_empty()) => json!({"status": status}),
+                _ => json!({}),
+            };
             let written = self
                 .guaranteed_update(target, Subresource::Status, opts, client_rv, |current| {
                     apply_to(schemas(), kind, Some(current), &status, (manager, "status"), force)
@@ -166,7 +170,8 @@ pub fn apply_to(
 
     // Fields this manager no longer applies go, unless someone else still owns them.
     for path in previous.leaves() {
-        let still_owned = applied.contains(&path)
+        // A field that now holds applied fields (a map applied member by member) stays.
+        let still_owned = applied.node(&path).is_some()
             || entries.iter().filter(|e| !is_mine(e)).any(|e| FieldSet::from_json(&e["fieldsV1"]).contains(&path));
         if !still_owned {
             remove_at(&mut object, &path);

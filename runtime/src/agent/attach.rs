@@ -118,27 +118,40 @@ async fn session<S>(
     // it still goes through the decoder so a line begun before is completed after.
     let mut decoder = Decoder::default();
     decoder.push(&earlier);
-    let mut stdin_open = stdin.is_some();
-    let mut client_left = false;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(POLL) => {}
-            message = incoming.next() => match message {
-                Some(Ok(Message::Binary(data))) => {
-                    match (data.first(), &stdin) {
+
+    // The client's side in a task of its own: a process that does not read its stdin holds up
+    // only this task, never the output.
+    let client_left = CancellationToken::new();
+    let input = tokio::spawn({
+        let (client_left, stdin) = (client_left.clone(), stdin.clone());
+        async move {
+            let mut stdin_open = stdin.is_some();
+            loop {
+                match incoming.next().await {
+                    Some(Ok(Message::Binary(data))) => match (data.first(), &stdin) {
                         (Some(&STDIN), Some(pipe)) if stdin_open => stdin_open = pipe.write(&data[1..]).await,
                         (Some(&CLOSE), Some(pipe)) if data.get(1) == Some(&STDIN) => {
                             stdin_open = false;
                             pipe.session_ended().await;
                         }
                         _ => {} // resize and anything else mean nothing to a Wasm guest
-                    }
-                    continue;
+                    },
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                    Some(Ok(_)) => {}
                 }
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => client_left = true,
-                Some(Ok(_)) => continue,
-            },
-            _ = agent_stop.cancelled() => client_left = true,
+            }
+            client_left.cancel();
+        }
+    });
+
+    let mut poll = tokio::time::interval(POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut left = false;
+    loop {
+        tokio::select! {
+            _ = poll.tick() => {}
+            _ = client_left.cancelled() => left = true,
+            _ = agent_stop.cancelled() => left = true,
         }
         // Looked at before reading: once over, this read is the last.
         let over = files.ended().await || log::runs(files.dir()).last().is_some_and(|latest| *latest > files.run());
@@ -152,18 +165,19 @@ async fn session<S>(
             if wanted {
                 let frame = [&[channel][..], &line.text].concat();
                 if to_client.send(Message::Binary(frame.into())).await.is_err() {
-                    client_left = true;
+                    left = true;
                 }
             }
         }
-        if over || client_left {
+        if over || left {
             break;
         }
     }
+    input.abort();
     if let Some(pipe) = &stdin {
         pipe.session_ended().await;
     }
-    if !client_left {
+    if !left {
         let _ = to_client.send(exec::status_message(&serde_json::json!({"metadata": {}, "status": "Success"}))).await;
     }
     drop(to_client);

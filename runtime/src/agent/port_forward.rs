@@ -28,6 +28,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_util::sync::CancellationToken;
 
 use super::spdy::{Frame, FrameReader, FrameWriter, Headers, REFUSED_STREAM};
 
@@ -193,11 +194,28 @@ enum Inbound {
     Fin,
 }
 
+/// Frames buffered towards one pod connection before its stream is reset: a pod that stops
+/// reading must not stall the session's other streams (SPDY flow control is not used, so this
+/// bound is the only one).
+const INBOUND_FRAMES: usize = 256;
+/// How long a request may wait for its second stream before both are dropped.
+const PAIRING_TIMEOUT: Duration = Duration::from_secs(30);
+/// RST_STREAM status: the stream is cancelled.
+const CANCEL: u32 = 5;
+
 /// A request's streams as they arrive; forwarding starts when both are there.
-#[derive(Default)]
 struct Pair {
+    since: std::time::Instant,
     error: Option<u32>,
     data: Option<(u32, u16, mpsc::Receiver<Inbound>)>,
+}
+
+/// The session's view of one request's streams once they are being forwarded.
+struct Open {
+    /// Bytes for the pod; dropped after the client's FIN.
+    to_pod: Option<mpsc::Sender<Inbound>>,
+    /// Ends the forward: a reset of either stream, or the session ending.
+    cancel: CancellationToken,
 }
 
 /// One SPDY connection: answers streams, pairs them by request and forwards each pair.
@@ -218,10 +236,13 @@ where
         let _ = writer.shutdown().await;
     });
 
+    let session_over = CancellationToken::new();
     let mut reader = FrameReader::new(read);
     let mut pairs: HashMap<String, Pair> = HashMap::new();
-    // Data streams' senders, by stream id; dropping one aborts its forward.
-    let mut inbound: HashMap<u32, mpsc::Sender<Inbound>> = HashMap::new();
+    // By stream id (both streams of a request point at the same forward).
+    let mut open: HashMap<u32, std::sync::Arc<std::sync::Mutex<Open>>> = HashMap::new();
+    // Senders of data streams whose pair is not complete yet.
+    let mut waiting: HashMap<u32, mpsc::Sender<Inbound>> = HashMap::new();
     loop {
         let frame = match reader.next().await {
             Ok(Some(frame)) => frame,
@@ -233,6 +254,17 @@ where
         };
         match frame {
             Frame::SynStream { stream, headers, .. } => {
+                // Requests whose second stream never came are given up.
+                let stale: Vec<String> =
+                    pairs.iter().filter(|(_, p)| p.since.elapsed() > PAIRING_TIMEOUT).map(|(k, _)| k.clone()).collect();
+                for request in stale {
+                    if let Some(pair) = pairs.remove(&request) {
+                        for id in pair.error.into_iter().chain(pair.data.map(|d| d.0)) {
+                            waiting.remove(&id);
+                            let _ = outbox.send(Frame::RstStream { stream: id, status: CANCEL }).await;
+                        }
+                    }
+                }
                 let (port, kind, request) = match classify(stream, &headers) {
                     Ok(parsed) => parsed,
                     Err(message) => {
@@ -245,36 +277,62 @@ where
                 if outbox.send(reply).await.is_err() {
                     break;
                 }
-                let pair = pairs.entry(request.clone()).or_default();
+                let pair = pairs.entry(request.clone()).or_insert_with(|| Pair {
+                    since: std::time::Instant::now(),
+                    error: None,
+                    data: None,
+                });
                 match kind {
                     StreamKind::Error => pair.error = Some(stream),
                     StreamKind::Data => {
-                        let (sender, receiver) = mpsc::channel(16);
-                        inbound.insert(stream, sender);
+                        let (sender, receiver) = mpsc::channel(INBOUND_FRAMES);
+                        waiting.insert(stream, sender);
                         pair.data = Some((stream, port, receiver));
                     }
                 }
-                if pair.error.is_some() && pair.data.is_some() {
-                    let Some(Pair { error: Some(error), data: Some((data, port, receiver)) }) = pairs.remove(&request)
-                    else {
-                        unreachable!("both streams were just checked")
-                    };
-                    tokio::spawn(forward(target.clone(), port, data, error, receiver, outbox.clone()));
+                // Both streams there: the forward starts (else the pair waits for its other one).
+                let complete = pair.error.is_some() && pair.data.is_some();
+                if let Some(Pair { error: Some(error), data: Some((data, port, receiver)), .. }) =
+                    complete.then(|| pairs.remove(&request)).flatten()
+                {
+                    let cancel = session_over.child_token();
+                    let state = Open { to_pod: waiting.remove(&data), cancel: cancel.clone() };
+                    let state = std::sync::Arc::new(std::sync::Mutex::new(state));
+                    open.insert(data, state.clone());
+                    open.insert(error, state);
+                    let streams = Streams { data, error, port };
+                    tokio::spawn(forward(target.clone(), streams, receiver, outbox.clone(), cancel));
                 }
             }
             Frame::Data { stream, fin, data } => {
-                let Some(sender) = inbound.get(&stream) else { continue };
-                if !data.is_empty() && sender.send(Inbound::Data(data)).await.is_err() {
-                    inbound.remove(&stream);
-                    continue;
+                let sender = match open.get(&stream) {
+                    Some(state) => state.lock().unwrap_or_else(|p| p.into_inner()).to_pod.clone(),
+                    None => waiting.get(&stream).cloned(),
+                };
+                let Some(sender) = sender else { continue };
+                let mut overflowed = !data.is_empty() && sender.try_send(Inbound::Data(data)).is_err();
+                if fin && !overflowed {
+                    overflowed = sender.try_send(Inbound::Fin).is_err();
                 }
-                if fin {
-                    let _ = sender.send(Inbound::Fin).await;
-                    inbound.remove(&stream);
+                if fin || overflowed {
+                    if let Some(state) = open.get(&stream) {
+                        state.lock().unwrap_or_else(|p| p.into_inner()).to_pod = None;
+                    }
+                    waiting.remove(&stream);
+                }
+                if overflowed {
+                    // The pod does not keep up: this stream alone is reset.
+                    if let Some(state) = open.get(&stream) {
+                        state.lock().unwrap_or_else(|p| p.into_inner()).cancel.cancel();
+                    }
+                    let _ = outbox.send(Frame::RstStream { stream, status: CANCEL }).await;
                 }
             }
             Frame::RstStream { stream, .. } => {
-                inbound.remove(&stream);
+                waiting.remove(&stream);
+                if let Some(state) = open.remove(&stream) {
+                    state.lock().unwrap_or_else(|p| p.into_inner()).cancel.cancel();
+                }
             }
             // Pings from the client (odd ids) are answered by echoing them.
             Frame::Ping(id) => {
@@ -284,8 +342,10 @@ where
             Frame::SynReply { .. } | Frame::Ignored => {}
         }
     }
-    // The connection is gone: every forward still running is aborted with it.
-    drop(inbound);
+    // The connection is gone: every forward still running is stopped with it.
+    session_over.cancel();
+    drop(open);
+    drop(waiting);
     drop(outbox);
     let _ = writer.await;
 }
@@ -319,83 +379,165 @@ fn classify(stream: u32, headers: &Headers) -> Result<(u16, StreamKind, String),
     Ok((port, kind, request))
 }
 
-/// Splices one request's data stream with a TCP connection to the pod's port. The pod closing
-/// its side ends the forward (both streams finish); kubectl finishing its side half-closes the
-/// pod connection; a reset or the session ending aborts it.
-async fn forward(
-    target: Target,
-    port: u16,
+/// The two streams of one forwarded connection and the pod port they go to.
+struct Streams {
     data: u32,
     error: u32,
+    port: u16,
+}
+
+/// Splices one request's data stream with a TCP connection to the pod's port. The pod closing
+/// its side ends the forward (both streams finish); kubectl finishing its side half-closes the
+/// pod connection; a failure is written to the error stream, as the kubelet does, and both
+/// streams finish; a reset or the session ending (`cancel`) stops it at once.
+async fn forward(
+    target: Target,
+    streams: Streams,
     mut inbound: mpsc::Receiver<Inbound>,
     outbox: mpsc::Sender<Frame>,
+    cancel: CancellationToken,
 ) {
+    let Streams { data, error, port } = streams;
     let address = SocketAddr::new(target.ip, port);
-    let finish = |stream| Frame::Data { stream, fin: true, data: Bytes::new() };
-    let connection = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await {
-        Ok(Ok(connection)) => connection,
-        failed => {
-            let reason = match failed {
-                Ok(Err(e)) => e.to_string(),
-                _ => format!("no answer within {CONNECT_TIMEOUT:?}"),
-            };
-            let message = format!(
-                "error forwarding port {port} to pod {}, uid {}: failed to connect to {address}: {reason}",
-                target.pod, target.uid
-            );
-            let _ = outbox.send(Frame::Data { stream: error, fin: false, data: message.into() }).await;
-            let _ = outbox.send(finish(error)).await;
-            let _ = outbox.send(finish(data)).await;
-            return;
-        }
-    };
-    let (mut from_pod, mut to_pod) = connection.into_split();
-    let upstream = async {
-        loop {
-            match inbound.recv().await {
-                Some(Inbound::Data(bytes)) => {
-                    if to_pod.write_all(&bytes).await.is_err() {
-                        return;
+    let failed = |why: String| format!("error forwarding port {port} to pod {}, uid {}: {why}", target.pod, target.uid);
+    let connect = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address));
+    let outcome: Result<(), String> = tokio::select! {
+        _ = cancel.cancelled() => return,
+        connected = connect => match connected {
+            Ok(Ok(connection)) => {
+                let (mut from_pod, mut to_pod) = connection.into_split();
+                let upstream = async {
+                    loop {
+                        match inbound.recv().await {
+                            Some(Inbound::Data(bytes)) => {
+                                to_pod.write_all(&bytes).await.map_err(|e| format!("writing to {address}: {e}"))?;
+                            }
+                            // kubectl is done sending: the pod sees the end of its input and
+                            // answers on; only the pod closing ends the forward now.
+                            Some(Inbound::Fin) | None => {
+                                let _ = to_pod.shutdown().await;
+                                std::future::pending::<()>().await;
+                            }
+                        }
                     }
-                }
-                Some(Inbound::Fin) => {
-                    let _ = to_pod.shutdown().await;
-                    // Keep reading the pod's answer; only the downstream ends the forward now.
-                    std::future::pending::<()>().await;
-                }
-                None => return,
-            }
-        }
-    };
-    let downstream = async {
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            match from_pod.read(&mut buf).await {
-                Ok(0) | Err(_) => return true,
-                Ok(n) => {
-                    let frame = Frame::Data { stream: data, fin: false, data: Bytes::copy_from_slice(&buf[..n]) };
-                    if outbox.send(frame).await.is_err() {
-                        return false;
+                };
+                let downstream = async {
+                    let mut buf = vec![0u8; CHUNK];
+                    loop {
+                        match from_pod.read(&mut buf).await {
+                            Ok(0) => return Ok(()),
+                            Err(e) => return Err(format!("reading from {address}: {e}")),
+                            Ok(n) => {
+                                let frame = Frame::Data { stream: data, fin: false, data: Bytes::copy_from_slice(&buf[..n]) };
+                                if outbox.send(frame).await.is_err() {
+                                    return Ok(());
+                                }
+                            }
+                        }
                     }
+                };
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    ended = downstream => ended,
+                    failed = upstream => failed,
                 }
             }
-        }
-    };
-    tokio::select! {
-        finished = downstream => if finished {
-            let _ = outbox.send(finish(data)).await;
-            let _ = outbox.send(finish(error)).await;
+            Ok(Err(e)) => Err(format!("failed to connect to {address}: {e}")),
+            Err(_) => Err(format!("failed to connect to {address}: no answer within {CONNECT_TIMEOUT:?}")),
         },
-        () = upstream => {}
+    };
+    if let Err(why) = outcome {
+        let _ = outbox.send(Frame::Data { stream: error, fin: false, data: failed(why).into() }).await;
     }
+    let finish = |stream| Frame::Data { stream, fin: true, data: Bytes::new() };
+    let _ = outbox.send(finish(data)).await;
+    let _ = outbox.send(finish(error)).await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
 
     fn headers(pairs: &[(&str, &str)]) -> Headers {
         Headers(pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect())
+    }
+
+    /// A client end of a session with the pod on 127.0.0.1.
+    async fn client() -> (
+        FrameWriter<tokio::io::WriteHalf<tokio::io::DuplexStream>>,
+        FrameReader<tokio::io::ReadHalf<tokio::io::DuplexStream>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let target = Target { ip: "127.0.0.1".parse().unwrap(), pod: "default/p".into(), uid: "u".into() };
+        let served = tokio::spawn(session(theirs, target));
+        let (read, write) = tokio::io::split(ours);
+        (FrameWriter::new(write), FrameReader::new(read), served)
+    }
+
+    async fn open_pair(writer: &mut FrameWriter<tokio::io::WriteHalf<tokio::io::DuplexStream>>, port: u16) {
+        for (stream, kind) in [(1, "error"), (3, "data")] {
+            let headers = headers(&[("streamtype", kind), ("port", &port.to_string()), ("requestid", "0")]);
+            writer.write(&Frame::SynStream { stream, fin: kind == "error", headers }).await.unwrap();
+        }
+    }
+
+    async fn next(reader: &mut FrameReader<tokio::io::ReadHalf<tokio::io::DuplexStream>>) -> Option<Frame> {
+        tokio::time::timeout(Duration::from_secs(10), reader.next()).await.expect("a frame in time").expect("a frame")
+    }
+
+    #[tokio::test]
+    async fn a_reset_stops_a_forward_whose_pod_never_closes() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (mut writer, mut reader, served) = client().await;
+        open_pair(&mut writer, port).await;
+        let (mut pod, _) = listener.accept().await.unwrap();
+        writer.write(&Frame::Data { stream: 3, fin: true, data: Bytes::from_static(b"hello") }).await.unwrap();
+        let mut got = Vec::new();
+        pod.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"hello", "the bytes, then the client's end of input");
+        // The pod keeps its side open; kubectl resets the stream, which must end the forward.
+        writer.write(&Frame::RstStream { stream: 3, status: CANCEL }).await.unwrap();
+        let mut rest = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(10), pod.read(&mut rest)).await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "the pod connection was closed: {closed:?}");
+        for _ in 0..2 {
+            assert!(matches!(next(&mut reader).await, Some(Frame::SynReply { .. })));
+        }
+        writer.write(&Frame::GoAway { last_good: 3, status: 0 }).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), served).await.expect("the session ends").unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_reported_on_the_error_stream_and_both_streams_finish() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let (mut writer, mut reader, _served) = client().await;
+        open_pair(&mut writer, port).await;
+        let mut error = Vec::new();
+        let mut finished = Vec::new();
+        while finished.len() < 2 {
+            match next(&mut reader).await {
+                Some(Frame::Data { stream: 1, data, fin }) => {
+                    error.extend_from_slice(&data);
+                    if fin {
+                        finished.push(1);
+                    }
+                }
+                Some(Frame::Data { stream: 3, fin: true, .. }) => finished.push(3),
+                Some(Frame::SynReply { .. }) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let error = String::from_utf8(error).unwrap();
+        assert!(
+            error.starts_with(&format!("error forwarding port {port} to pod default/p, uid u: failed to connect")),
+            "{error}"
+        );
     }
 
     #[test]

@@ -30,8 +30,11 @@ const GOAWAY: u16 = 7;
 const HEADERS: u16 = 8;
 /// RST_STREAM status: the stream was refused before any processing.
 pub const REFUSED_STREAM: u32 = 3;
-/// The largest frame payload accepted (the format allows 16 MiB; kubectl's are far smaller).
-const MAX_PAYLOAD: usize = 1 << 20;
+/// The largest control frame accepted (kubectl's are a few hundred bytes); DATA frames may be as
+/// large as the format allows (16 MiB), as moby/spdystream's are.
+const MAX_CONTROL: usize = 1 << 20;
+/// The largest header block accepted once inflated.
+const MAX_HEADERS: usize = 256 * 1024;
 
 /// SPDY/3's header-compression dictionary (draft 3, section 2.6.10.1): length-prefixed header
 /// names and common values, then a run of common status lines, dates and media types.
@@ -194,13 +197,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
         let flags = head[4];
         let length = u32::from_be_bytes([0, head[5], head[6], head[7]]) as usize;
-        if length > MAX_PAYLOAD {
-            return Err(invalid(format!("SPDY frame of {length} bytes is larger than {MAX_PAYLOAD}")));
+        let first = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+        if first & 0x8000_0000 != 0 && length > MAX_CONTROL {
+            return Err(invalid(format!("SPDY control frame of {length} bytes is larger than {MAX_CONTROL}")));
         }
         let mut payload = vec![0u8; length];
         self.io.read_exact(&mut payload).await?;
         let fin = flags & FLAG_FIN != 0;
-        let first = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
         if first & 0x8000_0000 == 0 {
             return Ok(Some(Frame::Data { stream: first, fin, data: payload.into() }));
         }
@@ -261,6 +264,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             }
             if !progressed {
                 return Err(invalid("SPDY header block does not inflate"));
+            }
+            if out.len() > MAX_HEADERS {
+                return Err(invalid(format!("SPDY header block inflates past {MAX_HEADERS} bytes")));
             }
         }
     }
