@@ -12,7 +12,8 @@
 //! - [`proxy`]: bulk throughput and latency through a Service's ClusterIP, against the same
 //!   backend directly and behind HAProxy;
 //! - [`dns`]: queries/s of the node's cluster DNS on a zone of 10,000 Services, against NSD;
-//! - [`service_http`]: `hello` through its Service name against its pod IP.
+//! - [`service_http`]: `hello` through its Service name against its pod IP;
+//! - [`hot_reload`]: `wasmkube dev` from a saved edit to the new version serving, under load.
 //!
 //! Every child is killed and the temporary dir removed at the end, on error or Ctrl-C too. Start
 //! reading at [`run`]; [`cluster`] starts `up` and creates pods, [`watch`] is the watch that times
@@ -21,6 +22,7 @@
 mod cluster;
 mod density;
 mod dns;
+mod hot_reload;
 mod http;
 mod native;
 mod proxy;
@@ -86,6 +88,8 @@ enum Bench {
     Dns(dns::Options),
     /// Requests/s of hello through its Service name against its pod IP.
     ServiceHttp(service_http::Options),
+    /// `wasmkube dev`: save → new version served, against the bare incremental build, under load.
+    HotReload(hot_reload::Options),
 }
 
 #[tokio::main]
@@ -121,5 +125,6 @@ async fn run(bench: &Bench, inputs: &Inputs, dir: &Path, servers: &mut Servers) 
         Bench::Proxy(options) => proxy::run(options, inputs, dir, servers).await,
         Bench::Dns(options) => dns::run(options, inputs, dir, servers).await,
         Bench::ServiceHttp(options) => service_http::run(options, inputs, dir, servers).await,
+        Bench::HotReload(options) => hot_reload::run(options, inputs, dir, servers).await,
     }
 }

@@ -1,0 +1,329 @@
+//! `pod-bench hot-reload`: the inner loop of `wasmkube dev` on a copy of the `hello` sample's
+//! source. First the bare baseline: `--edits` edits of the source, each followed by the
+//! incremental `cargo build` alone. Then the same number of edits with `wasmkube dev` running and
+//! the pod under back-to-back requests: for each, from writing the file to the first answer of the
+//! new version (`whole`), and that minus the build time dev reports (`swap`: what dev adds to the
+//! build — push, apply, the Deployment's in-place swap, the agent's pull, compile and trial).
+//! Every request during the edits is counted; a failed one is a failure of the zero-failure goal.
+//!
+//! Peers: Tilt publishes about 1.5 s for a `live_update` sync, and `spin watch` restarts the
+//! whole process on each change; neither runs here (no Tilt on this machine), so the figure is
+//! quoted, not measured.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use wasmkube_bench::machine;
+use wasmkube_bench::servers::Servers;
+use wasmkube_bench::summary::{self, Failures, Header, ratio, round};
+
+use crate::cluster::{self, Cluster, Inputs};
+
+#[derive(Debug, clap::Args)]
+pub struct Options {
+    /// Edits measured, with and without dev.
+    #[arg(long, default_value_t = 20)]
+    edits: usize,
+
+    /// The samples' Cargo workspace, whose `hello` is copied and whose target dir (with the
+    /// dependencies compiled) the copy builds into.
+    #[arg(long, value_name = "DIR", default_value = "samples")]
+    samples: PathBuf,
+
+    /// Where the JSON results are written.
+    #[arg(long, value_name = "PATH", default_value = "bench/results/hot-reload.json")]
+    out: PathBuf,
+}
+
+/// Tilt's published figure for a live_update sync (docs.tilt.dev, "Live Update").
+const TILT_LIVE_UPDATE_MS: f64 = 1500.0;
+const GOAL_SWAP_P95_MS: f64 = 200.0;
+const GOAL_WHOLE_RATIO: f64 = 1.2;
+
+#[derive(Debug, Serialize)]
+struct Workload {
+    description: &'static str,
+    edits: usize,
+    build: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Percentiles {
+    p50: f64,
+    p95: f64,
+    max: f64,
+}
+
+impl Percentiles {
+    fn of(mut samples: Vec<Duration>) -> Self {
+        samples.sort_unstable();
+        let at = |q: f64| match samples.len() {
+            0 => 0.0,
+            n => round(samples[((q * n as f64).ceil() as usize).clamp(1, n) - 1].as_secs_f64() * 1000.0, 1),
+        };
+        Self { p50: at(0.5), p95: at(0.95), max: at(1.0) }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    #[serde(flatten)]
+    header: Header<Workload>,
+    /// The incremental build alone, per edit (ms).
+    bare_build_ms: Percentiles,
+    /// Save → first answer of the new version with dev (ms).
+    whole_ms: Percentiles,
+    /// `whole` minus the build time dev reported (ms).
+    swap_ms: Percentiles,
+    /// whole p50 / bare build p50.
+    whole_over_bare_build: f64,
+    requests: u64,
+    failed_requests: Failures,
+    tilt_live_update_ms_published: f64,
+    goals: &'static str,
+    goals_met: bool,
+}
+
+/// The copy of `hello` (`devhello`) and how it is built.
+struct Project {
+    dir: PathBuf,
+    main: PathBuf,
+    build: String,
+    wasm: PathBuf,
+}
+
+impl Project {
+    fn create(samples: &Path, dir: &Path) -> Result<Self> {
+        let samples = samples.canonicalize().with_context(|| format!("{}", samples.display()))?;
+        let project = dir.join("devhello");
+        std::fs::create_dir_all(project.join("src"))?;
+        let manifest = std::fs::read_to_string(samples.join("hello/Cargo.toml"))?
+            .replace("name = \"hello\"", "name = \"devhello\"")
+            .replace("edition.workspace = true", "edition = \"2024\"")
+            .replace("license.workspace = true", "license = \"Apache-2.0\"");
+        let workspace = "\n[workspace]\n\n[profile.release]\nopt-level = \"s\"\nlto = true\nstrip = true\n";
+        std::fs::write(project.join("Cargo.toml"), manifest + workspace)?;
+        std::fs::copy(samples.join("Cargo.lock"), project.join("Cargo.lock"))?;
+        let main = project.join("src/main.rs");
+        std::fs::copy(samples.join("hello/src/main.rs"), &main)?;
+        let target = samples.join("target");
+        let build =
+            format!("CARGO_TARGET_DIR={} cargo build --release --target wasm32-wasip2 --offline", target.display());
+        Ok(Self { dir: project, main, build, wasm: target.join("wasm32-wasip2/release/devhello.wasm") })
+    }
+
+    async fn build_now(&self) -> Result<Duration> {
+        let started = Instant::now();
+        let out = tokio::process::Command::new("sh").arg("-c").arg(&self.build).current_dir(&self.dir).output().await?;
+        if !out.status.success() {
+            bail!("building devhello: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(started.elapsed())
+    }
+
+    /// Sets the version the service reports.
+    fn set_version(&self, version: &str) -> Result<()> {
+        let text = std::fs::read_to_string(&self.main)?;
+        let start = text.find("const VERSION: &str = \"").context("hello's VERSION constant")?;
+        let end = start + text[start..].find(";\n").context("the end of VERSION")?;
+        let edited = format!("{}const VERSION: &str = \"{version}\"{}", &text[..start], &text[end..]);
+        std::fs::write(&self.main, edited)?;
+        Ok(())
+    }
+}
+
+/// A duration as dev prints it (`Debug` with two decimals: `1.80s`, `850.12ms`).
+fn parse_duration(text: &str) -> Option<Duration> {
+    let (number, unit) = text.find(|c: char| c.is_ascii_alphabetic() || c == 'µ').map(|i| text.split_at(i))?;
+    let value: f64 = number.parse().ok()?;
+    let seconds = match unit {
+        "s" => value,
+        "ms" => value / 1e3,
+        "µs" => value / 1e6,
+        "ns" => value / 1e9,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(seconds))
+}
+
+pub async fn run(options: &Options, inputs: &Inputs, dir: &Path, servers: &mut Servers) -> Result<()> {
+    if options.edits == 0 {
+        bail!("--edits must be positive");
+    }
+    let machine = machine::describe(dir);
+    let wasmkube = machine::version(&inputs.wasmkube).await?;
+    let project = Project::create(&options.samples, dir)?;
+    project.build_now().await?;
+
+    // The baseline: the same edits, built and nothing else.
+    eprintln!("bare builds of {} edits...", options.edits);
+    let mut bare = Vec::new();
+    for i in 0..options.edits {
+        project.set_version(&format!("bare{i}"))?;
+        bare.push(project.build_now().await?);
+    }
+    project.set_version("v0")?;
+    project.build_now().await?;
+
+    let data = dir.join("wasmkube");
+    let cluster = Cluster::start(servers, &inputs.wasmkube, &data).await?;
+    let manifest = dir.join("devhello.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: devhello}}\nspec:\n  replicas: 1\n  \
+             selector: {{matchLabels: {{app: devhello}}}}\n  template:\n    metadata: {{labels: {{app: devhello}}}}\n    \
+             spec:\n      containers:\n      - name: web\n        image: {}\n        ports: [{{containerPort: {}}}]\n",
+            project.wasm.display(),
+            cluster::PORT
+        ),
+    )?;
+    let mut dev = tokio::process::Command::new(&inputs.wasmkube)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["dev", "-f"])
+        .arg(&manifest)
+        .arg("--watch")
+        .arg(project.dir.join("src"))
+        .args(["--build", &project.build])
+        .current_dir(&project.dir)
+        .env_remove("KUBECONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("dev.log"))?)
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting wasmkube dev")?;
+    let mut lines = BufReader::new(dev.stdout.take().context("dev's stdout")?).lines();
+    let next_line = async |lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>| -> Result<String> {
+        match tokio::time::timeout(Duration::from_secs(300), lines.next_line()).await {
+            Ok(Ok(Some(line))) => Ok(line),
+            Ok(Ok(None)) => bail!("wasmkube dev exited; see dev.log"),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => bail!("wasmkube dev printed nothing for 300 s"),
+        }
+    };
+    while !next_line(&mut lines).await?.starts_with("watching ") {}
+
+    // The pod, then load on it for the whole run.
+    let pods = cluster.pods.clone();
+    let address = loop {
+        let list = pods.list(&kube::api::ListParams::default().labels("app=devhello")).await?;
+        if let Some(ip) = list.items.first().and_then(cluster::pod_ip)
+            && cluster::first_request((ip, cluster::PORT).into()).await.is_ok()
+        {
+            break std::net::SocketAddr::new(ip, cluster::PORT);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let requests = Arc::new(AtomicU64::new(0));
+    let load = tokio::spawn({
+        let (stop, requests) = (stop.clone(), requests.clone());
+        async move {
+            let mut failures = Failures::default();
+            while !stop.load(Ordering::Relaxed) {
+                requests.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = cluster::first_request(address).await {
+                    failures.record(format!("{e:#}"));
+                }
+            }
+            failures
+        }
+    });
+
+    eprintln!("{} edits with wasmkube dev, the pod under load...", options.edits);
+    let (mut whole, mut swap) = (Vec::new(), Vec::new());
+    for i in 1..=options.edits {
+        let version = format!("v{i}");
+        let saved = Instant::now();
+        project.set_version(&version)?;
+        let wanted = format!("version={version} ");
+        let served = loop {
+            match cluster::first_request(address).await {
+                Ok((_, body)) if String::from_utf8_lossy(&body).contains(&wanted) => break saved.elapsed(),
+                _ => tokio::time::sleep(Duration::from_millis(2)).await,
+            }
+            if saved.elapsed() > Duration::from_secs(300) {
+                bail!("{version} was never served");
+            }
+        };
+        let status = loop {
+            let line = next_line(&mut lines).await?;
+            if line.starts_with('✓') || line.starts_with('✗') {
+                break line;
+            }
+        };
+        let built = status
+            .strip_prefix("✓ build ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(parse_duration)
+            .with_context(|| format!("dev's status line: {status}"))?;
+        whole.push(served);
+        swap.push(served.saturating_sub(built));
+        eprintln!("  {version}: {:.0?} from save, build {built:.0?}", served);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let failed = load.await?;
+    let _ = dev.kill().await;
+
+    let bare_ms = Percentiles::of(bare);
+    let whole_ms = Percentiles::of(whole);
+    let swap_ms = Percentiles::of(swap);
+    let whole_over_bare_build = ratio(whole_ms.p50, bare_ms.p50);
+    let goals_met = swap_ms.p95 <= GOAL_SWAP_P95_MS && whole_over_bare_build <= GOAL_WHOLE_RATIO && failed.count == 0;
+    let report = Report {
+        header: Header::new(
+            "pod-bench hot-reload",
+            machine,
+            wasmkube,
+            Workload {
+                description: "a copy of samples/hello deployed by `wasmkube dev` (1 replica, hot swap), its VERSION \
+                    edited once per round; GET / back to back on the pod IP throughout",
+                edits: options.edits,
+                build: project.build.clone(),
+            },
+        ),
+        bare_build_ms: bare_ms,
+        whole_ms,
+        swap_ms,
+        whole_over_bare_build,
+        requests: requests.load(Ordering::Relaxed),
+        failed_requests: failed,
+        tilt_live_update_ms_published: TILT_LIVE_UPDATE_MS,
+        goals: "swap p95 <= 200 ms; whole edit p50 <= 1.2x the bare build; 0 failed requests",
+        goals_met,
+    };
+    print(&report);
+    summary::write_json(&report, &options.out)?;
+    eprintln!("wrote {}", options.out.display());
+    Ok(())
+}
+
+fn print(r: &Report) {
+    println!("hot-reload: {} edits of a copy of hello; ms (p50 / p95 / max)", r.header.workload.edits);
+    let row = |name: &str, p: &Percentiles| println!("{name:<34} {:>8.1} {:>8.1} {:>8.1}", p.p50, p.p95, p.max);
+    row("bare incremental build", &r.bare_build_ms);
+    row("save -> new version served (dev)", &r.whole_ms);
+    row("  of which not the build (swap)", &r.swap_ms);
+    println!("whole / bare build (p50): {:.2}x", r.whole_over_bare_build);
+    println!("requests during the edits: {}, failed: {}", r.requests, r.failed_requests.count);
+    println!("Tilt live_update (published): {} ms", r.tilt_live_update_ms_published);
+    println!("goals {}: {}", r.goals, if r.goals_met { "met" } else { "NOT met" });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_as_dev_prints_them() {
+        assert_eq!(parse_duration("1.80s"), Some(Duration::from_millis(1800)));
+        assert_eq!(parse_duration("850.50ms"), Some(Duration::from_micros(850_500)));
+        assert_eq!(parse_duration("later"), None);
+    }
+}
