@@ -7,7 +7,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,49 +15,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use support::process::{BIN, Proc, path_str};
-
-/// A copy of the hello sample as its own crate (`devhello`), built into the samples' target
-/// directory so its dependencies are compiled once for both.
-struct Project {
-    dir: PathBuf,
-    main: PathBuf,
-    build: String,
-    wasm: PathBuf,
-}
-
-impl Project {
-    fn create(root: &Path) -> Self {
-        let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
-        let dir = root.join("devhello");
-        std::fs::create_dir_all(dir.join("src")).expect("project dirs");
-        let manifest = std::fs::read_to_string(samples.join("hello/Cargo.toml")).expect("hello's Cargo.toml");
-        let manifest = manifest
-            .replace("name = \"hello\"", "name = \"devhello\"")
-            .replace("edition.workspace = true", "edition = \"2024\"")
-            .replace("license.workspace = true", "license = \"Apache-2.0\"");
-        let workspace = "\n[workspace]\n\n[profile.release]\nopt-level = \"s\"\nlto = true\nstrip = true\n";
-        std::fs::write(dir.join("Cargo.toml"), manifest + workspace).expect("Cargo.toml");
-        std::fs::copy(samples.join("Cargo.lock"), dir.join("Cargo.lock")).expect("Cargo.lock");
-        let main = dir.join("src/main.rs");
-        std::fs::copy(samples.join("hello/src/main.rs"), &main).expect("main.rs");
-        let target = samples.join("target");
-        let build =
-            format!("CARGO_TARGET_DIR={} cargo build --release --target wasm32-wasip2 --offline", path_str(&target));
-        let wasm = target.join("wasm32-wasip2/release/devhello.wasm");
-        Project { dir, main, build, wasm }
-    }
-
-    fn build_now(&self) {
-        let out = Command::new("sh").arg("-c").arg(&self.build).current_dir(&self.dir).output().expect("cargo");
-        assert!(out.status.success(), "building devhello: {}", String::from_utf8_lossy(&out.stderr));
-    }
-
-    /// Rewrites the source: `edit` gets the current text.
-    fn edit(&self, edit: impl FnOnce(String) -> String) {
-        let text = std::fs::read_to_string(&self.main).expect("read main.rs");
-        std::fs::write(&self.main, edit(text)).expect("write main.rs");
-    }
-}
+use wasmkube_bench::devhello::Project;
 
 /// The lines a child prints, as they come.
 fn lines_of(stdout: impl Read + Send + 'static) -> Receiver<String> {
@@ -130,8 +88,9 @@ fn pods(data: &Path) -> Vec<(String, String)> {
 fn dev_rebuilds_and_swaps_in_place_under_load_and_keeps_serving_through_bad_versions() {
     support::sample("hello"); // the samples' dependencies, compiled once
     let root = tempfile::tempdir().expect("tempdir");
-    let project = Project::create(root.path());
-    project.build_now();
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
+    let project = Project::create(&samples, root.path()).expect("a copy of hello");
+    project.build_now().expect("devhello builds");
     let manifest = root.path().join("devhello.yaml");
     std::fs::write(
         &manifest,
@@ -195,26 +154,28 @@ fn dev_rebuilds_and_swaps_in_place_under_load_and_keeps_serving_through_bad_vers
     });
 
     // An edit: rebuilt, pushed and swapped in place.
-    project.edit(|text| text.replace("const VERSION: &str = \"v1\";", "const VERSION: &str = \"v2\";"));
+    project.set_version("v2").expect("edit");
     let seen = until(&lines, Duration::from_secs(300), |l| l.starts_with('✓') || l.starts_with('✗'));
     assert!(seen.last().is_some_and(|l| l.starts_with("✓ build") && l.contains("swapped 1 pod")), "{seen:#?}");
     eprintln!("dev: {}", seen.last().expect("a status line"));
     assert!(get(&address).expect("served").contains("version=v2"));
 
     // A syntax error: the compiler's message, and v2 still serving.
-    project.edit(|text| text.replace("const VERSION: &str = \"v2\";", "const VERSION: &str = \"v3\""));
+    project.edit(|text| text.replace("const VERSION: &str = \"v2\";", "const VERSION: &str = \"v3\"")).expect("edit");
     let seen = until(&lines, Duration::from_secs(300), |l| l.starts_with('✓') || l.starts_with('✗'));
     assert!(seen.last().is_some_and(|l| l.starts_with("✗ build failed")), "{seen:#?}");
     assert!(seen.iter().any(|l| l.contains("error") && l.contains("expected")), "the compiler's message: {seen:#?}");
     assert!(get(&address).expect("served").contains("version=v2"));
 
     // A version that traps on its first request: refused, v2 still serving.
-    project.edit(|text| {
-        text.replace("const VERSION: &str = \"v3\"", "const VERSION: &str = \"v4\";").replace(
-            "let pod = std::env::var",
-            "if VERSION == \"v4\" { panic!(\"v4 traps\") }\n    let pod = std::env::var",
-        )
-    });
+    project
+        .edit(|text| {
+            text.replace("const VERSION: &str = \"v3\"", "const VERSION: &str = \"v4\";").replace(
+                "let pod = std::env::var",
+                "if VERSION == \"v4\" { panic!(\"v4 traps\") }\n    let pod = std::env::var",
+            )
+        })
+        .expect("edit");
     let seen = until(&lines, Duration::from_secs(300), |l| l.starts_with('✓') || l.starts_with('✗'));
     assert!(seen.last().is_some_and(|l| l.starts_with("✗ the new version was refused")), "{seen:#?}");
     assert!(get(&address).expect("served").contains("version=v2"));

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
+use wasmkube_bench::devhello::Project;
 use wasmkube_bench::machine;
 use wasmkube_bench::servers::Servers;
 use wasmkube_bench::summary::{self, Failures, Header, ratio, round};
@@ -89,54 +90,6 @@ struct Report {
     goals_met: bool,
 }
 
-/// The copy of `hello` (`devhello`) and how it is built.
-struct Project {
-    dir: PathBuf,
-    main: PathBuf,
-    build: String,
-    wasm: PathBuf,
-}
-
-impl Project {
-    fn create(samples: &Path, dir: &Path) -> Result<Self> {
-        let samples = samples.canonicalize().with_context(|| format!("{}", samples.display()))?;
-        let project = dir.join("devhello");
-        std::fs::create_dir_all(project.join("src"))?;
-        let manifest = std::fs::read_to_string(samples.join("hello/Cargo.toml"))?
-            .replace("name = \"hello\"", "name = \"devhello\"")
-            .replace("edition.workspace = true", "edition = \"2024\"")
-            .replace("license.workspace = true", "license = \"Apache-2.0\"");
-        let workspace = "\n[workspace]\n\n[profile.release]\nopt-level = \"s\"\nlto = true\nstrip = true\n";
-        std::fs::write(project.join("Cargo.toml"), manifest + workspace)?;
-        std::fs::copy(samples.join("Cargo.lock"), project.join("Cargo.lock"))?;
-        let main = project.join("src/main.rs");
-        std::fs::copy(samples.join("hello/src/main.rs"), &main)?;
-        let target = samples.join("target");
-        let build =
-            format!("CARGO_TARGET_DIR={} cargo build --release --target wasm32-wasip2 --offline", target.display());
-        Ok(Self { dir: project, main, build, wasm: target.join("wasm32-wasip2/release/devhello.wasm") })
-    }
-
-    async fn build_now(&self) -> Result<Duration> {
-        let started = Instant::now();
-        let out = tokio::process::Command::new("sh").arg("-c").arg(&self.build).current_dir(&self.dir).output().await?;
-        if !out.status.success() {
-            bail!("building devhello: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(started.elapsed())
-    }
-
-    /// Sets the version the service reports.
-    fn set_version(&self, version: &str) -> Result<()> {
-        let text = std::fs::read_to_string(&self.main)?;
-        let start = text.find("const VERSION: &str = \"").context("hello's VERSION constant")?;
-        let end = start + text[start..].find(";\n").context("the end of VERSION")?;
-        let edited = format!("{}const VERSION: &str = \"{version}\"{}", &text[..start], &text[end..]);
-        std::fs::write(&self.main, edited)?;
-        Ok(())
-    }
-}
-
 /// A duration as dev prints it (`Debug` with two decimals: `1.80s`, `850.12ms`).
 fn parse_duration(text: &str) -> Option<Duration> {
     let (number, unit) = text.find(|c: char| c.is_ascii_alphabetic() || c == 'µ').map(|i| text.split_at(i))?;
@@ -158,17 +111,17 @@ pub async fn run(options: &Options, inputs: &Inputs, dir: &Path, servers: &mut S
     let machine = machine::describe(dir);
     let wasmkube = machine::version(&inputs.wasmkube).await?;
     let project = Project::create(&options.samples, dir)?;
-    project.build_now().await?;
+    project.build_now()?;
 
     // The baseline: the same edits, built and nothing else.
     eprintln!("bare builds of {} edits...", options.edits);
     let mut bare = Vec::new();
     for i in 0..options.edits {
         project.set_version(&format!("bare{i}"))?;
-        bare.push(project.build_now().await?);
+        bare.push(project.build_now()?);
     }
     project.set_version("v0")?;
-    project.build_now().await?;
+    project.build_now()?;
 
     let data = dir.join("wasmkube");
     let cluster = Cluster::start(servers, &inputs.wasmkube, &data).await?;
