@@ -1186,7 +1186,7 @@ async fn try_get(addr: &str) -> Result<String, String> {
 async fn an_opted_in_handler_swaps_to_a_new_image_in_place_without_failing_a_request() {
     use kube::api::{Patch, PatchParams};
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
     let (cluster, _agent) = cluster_with_agent().await;
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
@@ -1201,8 +1201,9 @@ async fn an_opted_in_handler_swaps_to_a_new_image_in_place_without_failing_a_req
 
     // Requests back to back for the whole swap: every one must be answered 200.
     let stop = Arc::new(AtomicBool::new(false));
+    let requests = Arc::new(AtomicU32::new(0));
     let load = tokio::spawn({
-        let (stop, addr) = (stop.clone(), addr.clone());
+        let (stop, addr, requests) = (stop.clone(), addr.clone(), requests.clone());
         async move {
             let (mut answered, mut failures) = (0u32, Vec::new());
             while !stop.load(Ordering::Relaxed) {
@@ -1210,6 +1211,7 @@ async fn an_opted_in_handler_swaps_to_a_new_image_in_place_without_failing_a_req
                     Ok(answer) if answer.starts_with("HTTP/1.1 200") => answered += 1,
                     other => failures.push(other),
                 }
+                requests.fetch_add(1, Ordering::Relaxed);
             }
             (answered, failures)
         }
@@ -1224,7 +1226,13 @@ async fn an_opted_in_handler_swaps_to_a_new_image_in_place_without_failing_a_req
         async move { try_get(&addr).await.ok().filter(|a| a.contains("flaky: a sample for probes")) }
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Some more requests on the new version before the load stops.
+    let after_swap = requests.load(Ordering::Relaxed) + 20;
+    eventually(Duration::from_secs(30), "20 more requests", || {
+        let requests = requests.clone();
+        async move { (requests.load(Ordering::Relaxed) >= after_swap).then_some(()) }
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     let (answered, failures) = load.await.expect("load");
     assert!(failures.is_empty(), "{} of {} requests failed: {:?}", failures.len(), answered, &failures[..1]);

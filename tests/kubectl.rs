@@ -517,11 +517,8 @@ fn port_forward_reaches_http_handlers_and_socket_listeners_over_both_transports(
     let mut nothing = Vec::new();
     let _ = stream.read_to_end(&mut nothing);
     assert!(nothing.is_empty());
-    std::thread::sleep(Duration::from_millis(500));
-    let _ = forward.child.0.kill();
-    let mut err = String::new();
-    forward.child.0.stderr.take().expect("stderr").read_to_string(&mut err).expect("stderr");
-    assert!(err.contains("an error occurred forwarding"), "{err}");
+    let stderr = forward.child.0.stderr.take().expect("stderr");
+    let err = read_until(stderr, Duration::from_secs(30), |l| l.contains("an error occurred forwarding")).join("\n");
     assert!(err.contains("error forwarding port 9999 to pod default/echo"), "{err}");
     assert!(err.contains("Connection refused") || err.contains("connection refused"), "{err}");
 }
@@ -531,12 +528,16 @@ fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     text.lines().find_map(|l| l.trim_start().strip_prefix(key)?.strip_prefix(':')).map(str::trim)
 }
 
-/// Reads `child`'s stdout lines until one satisfies `done`, or fails after `within`; all lines read.
-fn read_until(child: &mut Reaped, within: Duration, done: impl Fn(&str) -> bool + Send + 'static) -> Vec<String> {
-    let stdout = child.0.stdout.take().expect("stdout piped");
+/// Reads lines of a child's output until one satisfies `done`, or fails after `within`; all
+/// lines read.
+fn read_until(
+    output: impl std::io::Read + Send + 'static,
+    within: Duration,
+    done: impl Fn(&str) -> bool + Send + 'static,
+) -> Vec<String> {
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
+        for line in BufReader::new(output).lines() {
             let Ok(line) = line else { return };
             let finished = done(&line);
             if sender.send(line).is_err() || finished {
@@ -579,7 +580,8 @@ fn logs_exec_describe_events_wait_and_delete() {
 
     // logs: both streams, -f until a later line, --tail, a workload's pod, the previous run.
     let mut follow = Reaped(c.command(&["logs", "-f", "box"]).stdout(Stdio::piped()).spawn().expect("logs -f"));
-    let lines = read_until(&mut follow, Duration::from_secs(30), |l| l == "second");
+    let stdout = follow.0.stdout.take().expect("stdout piped");
+    let lines = read_until(stdout, Duration::from_secs(30), |l| l == "second");
     assert_eq!(lines, ["first", "to-stderr", "second"]);
     drop(follow);
     assert_eq!(c.ok(&["logs", "box", "--tail=1"]), "second\n");
