@@ -144,17 +144,22 @@ pub async fn run(args: &DevArgs, options: &ClientOptions, out: &mut impl Write) 
             .map_err(|e| Error::Usage(format!("watching {}: {e}", path.display())))?;
     }
 
+    // A file saved while the last build ran, which that build may have missed.
+    let mut carried: Option<PathBuf> = None;
     loop {
-        let first = tokio::select! {
-            path = events.recv() => match path { Some(path) => path, None => break },
-            _ = tokio::signal::ctrl_c() => break,
+        let first = match carried.take() {
+            Some(path) => path,
+            None => tokio::select! {
+                path = events.recv() => match path { Some(path) => path, None => break },
+                _ = tokio::signal::ctrl_c() => break,
+            },
         };
+        let saved = Instant::now();
         // Debounce: wait for a quiet spell, then build once for the whole burst.
         let mut changed: HashSet<PathBuf> = HashSet::from([first]);
         while let Ok(Some(path)) = tokio::time::timeout(DEBOUNCE, events.recv()).await {
             changed.insert(path);
         }
-        let saved = Instant::now();
         let shown = changed.iter().next().map(|p| p.display().to_string()).unwrap_or_default();
         writeln!(
             out,
@@ -162,12 +167,19 @@ pub async fn run(args: &DevArgs, options: &ClientOptions, out: &mut impl Write) 
             if changed.len() > 1 { format!(" (+{})", changed.len() - 1) } else { String::new() }
         )?;
         out.flush()?;
+        let building = std::time::SystemTime::now();
         if let Err(e) = cycle(&client, &namespace, args, (&build, &build_dir), saved, out).await {
             writeln!(out, "✗ {e}")?;
         }
         out.flush()?;
-        // Changes made during the build were built too.
-        while events.try_recv().is_ok() {}
+        // Events that came in meanwhile: late echoes of the same save are dropped, while a file
+        // written since the build started starts the next round.
+        while let Ok(path) = events.try_recv() {
+            let modified = std::fs::metadata(&path).and_then(|m| m.modified());
+            if carried.is_none() && modified.is_ok_and(|at| at >= building) {
+                carried = Some(path);
+            }
+        }
     }
     drop(watcher);
     if args.cleanup {
