@@ -164,12 +164,16 @@ pub async fn run(options: &Options, inputs: &Inputs, dir: &Path, servers: &mut S
 
     // The pod, then load on it for the whole run.
     let pods = cluster.pods.clone();
+    let deadline = Instant::now() + Duration::from_secs(120);
     let address = loop {
         let list = pods.list(&kube::api::ListParams::default().labels("app=devhello")).await?;
         if let Some(ip) = list.items.first().and_then(cluster::pod_ip)
             && cluster::first_request((ip, cluster::PORT).into()).await.is_ok()
         {
             break std::net::SocketAddr::new(ip, cluster::PORT);
+        }
+        if Instant::now() > deadline {
+            bail!("the devhello pod did not serve within 120 s");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };

@@ -38,10 +38,7 @@ pub async fn pod_exec(
     Path((namespace, name)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    match exec(&state, &namespace, &name, request).await {
-        Ok(response) => response,
-        Err(e) => e.into_response(),
-    }
+    exec(&state, &namespace, &name, request).await.unwrap_or_else(IntoResponse::into_response)
 }
 
 pub async fn pod_attach(
@@ -49,10 +46,7 @@ pub async fn pod_attach(
     Path((namespace, name)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    match attach(&state, &namespace, &name, request).await {
-        Ok(response) => response,
-        Err(e) => e.into_response(),
-    }
+    attach(&state, &namespace, &name, request).await.unwrap_or_else(IntoResponse::into_response)
 }
 
 pub async fn pod_portforward(
@@ -60,10 +54,7 @@ pub async fn pod_portforward(
     Path((namespace, name)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    match port_forward(&state, &namespace, &name, request).await {
-        Ok(response) => response,
-        Err(e) => e.into_response(),
-    }
+    port_forward(&state, &namespace, &name, request).await.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn pod(state: &AppState, namespace: &str, name: &str) -> Result<Value, ApiError> {

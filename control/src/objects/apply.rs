@@ -128,11 +128,7 @@ pub fn apply_to(
     };
     let mut entries: Vec<Value> =
         live.and_then(|l| l.pointer("/metadata/managedFields")).and_then(Value::as_array).cloned().unwrap_or_default();
-    let is_mine = |e: &Value| {
-        e.get("manager").and_then(Value::as_str) == Some(manager)
-            && e.get("operation").and_then(Value::as_str) == Some("Apply")
-            && e.get("subresource").and_then(Value::as_str).unwrap_or("") == subresource
-    };
+    let is_mine = |e: &Value| is_entry_of(e, (manager, "Apply", subresource));
     let previous = entries.iter().find(|e| is_mine(e)).map(|e| FieldSet::from_json(&e["fieldsV1"])).unwrap_or_default();
 
     let mut object = live.cloned().unwrap_or_else(|| json!({}));
@@ -189,20 +185,7 @@ pub fn apply_to(
     let unchanged = entries.iter().find(|e| is_mine(e)).filter(|e| FieldSet::from_json(&e["fieldsV1"]) == applied);
     // The same fields applied again keep their entry, time included: an unchanged re-apply
     // must not be a write.
-    let mine = unchanged.cloned().unwrap_or_else(|| {
-        let mut entry = json!({
-            "manager": manager,
-            "operation": "Apply",
-            "apiVersion": kind.api_version(),
-            "time": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-            "fieldsType": "FieldsV1",
-            "fieldsV1": applied.to_json(),
-        });
-        if !subresource.is_empty() {
-            entry["subresource"] = json!(subresource);
-        }
-        entry
-    });
+    let mine = unchanged.cloned().unwrap_or_else(|| new_entry(kind, (manager, "Apply", subresource), &applied));
     match entries.iter_mut().find(|e| is_mine(e)) {
         Some(entry) => *entry = mine,
         None => entries.push(mine),
@@ -258,11 +241,7 @@ pub fn record_update(
         Some(entries) if !entries.is_empty() => entries.clone(),
         _ => old.pointer("/metadata/managedFields").and_then(Value::as_array).cloned().unwrap_or_default(),
     };
-    let is_mine = |e: &Value| {
-        e.get("manager").and_then(Value::as_str) == Some(manager)
-            && e.get("operation").and_then(Value::as_str) == Some("Update")
-            && e.get("subresource").and_then(Value::as_str).unwrap_or("") == subresource
-    };
+    let is_mine = |e: &Value| is_entry_of(e, (manager, "Update", subresource));
     for entry in entries.iter_mut().filter(|e| !is_mine(e)) {
         let mut owned = FieldSet::from_json(&entry["fieldsV1"]);
         for path in changed.iter().chain(&removed) {
@@ -279,22 +258,36 @@ pub fn record_update(
     }
     entries.retain(|e| !is_mine(e) && !FieldSet::from_json(&e["fieldsV1"]).is_empty());
     if !mine.is_empty() {
-        let mut entry = json!({
-            "manager": manager,
-            "operation": "Update",
-            "apiVersion": kind.api_version(),
-            "time": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-            "fieldsType": "FieldsV1",
-            "fieldsV1": mine.to_json(),
-        });
-        if !subresource.is_empty() {
-            entry["subresource"] = json!(subresource);
-        }
-        entries.push(entry);
+        entries.push(new_entry(kind, (manager, "Update", subresource), &mine));
     }
     if let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.insert("managedFields".into(), Value::Array(entries));
     }
+}
+
+/// Whether a managedFields entry is `(manager, operation, subresource)`'s (`""`: the resource
+/// itself).
+fn is_entry_of(entry: &Value, (manager, operation, subresource): (&str, &str, &str)) -> bool {
+    let text = |k: &str| entry.get(k).and_then(Value::as_str);
+    text("manager") == Some(manager)
+        && text("operation") == Some(operation)
+        && text("subresource").unwrap_or("") == subresource
+}
+
+/// A managedFields entry, dated now, for `(manager, operation, subresource)` owning `fields`.
+fn new_entry(kind: &Kind, (manager, operation, subresource): (&str, &str, &str), fields: &FieldSet) -> Value {
+    let mut entry = json!({
+        "manager": manager,
+        "operation": operation,
+        "apiVersion": kind.api_version(),
+        "time": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "fieldsType": "FieldsV1",
+        "fieldsV1": fields.to_json(),
+    });
+    if !subresource.is_empty() {
+        entry["subresource"] = json!(subresource);
+    }
+    entry
 }
 
 /// The value at a field-set path, if the object has it.
