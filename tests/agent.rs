@@ -1226,7 +1226,26 @@ async fn an_opted_in_handler_swaps_to_a_new_image_in_place_without_failing_a_req
         async move { try_get(&addr).await.ok().filter(|a| a.contains("flaky: a sample for probes")) }
     })
     .await;
-    // Some more requests on the new version before the load stops.
+    // Not compiled on this node before: baseline code served first, then Cranelift's code took
+    // over, also under load.
+    let events: Api<Event> = Api::namespaced(cluster.client.clone(), "default");
+    let event = |reason: &'static str, containing: &'static str| {
+        let events = events.clone();
+        move || {
+            let events = events.clone();
+            async move {
+                let list = events.list(&ListParams::default().fields("involvedObject.name=web")).await.ok()?;
+                list.items.into_iter().find(|e| {
+                    e.reason.as_deref() == Some(reason) && e.message.as_deref().is_some_and(|m| m.contains(containing))
+                })
+            }
+        }
+    };
+    let swap = eventually(Duration::from_secs(30), "a Swapped event", event("Swapped", "flaky.wasm")).await;
+    let message = swap.message.unwrap_or_default();
+    assert!(message.contains("(baseline code; optimised code follows)"), "{message}");
+    eventually(Duration::from_secs(60), "a Recompiled event", event("Recompiled", "flaky.wasm")).await;
+    // Some more requests on the optimised version before the load stops.
     let after_swap = requests.load(Ordering::Relaxed) + 20;
     eventually(Duration::from_secs(30), "20 more requests", || {
         let requests = requests.clone();
@@ -1245,20 +1264,59 @@ async fn an_opted_in_handler_swaps_to_a_new_image_in_place_without_failing_a_req
 
     // A version that is no handler is refused, and the one serving goes on.
     pods.patch("web", &PatchParams::default(), &set_image("job")).await.expect("change the image");
-    let events: Api<Event> = Api::namespaced(cluster.client.clone(), "default");
-    let refused = eventually(Duration::from_secs(60), "a SwapFailed event", || {
-        let events = events.clone();
-        async move {
-            let list = events.list(&ListParams::default().fields("involvedObject.name=web")).await.ok()?;
-            list.items.into_iter().find(|e| e.reason.as_deref() == Some("SwapFailed"))
-        }
-    })
-    .await;
+    let refused = eventually(Duration::from_secs(60), "a SwapFailed event", event("SwapFailed", "")).await;
     let message = refused.message.unwrap_or_default();
     assert!(message.contains("not a wasi:http handler") && message.contains("flaky.wasm"), "{message}");
     assert!(try_get(&addr).await.expect("still serving").contains("flaky: a sample for probes"));
     let kept = pods.get("web").await.expect("get");
     assert_eq!(container_status(&kept)["image"], image("flaky"));
+
+    // Back to a version this node has compiled: its optimised code serves at once.
+    pods.patch("web", &PatchParams::default(), &set_image("hello")).await.expect("change the image");
+    let back = eventually(Duration::from_secs(30), "a Swapped event", event("Swapped", "hello.wasm")).await;
+    let message = back.message.unwrap_or_default();
+    assert!(message.contains("(optimised code)"), "{message}");
+    assert!(try_get(&addr).await.expect("serving").contains("Hello from wasmkube"));
+}
+
+#[tokio::test]
+async fn a_pod_whose_image_changes_restarts_its_container_with_the_new_image() {
+    use kube::api::{Patch, PatchParams};
+
+    let (cluster, _agent) = cluster_with_agent().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    // restartPolicy Never: a changed image restarts the container regardless, as in Kubernetes.
+    let web = pod("plain", "Never", json!([{"name": "web", "image": image("hello"), "ports": [{"containerPort": 8080}]}]));
+    pods.create(&PostParams::default(), &web).await.expect("create");
+    let before = wait_for(&pods, "plain", "web Ready", |p| container_status(p)["ready"] == true).await;
+    let ip = before.status.as_ref().and_then(|s| s.pod_ip.clone()).expect("a pod IP");
+    let addr = format!("{ip}:8080");
+    assert!(http_get(&addr).await.contains("Hello from wasmkube"));
+
+    let patch = Patch::Strategic(json!({"spec": {"containers": [{"name": "web", "image": image("flaky")}]}}));
+    pods.patch("plain", &PatchParams::default(), &patch).await.expect("change the image");
+    let after = wait_for(&pods, "plain", "web restarted on the new image", |p| {
+        let status = container_status(p);
+        status["image"] == image("flaky") && status["ready"] == true && status["restartCount"] == 1
+    })
+    .await;
+    let status = container_status(&after);
+    assert_eq!(status["lastState"]["terminated"]["reason"], "Completed", "{status}");
+    assert_ne!(status["imageID"], container_status(&before)["imageID"]);
+    assert_eq!(after.metadata.uid, before.metadata.uid);
+    eventually(Duration::from_secs(30), "the new version answering", || {
+        let addr = addr.clone();
+        async move { try_get(&addr).await.ok().filter(|a| a.contains("flaky: a sample for probes")) }
+    })
+    .await;
+    let events: Api<Event> = Api::namespaced(cluster.client.clone(), "default");
+    let list = events.list(&ListParams::default().fields("involvedObject.name=plain")).await.expect("events");
+    let killing: Vec<_> = list.items.iter().filter(|e| e.reason.as_deref() == Some("Killing")).collect();
+    assert!(
+        killing.iter().any(|e| e.message.as_deref() == Some("Container web definition changed, will be restarted")),
+        "{killing:?}"
+    );
+    assert!(!list.items.iter().any(|e| e.reason.as_deref() == Some("Swapped")), "not opted in: no swap");
 }
 
 #[tokio::test]

@@ -28,8 +28,10 @@ use crate::{ClientOptions, apply, config, local_images, resource};
 
 /// The annotation that opts a pod (template) in to in-place swaps.
 pub const HOT_SWAP: &str = "wasmkube.dev/hot-swap";
-/// Quiet time after the last file event before a build starts (editors write in bursts).
-const DEBOUNCE: Duration = Duration::from_millis(150);
+/// Quiet time after the last file event before a build starts. An editor's save is a burst of
+/// events (write a temp file, rename, chmod) a few milliseconds apart; every millisecond here is
+/// added to each edit, and a file written after the build started starts another round anyway.
+const DEBOUNCE: Duration = Duration::from_millis(50);
 /// How long a swap may take to show on every pod before dev says so and goes on.
 const SWAP_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_BUILD: &str = "cargo build --release --target wasm32-wasip2";

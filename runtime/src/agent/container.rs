@@ -148,13 +148,45 @@ impl Spec {
 pub async fn run(pod: Arc<PodContext>, mut spec: Spec, shared: Shared, stop: CancellationToken) {
     let mut failures_in_a_row: u32 = 0;
     let mut pull_failures: u32 = 0;
+    let swaps_in_place = super::hot_swap::opted_in(&pod.pod);
     loop {
-        // A restart runs the image last swapped in, not the one the pod started with.
+        // A restart runs the image the pod asks for now (changed, or swapped in), not the one it
+        // started with.
         spec.image = shared.wanted_image(spec.index).borrow().clone();
         let started = Instant::now();
         let (log_dir, this_run) = (pod.dir.join(&spec.name), run_number(&shared, &spec));
-        let (exit_code, reason, message, started_at) = match start_and_wait(&pod, &spec, &shared, &stop).await {
+        let run_stop = stop.child_token();
+        let work = start_and_wait(&pod, &spec, &shared, &run_stop);
+        tokio::pin!(work);
+        let (result, redefined) = tokio::select! {
+            result = &mut work => (result, false),
+            () = image_changed(&shared, &spec, swaps_in_place) => {
+                let message = format!("Container {} definition changed, will be restarted", spec.name);
+                pod.event("Normal", "Killing", &message).await;
+                shared.update(spec.index, |s| s.ready = false);
+                run_stop.cancel();
+                (work.await, true)
+            }
+        };
+        let (exit_code, reason, message, started_at) = match result {
             Ok(Some(ended)) => ended,
+            // Kubernetes restarts a container whose image changed whatever the restart policy,
+            // at once (no back-off: it did not fail).
+            Ok(None) if redefined && !stop.is_cancelled() => {
+                log::mark_ended(&log_dir, this_run, true);
+                shared.update(spec.index, |s| {
+                    let started_at = match &s.state {
+                        State::Running { started_at } => started_at.clone(),
+                        _ => now(),
+                    };
+                    let message = String::new();
+                    let (reason, finished_at) = ("Completed".to_string(), now());
+                    s.last_state = Some(State::Terminated { exit_code: 0, reason, message, started_at, finished_at });
+                    s.restart_count += 1;
+                    s.ready = false;
+                });
+                continue;
+            }
             Ok(None) => {
                 log::mark_ended(&log_dir, this_run, false);
                 // Stopped from outside: no longer serving, so no longer ready.
@@ -239,6 +271,24 @@ pub async fn run(pod: Arc<PodContext>, mut spec: Spec, shared: Shared, stop: Can
     }
 }
 
+/// Resolves when the pod asks the container for an image other than the one this run started
+/// with; never for a pod that swaps images in place (`hot_swap`), whose handlers follow the
+/// change while running.
+async fn image_changed(shared: &Shared, spec: &Spec, swaps_in_place: bool) {
+    if swaps_in_place {
+        return std::future::pending().await;
+    }
+    let mut wanted = shared.wanted_image(spec.index);
+    loop {
+        if *wanted.borrow_and_update() != spec.image {
+            return;
+        }
+        if wanted.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
 /// After a failed pull: ErrImagePull, then ImagePullBackOff until the next attempt, as the
 /// kubelet reports it. False when the container was stopped meanwhile.
 async fn image_pull_backoff(
@@ -319,7 +369,10 @@ async fn start_and_wait(
         .map_err(|e| e.to_string())??;
     let (digest, workload, source) = prepared;
     pod.metrics.record_compile(source);
-    shared.update(spec.index, |s| s.image_id = image_id.clone());
+    shared.update(spec.index, |s| {
+        s.image = spec.image.clone();
+        s.image_id = image_id.clone();
+    });
     let fetched = if cached { "already present on machine".to_string() } else { format!("pulled in {pull_time:?}") };
     pod.event(
         "Normal",
@@ -391,7 +444,6 @@ async fn start_and_wait(
             let run = Run { pod, spec, shared, workload: &workload, config: &config, started };
             let handler = Handler {
                 pre: CurrentVersion::new(pre.clone()),
-                engine,
                 config: Arc::new(config.clone()),
                 deadline: pod.request_deadline,
                 limit: pod.max_concurrency.map(ConcurrencyLimit::new),

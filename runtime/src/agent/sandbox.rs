@@ -280,17 +280,16 @@ impl Sandbox {
     /// Takes note of the pod as the API has it now: if its Ready condition is not what this
     /// sandbox last reported, reports again.
     pub fn observe(&self, pod: &Pod) {
-        // An opted-in pod's new images are swapped in place by its containers' tasks.
-        if super::hot_swap::opted_in(pod) {
-            let containers = pod.spec.iter().flat_map(|s| s.containers.iter());
-            for (sender, container) in self.shared.images.iter().zip(containers) {
-                let image = container.image.clone().unwrap_or_default();
-                sender.send_if_modified(|wanted| {
-                    let changed = *wanted != image;
-                    *wanted = image;
-                    changed
-                });
-            }
+        // A changed image: an opted-in pod's handlers swap to it in place, other containers are
+        // restarted with it (see `container::run`).
+        let containers = pod.spec.iter().flat_map(|s| s.containers.iter());
+        for (sender, container) in self.shared.images.iter().zip(containers) {
+            let image = container.image.clone().unwrap_or_default();
+            sender.send_if_modified(|wanted| {
+                let changed = *wanted != image;
+                *wanted = image;
+                changed
+            });
         }
         let api = pod
             .status

@@ -52,6 +52,11 @@ impl DiskCache {
         self.dir.join(format!("{hex}-{}.cwasm", self.fingerprint))
     }
 
+    /// Whether code for `digest` is cached (it may still fail to load).
+    pub fn has(&self, digest: &str) -> bool {
+        self.path(digest).exists()
+    }
+
     /// The cached component for `digest`, if any. A file that does not load is removed.
     pub fn component(&self, engine: &Engine, digest: &str) -> Option<Component> {
         // SAFETY: `deserialize_file` trusts that the file holds code wasmtime produced for a

@@ -24,22 +24,36 @@ use super::usage::Timed;
 use super::{Guest, GuestConfig};
 
 /// The version of a handler that new requests get: swapped in place by a hot swap, while
-/// requests already running keep the instance they started with.
+/// requests already running keep the instance they started with. Each replacement is numbered,
+/// so a late replacement (optimised code for a version since swapped out) can be refused.
+/// A version carries its engine: baseline and optimised code come from different engines.
 #[derive(Clone)]
-pub struct CurrentVersion(Arc<std::sync::RwLock<ProxyPre<Guest>>>);
+pub struct CurrentVersion(Arc<std::sync::RwLock<(u64, ProxyPre<Guest>)>>);
 
 impl CurrentVersion {
     pub fn new(pre: ProxyPre<Guest>) -> Self {
-        Self(Arc::new(std::sync::RwLock::new(pre)))
+        Self(Arc::new(std::sync::RwLock::new((0, pre))))
     }
 
     fn get(&self) -> ProxyPre<Guest> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.0.read().unwrap_or_else(|p| p.into_inner()).1.clone()
     }
 
-    /// From the next request on, `pre` serves.
-    pub fn replace(&self, pre: ProxyPre<Guest>) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = pre;
+    /// From the next request on, `pre` serves; the number of this replacement.
+    pub fn replace(&self, pre: ProxyPre<Guest>) -> u64 {
+        let mut current = self.0.write().unwrap_or_else(|p| p.into_inner());
+        *current = (current.0 + 1, pre);
+        current.0
+    }
+
+    /// Replaces the version put in by replacement `number` only if it still serves; whether it did.
+    pub fn replace_if_current(&self, number: u64, pre: ProxyPre<Guest>) -> bool {
+        let mut current = self.0.write().unwrap_or_else(|p| p.into_inner());
+        if current.0 != number {
+            return false;
+        }
+        *current = (number + 1, pre);
+        true
     }
 }
 
@@ -47,7 +61,6 @@ impl CurrentVersion {
 #[derive(Clone)]
 pub struct Handler {
     pub pre: CurrentVersion,
-    pub engine: wasmtime::Engine,
     pub config: Arc<GuestConfig>,
     /// A request still running after this is stopped and answered 504.
     pub deadline: Duration,
@@ -182,7 +195,7 @@ impl Handler {
     where
         B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
     {
-        let mut store = Store::new(&self.engine, self.config.guest()?);
+        let mut store = Store::new(pre.engine(), self.config.guest()?);
         store.limiter(|g| &mut g.limits);
         share_cpu(&mut store, self.config.cpu_quota.clone());
         let (sender, receiver) = tokio::sync::oneshot::channel();

@@ -2,6 +2,11 @@
 //! interruption), compiles Wasm once per digest, and turns a compiled binary into a [`Workload`]:
 //! a wasi:http handler (fresh instance per request, see [`http`]), a wasi:cli command or a WASI p1
 //! module (run to completion, see [`command`]).
+//!
+//! Code is compiled by Cranelift (optimising). Hot swaps, where the time from a save to the new
+//! version serving is what counts, can first run baseline code from Winch, a single-pass compiler
+//! that is several times quicker to compile with, while Cranelift compiles in the background
+//! ([`Host::prepare_baseline`]).
 
 mod cache;
 pub mod command;
@@ -18,7 +23,9 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, Module, OptLevel, PoolingAllocationConfig, RegallocAlgorithm, Strategy,
+};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
@@ -75,6 +82,10 @@ pub struct Host {
     /// Linked workloads by digest; a cell is filled once, by whoever compiles first.
     compiled: Mutex<HashMap<String, Arc<LinkCell>>>,
     disk: Option<cache::DiskCache>,
+    pool: PoolSize,
+    /// The Winch engine for baseline code, made on the first hot swap (its pool reserves address
+    /// space, which agents that never swap need not pay for). `Err` where Winch does not run.
+    baseline: OnceLock<Result<Engine, String>>,
 }
 
 /// Sizes of the pooling allocator: hard caps on what can be instantiated at once.
@@ -96,7 +107,47 @@ impl Host {
     /// Builds the engine and starts the epoch ticker thread (it stops when the `Host` is dropped).
     /// `cache_dir`, if given, keeps compiled code across restarts.
     pub fn new(pool: &PoolSize, cache_dir: Option<std::path::PathBuf>) -> Result<Arc<Self>, HostError> {
+        let engine = Self::engine_for(pool, Strategy::Cranelift)?;
+        let disk = match cache_dir {
+            Some(dir) => Some(cache::DiskCache::new(dir, &engine).map_err(|e| HostError::Engine(e.to_string()))?),
+            None => None,
+        };
+        let host = Arc::new(Self {
+            engine,
+            compiled: Mutex::new(HashMap::new()),
+            disk,
+            pool: pool.clone(),
+            baseline: OnceLock::new(),
+        });
+        let weak = Arc::downgrade(&host);
+        std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                while let Some(host) = weak.upgrade() {
+                    host.engine.increment_epoch();
+                    if let Some(Ok(baseline)) = host.baseline.get() {
+                        baseline.increment_epoch();
+                    }
+                    drop(host);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| HostError::Engine(e.to_string()))?;
+        Ok(host)
+    }
+
+    /// An engine with the node's settings, compiling with `strategy`.
+    fn engine_for(pool: &PoolSize, strategy: Strategy) -> Result<Engine, HostError> {
         let mut config = Config::new();
+        config.strategy(strategy);
+        if matches!(strategy, Strategy::Winch) {
+            // Winch leaves the trampolines between host and guest to Cranelift, and they are most
+            // of its compile time (measured on the hello sample: 90 ms, and 65 ms with these).
+            // Unoptimised trampolines cost little at run time, and the baseline code is replaced
+            // soon anyway.
+            config.cranelift_opt_level(OptLevel::None);
+            config.cranelift_regalloc_algorithm(RegallocAlgorithm::SinglePass);
+        }
         config.epoch_interruption(true);
         // Reserve only what an instance may use (plus the guard) instead of the default multi-GiB
         // static reservation: with thousands of pool slots per node, the default would ask the
@@ -110,24 +161,7 @@ impl Host {
         pooling.total_tables(pool.instances);
         pooling.max_memory_size(pool.max_memory);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
-        let engine = Engine::new(&config).map_err(|e| HostError::Engine(format!("{e:#}")))?;
-        let disk = match cache_dir {
-            Some(dir) => Some(cache::DiskCache::new(dir, &engine).map_err(|e| HostError::Engine(e.to_string()))?),
-            None => None,
-        };
-        let host = Arc::new(Self { engine, compiled: Mutex::new(HashMap::new()), disk });
-        let weak = Arc::downgrade(&host);
-        std::thread::Builder::new()
-            .name("epoch-ticker".into())
-            .spawn(move || {
-                while let Some(host) = weak.upgrade() {
-                    host.engine.increment_epoch();
-                    drop(host);
-                    std::thread::sleep(EPOCH_TICK);
-                }
-            })
-            .map_err(|e| HostError::Engine(e.to_string()))?;
-        Ok(host)
+        Engine::new(&config).map_err(|e| HostError::Engine(format!("{e:#}")))
     }
 
     pub fn engine(&self) -> &Engine {
@@ -139,6 +173,36 @@ impl Host {
         format!("sha256:{:x}", Sha256::digest(bytes))
     }
 
+    /// Whether `prepare` of this digest needs no compiling: it is loaded, or in the disk cache.
+    pub fn is_compiled(&self, digest: &str) -> bool {
+        let loaded = self.compiled.lock().expect("compile cache lock").get(digest).is_some_and(|c| c.get().is_some());
+        loaded || self.disk.as_ref().is_some_and(|d| d.has(digest))
+    }
+
+    /// Compiles the binary to baseline code with Winch and links it, for a hot swap that should
+    /// serve before Cranelift is done. Nothing is cached: the optimised code from
+    /// [`Host::prepare`] replaces it. `Ok(None)` where Winch does not run or cannot compile this
+    /// binary (a proposal it lacks): the caller uses `prepare`, which also reports real errors.
+    /// Blocking: call from `spawn_blocking`.
+    pub fn prepare_baseline(&self, bytes: &[u8]) -> Option<Workload> {
+        let engine = match self.baseline.get_or_init(|| {
+            Self::engine_for(&self.pool, Strategy::Winch).map_err(|e| {
+                tracing::info!(error = %e, "no baseline compiler on this node; hot swaps wait for Cranelift");
+                e.to_string()
+            })
+        }) {
+            Ok(engine) => engine,
+            Err(_) => return None,
+        };
+        match Self::link(engine, None, bytes, &Self::digest(bytes)) {
+            Ok((workload, _)) => Some(workload),
+            Err(e) => {
+                tracing::debug!(error = %e, "baseline compile failed; falling back to Cranelift");
+                None
+            }
+        }
+    }
+
     /// Compiles (or reuses) the binary and links it into a workload. Blocking: call from
     /// `spawn_blocking`.
     pub fn prepare(&self, bytes: &[u8]) -> Result<(String, Workload, Source), HostError> {
@@ -148,7 +212,7 @@ impl Host {
         let cell = self.compiled.lock().expect("compile cache lock").entry(digest.clone()).or_default().clone();
         let mut fresh = None;
         let linked = cell.get_or_init(|| {
-            let result = self.link(bytes, &digest).map_err(Arc::new);
+            let result = Self::link(&self.engine, self.disk.as_ref(), bytes, &digest).map_err(Arc::new);
             if let Ok((_, source)) = &result {
                 fresh = Some(*source);
             }
@@ -164,7 +228,13 @@ impl Host {
         }
     }
 
-    fn link(&self, bytes: &[u8], digest: &str) -> Result<(Workload, Source), HostError> {
+    /// Compiles with `engine` (or loads from `disk`) and links.
+    fn link(
+        engine: &Engine,
+        disk: Option<&cache::DiskCache>,
+        bytes: &[u8],
+        digest: &str,
+    ) -> Result<(Workload, Source), HostError> {
         const MAGIC: &[u8] = b"\0asm";
         if bytes.len() < 8 || &bytes[..4] != MAGIC {
             return Err(HostError::NotWasm);
@@ -172,11 +242,11 @@ impl Host {
         let link_err = |e: wasmtime::Error| HostError::Link(format!("{e:#}"));
         // Byte 6 is the layer: 0 for core modules, 1 for components.
         if bytes[6] == 0 {
-            let (module, source) = match self.disk.as_ref().and_then(|d| d.module(&self.engine, digest)) {
+            let (module, source) = match disk.and_then(|d| d.module(engine, digest)) {
                 Some(module) => (module, Source::Disk),
                 None => {
-                    let module = Module::new(&self.engine, bytes).map_err(|e| HostError::Compile(format!("{e:#}")))?;
-                    if let Some(disk) = &self.disk {
+                    let module = Module::new(engine, bytes).map_err(|e| HostError::Compile(format!("{e:#}")))?;
+                    if let Some(disk) = disk {
                         disk.store(digest, module.serialize());
                     }
                     (module, Source::Compiled)
@@ -185,25 +255,25 @@ impl Host {
             if module.get_export("_start").is_none() {
                 return Err(HostError::NoEntryPoint);
             }
-            let mut linker = wasmtime::Linker::new(&self.engine);
+            let mut linker = wasmtime::Linker::new(engine);
             wasmtime_wasi::p1::add_to_linker_async(&mut linker, |g: &mut P1Guest| &mut g.wasi).map_err(link_err)?;
             return Ok((Workload::Module(linker.instantiate_pre(&module).map_err(link_err)?), source));
         }
-        let (component, source) = match self.disk.as_ref().and_then(|d| d.component(&self.engine, digest)) {
+        let (component, source) = match disk.and_then(|d| d.component(engine, digest)) {
             Some(component) => (component, Source::Disk),
             None => {
                 let component =
-                    Component::new(&self.engine, bytes).map_err(|e| HostError::Compile(format!("{e:#}")))?;
-                if let Some(disk) = &self.disk {
+                    Component::new(engine, bytes).map_err(|e| HostError::Compile(format!("{e:#}")))?;
+                if let Some(disk) = disk {
                     disk.store(digest, component.serialize());
                 }
                 (component, Source::Compiled)
             }
         };
         let exports: Vec<String> =
-            component.component_type().exports(&self.engine).map(|(name, _)| name.to_string()).collect();
+            component.component_type().exports(engine).map(|(name, _)| name.to_string()).collect();
         let exports_interface = |prefix: &str| exports.iter().any(|e| e.starts_with(prefix));
-        let mut linker: Linker<Guest> = Linker::new(&self.engine);
+        let mut linker: Linker<Guest> = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_err)?;
         lookup::add_to_linker(&mut linker).map_err(link_err)?;
         if exports_interface("wasi:http/incoming-handler") {
