@@ -10,6 +10,12 @@
 //! reads the store directly, and those reads are linearizable, so each sync sees every pod the
 //! previous one created and no expectations are needed. Each pod created or deleted is an Event on
 //! the ReplicaSet (`SuccessfulCreate`, `SuccessfulDelete`; `FailedCreate`, `FailedDelete`).
+//!
+//! Kubernetes leaves running pods alone when the template changes. A template that opts in to
+//! in-place swaps (`wasmkube.dev/hot-swap: "true"`, as `wasmkube dev` applies them) is the
+//! exception: its pods that opted in too are given the template's container images, and their
+//! agents swap those containers in place (`SwappingInPlace` events). A Deployment's in-place
+//! swap works through this, by changing its current ReplicaSet's images.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,6 +29,7 @@ use wasmkube_api::kinds;
 use wasmkube_api::meta;
 use wasmkube_api::selector::LabelSelector;
 
+use super::deployment::template::opts_in;
 use super::{Changes, list_typed};
 use crate::events::Recorder;
 use crate::objects::{DeleteOptions, Objects, PatchKind, Subresource, Target, WriteOptions};
@@ -147,6 +154,9 @@ async fn sync(objects: &Objects, events: &Recorder, rs: &ReplicaSet, namespace_p
         }
     }
     let live: Vec<Pod> = owned.into_iter().filter(active).collect();
+    if !deleting {
+        swap_images(objects, events, rs, &live).await?;
+    }
     let want = if deleting { 0 } else { rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as usize };
     let settled = match live.len().cmp(&want) {
         std::cmp::Ordering::Less => {
@@ -222,6 +232,48 @@ async fn create_pods(objects: &Objects, events: &Recorder, rs: &ReplicaSet, coun
         }
         created += this_batch;
         batch *= 2;
+    }
+    Ok(())
+}
+
+/// Gives each opted-in pod the images of an opted-in template, where they differ.
+async fn swap_images(objects: &Objects, events: &Recorder, rs: &ReplicaSet, live: &[Pod]) -> Result<(), ApiError> {
+    let Some(template) = rs.spec.as_ref().and_then(|s| s.template.as_ref()) else { return Ok(()) };
+    if !opts_in(template.metadata.as_ref()) {
+        return Ok(());
+    }
+    let wanted: BTreeMap<&str, &str> = template
+        .spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .map(|c| (c.name.as_str(), c.image.as_deref().unwrap_or_default()))
+        .collect();
+    for pod in live.iter().filter(|p| p.metadata.deletion_timestamp.is_none() && opts_in(Some(&p.metadata))) {
+        let changes: Vec<(&str, &str)> = pod
+            .spec
+            .iter()
+            .flat_map(|s| &s.containers)
+            .filter_map(|c| {
+                let image = *wanted.get(c.name.as_str())?;
+                (c.image.as_deref() != Some(image)).then_some((c.name.as_str(), image))
+            })
+            .collect();
+        if changes.is_empty() {
+            continue;
+        }
+        let containers: Vec<Value> = changes.iter().map(|(name, image)| json!({"name": name, "image": image})).collect();
+        let patch = json!({"spec": {"containers": containers}});
+        let patched = objects
+            .patch(&pod_target(pod), patch, PatchKind::Strategic, Subresource::Main, &WriteOptions::default())
+            .await;
+        let images: Vec<String> = changes.iter().map(|(name, image)| format!("{name}={image}")).collect();
+        let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+        let message = format!("Swapping {} in place in pod: {pod_name}", images.join(", "));
+        match patched {
+            Ok(_) => events.event(InvolvedObject::of(rs), EventType::Normal, "SwappingInPlace", &message).await,
+            // A pod deleted meanwhile needs nothing; its replacement comes from the template.
+            Err(e) => ignore_races(Err::<(), _>(e))?,
+        }
     }
     Ok(())
 }
@@ -422,9 +474,7 @@ mod tests {
         panic!("no {count} {reason} events in {:?}", events(objects).await);
     }
 
-    #[tokio::test]
-    async fn creating_and_deleting_pods_are_events_on_the_replica_set() {
-        let dir = tempfile::tempdir().expect("tempdir");
+    async fn objects(dir: &tempfile::TempDir) -> Objects {
         let store = crate::store::redb::RedbStore::open(
             &dir.path().join("store.redb"),
             crate::store::redb::RedbConfig::default(),
@@ -433,6 +483,49 @@ mod tests {
         .expect("store opens");
         let objects = Objects::new(std::sync::Arc::new(store));
         crate::controller::namespace::ensure_built_in(&objects).await.expect("namespaces");
+        objects
+    }
+
+    async fn images_of_pods(objects: &Objects) -> Vec<String> {
+        let pods: Vec<Pod> = list_typed(objects, pods(), Some("default")).await.expect("pods");
+        pods.iter().flat_map(|p| p.spec.iter().flat_map(|s| &s.containers)).filter_map(|c| c.image.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn an_opted_in_template_gives_its_new_images_to_the_pods_it_has() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let objects = objects(&dir).await;
+        let collection = Target { kind: replica_sets(), namespace: Some("default".into()), name: None };
+        for (name, annotations) in [("swaps", json!({"wasmkube.dev/hot-swap": "true"})), ("rolls", json!({}))] {
+            let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": name, "namespace": "default"},
+                "spec": {"replicas": 2, "selector": {"matchLabels": {"app": name}},
+                         "template": {"metadata": {"labels": {"app": name}, "annotations": annotations},
+                                      "spec": {"containers": [{"name": "c", "image": format!("{name}:1")}]}}}});
+            objects.create(&collection, rs, &WriteOptions::default()).await.expect("create the replica set");
+        }
+        let cancel = CancellationToken::new();
+        let controller = tokio::spawn(run(objects.clone(), Recorder::new(objects.clone()), cancel.clone()));
+        wait_for_events(&objects, "SuccessfulCreate", 4).await;
+
+        for name in ["swaps", "rolls"] {
+            let one = Target { name: Some(name.into()), ..collection.clone() };
+            let image = json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": format!("{name}:2")}]}}}});
+            objects.patch(&one, image, PatchKind::Strategic, Subresource::Main, &WriteOptions::default()).await.expect("patch");
+        }
+        let swapping = wait_for_events(&objects, "SwappingInPlace", 2).await;
+        assert!(swapping.iter().all(|e| e[1].starts_with("Swapping c=swaps:2 in place in pod: swaps-")), "{swapping:?}");
+        let mut images = images_of_pods(&objects).await;
+        images.sort();
+        // The same four pods: the opted-in ones run the new image, the others keep theirs.
+        assert_eq!(images, ["rolls:1", "rolls:1", "swaps:2", "swaps:2"]);
+        cancel.cancel();
+        controller.await.expect("the controller stops");
+    }
+
+    #[tokio::test]
+    async fn creating_and_deleting_pods_are_events_on_the_replica_set() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let objects = objects(&dir).await;
         let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "web", "namespace": "default"},
             "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
                      "template": {"metadata": {"labels": {"app": "web"}},

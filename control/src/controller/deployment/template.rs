@@ -86,12 +86,12 @@ pub const HOT_SWAP: &str = "wasmkube.dev/hot-swap";
 
 /// Whether the template opted in to in-place image swaps.
 pub fn hot_swap(template: &PodTemplateSpec) -> bool {
-    template
-        .metadata
-        .as_ref()
-        .and_then(|m| m.annotations.as_ref())
-        .and_then(|a| a.get(HOT_SWAP))
-        .is_some_and(|v| v == "true")
+    opts_in(template.metadata.as_ref())
+}
+
+/// Whether a pod's (or template's) metadata opts in to in-place image swaps.
+pub fn opts_in(metadata: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>) -> bool {
+    metadata.and_then(|m| m.annotations.as_ref()).and_then(|a| a.get(HOT_SWAP)).is_some_and(|v| v == "true")
 }
 
 /// The containers whose image `to` changes from `from`, when that is all that differs (hash
