@@ -328,9 +328,11 @@ async fn pods_of(client: &kube::Client, namespace: &str, document: &Document) ->
 /// `SwapFailed` events by (pod, count): a new entry or a higher count is a new refusal.
 async fn refusals(client: &kube::Client, namespace: &str) -> BTreeMap<String, (i32, String)> {
     let events: Api<Event> = Api::namespaced(client.clone(), namespace);
-    let list = events.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
+    // Selected by the server: this runs every poll while a swap is awaited, and the namespace
+    // may hold many other events.
+    let only_refusals = ListParams::default().fields("reason=SwapFailed");
+    let list = events.list(&only_refusals).await.map(|l| l.items).unwrap_or_default();
     list.into_iter()
-        .filter(|e| e.reason.as_deref() == Some("SwapFailed"))
         .map(|e| {
             let key = e.metadata.name.clone().unwrap_or_default();
             (key, (e.count.unwrap_or(1), e.message.unwrap_or_default()))

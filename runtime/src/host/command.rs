@@ -126,6 +126,45 @@ mod tests {
         .concat()
     }
 
+    /// A WASI p1 module whose `_start` loops forever without calling the host.
+    fn spinning_module() -> Vec<u8> {
+        let body = [0u8, 0x03, 0x40, 0x0c, 0, 0x0b, 0x0b]; // loop; br 0; end
+        [
+            &b"\0asm\x01\0\0\0"[..],
+            &section(1, &[1, 0x60, 0, 0]),
+            &section(3, &[1, 0]),
+            &section(7, &[&[1][..], &name("_start"), &[0, 0]].concat()),
+            &section(10, &[&[1, body.len() as u8][..], &body].concat()),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn baseline_code_checks_epochs_so_a_busy_guest_can_be_stopped() {
+        let host = Host::new(&PoolSize { instances: 4, max_memory: 1 << 20 }, None).expect("host");
+        let workload = host.prepare_baseline(&spinning_module()).expect("Winch compiles it");
+        let Workload::Module(pre) = &workload else { panic!("a p1 module, not a {}", workload.kind()) };
+        let engine = pre.module().engine().clone();
+        assert!(!wasmtime::Engine::same(&engine, host.engine()), "compiled by the baseline engine");
+        // On a thread of its own: without epoch checks the guest would never give the thread back.
+        let (done, outcome) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let stop = CancellationToken::new();
+            let stopping = stop.clone();
+            let outcome = runtime.block_on(async move {
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    stopping.cancel();
+                });
+                run(&workload, &engine, &GuestConfig::default(), &stop).await
+            });
+            let _ = done.send(outcome);
+        });
+        let outcome = outcome.recv_timeout(std::time::Duration::from_secs(60)).expect("the busy guest stopped");
+        assert_eq!(outcome, Outcome::Stopped);
+    }
+
     #[tokio::test]
     async fn a_p1_modules_stdout_and_stderr_are_logged_as_cri_records() {
         let host = Host::new(&PoolSize { instances: 4, max_memory: 1 << 20 }, None).expect("host");
