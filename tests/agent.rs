@@ -1286,7 +1286,8 @@ async fn a_pod_whose_image_changes_restarts_its_container_with_the_new_image() {
     let (cluster, _agent) = cluster_with_agent().await;
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
     // restartPolicy Never: a changed image restarts the container regardless, as in Kubernetes.
-    let web = pod("plain", "Never", json!([{"name": "web", "image": image("hello"), "ports": [{"containerPort": 8080}]}]));
+    let web =
+        pod("plain", "Never", json!([{"name": "web", "image": image("hello"), "ports": [{"containerPort": 8080}]}]));
     pods.create(&PostParams::default(), &web).await.expect("create");
     let before = wait_for(&pods, "plain", "web Ready", |p| container_status(p)["ready"] == true).await;
     let ip = before.status.as_ref().and_then(|s| s.pod_ip.clone()).expect("a pod IP");

@@ -1,13 +1,15 @@
 //! `pod-bench hot-reload`: the inner loop of `wasmkube dev` on a copy of the `hello` sample's
 //! source. First the bare baseline: `--edits` edits of the source, each followed by the
-//! incremental `cargo build` alone. Then the same number of edits with `wasmkube dev` running and
-//! the pod under back-to-back requests: for each, from writing the file to the first answer of the
-//! new version (`whole`), and that minus the build time dev reports (`swap`: what dev adds to the
-//! build — push, apply, the Deployment's in-place swap, the agent's pull, compile and trial).
+//! incremental `cargo build` alone. Then the same number of edits with `wasmkube dev` running, the
+//! pod idle, and as many again with the pod under back-to-back requests: for each, from writing
+//! the file to the first answer of the new version (`whole`), and that minus the build time dev
+//! reports (`swap`: what dev adds to the build — debounce, push, apply, the in-place swap through
+//! Deployment and ReplicaSet, the agent's pull, compile and trial). Each round ends when the agent
+//! serves the optimised code, as a developer's next save would find it.
 //! Every request during the edits is counted; a failed one is a failure of the zero-failure goal.
-//! Last, dev stopped but the load still on, the bare builds again: on two cores the load alone
-//! slows a build by a third, which is no cost of dev's, so the whole-edit ratio is taken against
-//! these (the idle ratio is reported next to it).
+//! Last, dev stopped but the load still on, the bare builds again: on two cores the load competes
+//! with the build, which is no cost of dev's, so the whole-edit ratio under load is taken against
+//! these (the ratio to the idle bare build is reported next to it).
 //!
 //! Peers: Tilt publishes about 1.5 s for a `live_update` sync, and `spin watch` restarts the
 //! whole process on each change; neither runs here (no Tilt on this machine), so the figure is
@@ -244,7 +246,8 @@ pub async fn run(options: &Options, inputs: &Inputs, dir: &Path, servers: &mut S
             wasmkube,
             Workload {
                 description: "a copy of samples/hello deployed by `wasmkube dev` (1 replica, hot swap), its VERSION \
-                    edited once per round; GET / back to back on the pod IP throughout",
+                    edited once per round: `edits` rounds with the pod idle, then `edits` with GET / back to back \
+                    on the pod IP, then bare builds under that load; each round waits for the optimised code",
                 edits: options.edits,
                 build: project.build.clone(),
             },
@@ -294,7 +297,13 @@ impl Edits {
     /// One edit: the save, the new version's first answer, dev's status line. Then, before the
     /// next edit, the agent's optimised code for it, as a developer's next save finds it (the
     /// optimising compile would otherwise run alongside the next build).
-    async fn one(&mut self, project: &Project, cluster: &Cluster, address: std::net::SocketAddr, version: &str) -> Result<()> {
+    async fn one(
+        &mut self,
+        project: &Project,
+        cluster: &Cluster,
+        address: std::net::SocketAddr,
+        version: &str,
+    ) -> Result<()> {
         let saved = Instant::now();
         project.set_version(version)?;
         let wanted = format!("version={version} ");
@@ -338,7 +347,10 @@ impl Edits {
         let list = events.list(&kube::api::ListParams::default()).await.map(|l| l.items).unwrap_or_default();
         list.into_iter()
             .filter(|e| matches!(e.reason.as_deref(), Some("Swapped" | "SwapFailed" | "Recompiled")))
-            .filter(|e| self.seen.insert(e.metadata.name.clone().unwrap_or_default(), e.count.unwrap_or(1)) != e.count.or(Some(1)))
+            .filter(|e| {
+                self.seen.insert(e.metadata.name.clone().unwrap_or_default(), e.count.unwrap_or(1))
+                    != e.count.or(Some(1))
+            })
             .map(|e| e.message.unwrap_or_default())
             .collect()
     }

@@ -127,5 +127,9 @@ pub async fn serve(
         on_shutdown.graceful_shutdown(Some(Duration::from_secs(2)));
     });
     let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls));
-    axum_server::from_tcp_rustls(listener, config)?.handle(handle).serve(router.into_make_service()).await
+    // TCP_NODELAY, as Go's net/http (and so Kubernetes' API server) sets by default: a response
+    // goes out as several TLS records, and with Nagle's algorithm a later one waits for the
+    // client's delayed ACK of the first, up to 40 ms.
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config).acceptor(axum_server::accept::NoDelayAcceptor);
+    axum_server::from_tcp(listener)?.acceptor(acceptor).handle(handle).serve(router.into_make_service()).await
 }

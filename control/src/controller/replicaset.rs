@@ -261,7 +261,8 @@ async fn swap_images(objects: &Objects, events: &Recorder, rs: &ReplicaSet, live
         if changes.is_empty() {
             continue;
         }
-        let containers: Vec<Value> = changes.iter().map(|(name, image)| json!({"name": name, "image": image})).collect();
+        let containers: Vec<Value> =
+            changes.iter().map(|(name, image)| json!({"name": name, "image": image})).collect();
         let patch = json!({"spec": {"containers": containers}});
         let patched = objects
             .patch(&pod_target(pod), patch, PatchKind::Strategic, Subresource::Main, &WriteOptions::default())
@@ -509,11 +510,18 @@ mod tests {
 
         for name in ["swaps", "rolls"] {
             let one = Target { name: Some(name.into()), ..collection.clone() };
-            let image = json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": format!("{name}:2")}]}}}});
-            objects.patch(&one, image, PatchKind::Strategic, Subresource::Main, &WriteOptions::default()).await.expect("patch");
+            let image =
+                json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": format!("{name}:2")}]}}}});
+            objects
+                .patch(&one, image, PatchKind::Strategic, Subresource::Main, &WriteOptions::default())
+                .await
+                .expect("patch");
         }
         let swapping = wait_for_events(&objects, "SwappingInPlace", 2).await;
-        assert!(swapping.iter().all(|e| e[1].starts_with("Swapping c=swaps:2 in place in pod: swaps-")), "{swapping:?}");
+        assert!(
+            swapping.iter().all(|e| e[1].starts_with("Swapping c=swaps:2 in place in pod: swaps-")),
+            "{swapping:?}"
+        );
         let mut images = images_of_pods(&objects).await;
         images.sort();
         // The same four pods: the opted-in ones run the new image, the others keep theirs.

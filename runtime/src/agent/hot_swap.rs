@@ -49,7 +49,12 @@ pub async fn follow(pod: &PodContext, spec: &Spec, shared: &Shared, handler: Han
     loop {
         tokio::select! {
             changed = wanted.changed() => if changed.is_err() { return },
-            done = async { (&mut optimising.as_mut().expect("guarded").task).await }, if optimising.is_some() => {
+            done = async {
+                match optimising.as_mut() {
+                    Some(o) => (&mut o.task).await,
+                    None => std::future::pending().await,
+                }
+            } => {
                 let Some(o) = optimising.take() else { continue };
                 recompiled(pod, spec, &handler, o, done).await;
                 continue;
@@ -85,7 +90,13 @@ struct Swapped {
 /// One swap: the new version, tried, then serving. A version not compiled yet is compiled to
 /// baseline code first, which serves until Cranelift's optimised code replaces it (tens of
 /// milliseconds instead of hundreds, on the path from a save to the new version serving).
-async fn swap(pod: &PodContext, spec: &Spec, shared: &Shared, handler: &Handler, image: &str) -> Result<Swapped, String> {
+async fn swap(
+    pod: &PodContext,
+    spec: &Spec,
+    shared: &Shared,
+    handler: &Handler,
+    image: &str,
+) -> Result<Swapped, String> {
     let started = Instant::now();
     let pulled = pod.puller.pull(image).await.map_err(|e| format!("pulling image \"{image}\": {e}"))?;
     let pulled_in = started.elapsed();
@@ -171,7 +182,9 @@ async fn recompiled(
             let message = format!("Container {} keeps baseline code for image \"{}\": {e}", spec.name, o.image);
             pod.event("Warning", "RecompileFailed", &message).await;
         }
-        Err(e) => tracing::warn!(pod = %pod.name, container = %spec.name, error = %e, "optimising compile did not finish"),
+        Err(e) => {
+            tracing::warn!(pod = %pod.name, container = %spec.name, error = %e, "optimising compile did not finish")
+        }
     }
 }
 

@@ -262,8 +262,7 @@ impl Host {
         let (component, source) = match disk.and_then(|d| d.component(engine, digest)) {
             Some(component) => (component, Source::Disk),
             None => {
-                let component =
-                    Component::new(engine, bytes).map_err(|e| HostError::Compile(format!("{e:#}")))?;
+                let component = Component::new(engine, bytes).map_err(|e| HostError::Compile(format!("{e:#}")))?;
                 if let Some(disk) = disk {
                     disk.store(digest, component.serialize());
                 }
