@@ -184,6 +184,7 @@ pub async fn run(pod: Arc<PodContext>, mut spec: Spec, shared: Shared, stop: Can
                     s.last_state = Some(State::Terminated { exit_code: 0, reason, message, started_at, finished_at });
                     s.restart_count += 1;
                     s.ready = false;
+                    s.state = State::Waiting { reason: "ContainerCreating".into(), message: String::new() };
                 });
                 continue;
             }

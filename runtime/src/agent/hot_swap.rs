@@ -45,6 +45,10 @@ pub async fn follow(pod: &PodContext, spec: &Spec, shared: &Shared, handler: Han
     }
     let mut wanted = shared.wanted_image(spec.index);
     let mut serving = spec.image.clone();
+    // A change that came while this run pulled and compiled is not missed.
+    if *wanted.borrow() != serving {
+        wanted.mark_changed();
+    }
     let mut optimising: Option<Optimising> = None;
     loop {
         tokio::select! {
