@@ -112,7 +112,7 @@ async fn swap(
         move || {
             let digest = Host::digest(&bytes);
             if !host.is_compiled(&digest)
-                && let Some(workload) = host.prepare_baseline(&bytes)
+                && let Some(workload) = host.prepare_baseline(&bytes, &digest)
             {
                 return Ok((digest, workload, true));
             }

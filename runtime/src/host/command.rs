@@ -142,7 +142,8 @@ mod tests {
     #[test]
     fn baseline_code_checks_epochs_so_a_busy_guest_can_be_stopped() {
         let host = Host::new(&PoolSize { instances: 4, max_memory: 1 << 20 }, None).expect("host");
-        let workload = host.prepare_baseline(&spinning_module()).expect("Winch compiles it");
+        let module = spinning_module();
+        let workload = host.prepare_baseline(&module, &Host::digest(&module)).expect("Winch compiles it");
         let Workload::Module(pre) = &workload else { panic!("a p1 module, not a {}", workload.kind()) };
         let engine = pre.module().engine().clone();
         assert!(!wasmtime::Engine::same(&engine, host.engine()), "compiled by the baseline engine");

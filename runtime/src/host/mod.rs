@@ -184,7 +184,7 @@ impl Host {
     /// [`Host::prepare`] replaces it. `Ok(None)` where Winch does not run or cannot compile this
     /// binary (a proposal it lacks): the caller uses `prepare`, which also reports real errors.
     /// Blocking: call from `spawn_blocking`.
-    pub fn prepare_baseline(&self, bytes: &[u8]) -> Option<Workload> {
+    pub fn prepare_baseline(&self, bytes: &[u8], digest: &str) -> Option<Workload> {
         let engine = match self.baseline.get_or_init(|| {
             Self::engine_for(&self.pool, Strategy::Winch).map_err(|e| {
                 tracing::info!(error = %e, "no baseline compiler on this node; hot swaps wait for Cranelift");
@@ -194,7 +194,7 @@ impl Host {
             Ok(engine) => engine,
             Err(_) => return None,
         };
-        match Self::link(engine, None, bytes, &Self::digest(bytes)) {
+        match Self::link(engine, None, bytes, digest) {
             Ok((workload, _)) => Some(workload),
             Err(e) => {
                 tracing::debug!(error = %e, "baseline compile failed; falling back to Cranelift");
