@@ -52,5 +52,5 @@ pub fn write(path: &Path, server: &str, ca_pem: &str, token: &str) -> anyhow::Re
 pub async fn client(server: &str, ca_pem: &str, token: &str) -> anyhow::Result<kube::Client> {
     let config = build(server, ca_pem, "agent", token)?;
     let config = kube::Config::from_custom_kubeconfig(config, &Default::default()).await?;
-    Ok(kube::Client::try_from(config)?)
+    Ok(wasmkube_cli::connection::client(config)?)
 }

@@ -1321,6 +1321,80 @@ async fn a_pod_whose_image_changes_restarts_its_container_with_the_new_image() {
 }
 
 #[tokio::test]
+async fn a_new_image_ends_a_back_off_at_once() {
+    use kube::api::{Patch, PatchParams};
+
+    // Back-off far longer than any wait below: only the new image can end it in time.
+    let (cluster, _agent) = cluster_with_agent_tuned(|c| c.backoff_base = Duration::from_secs(300)).await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let crashing = json!([{"name": "web", "image": image("crasher")}]);
+    pods.create(&PostParams::default(), &pod("crashing", "Always", crashing)).await.expect("create");
+    let unpulled = json!([{"name": "web", "image": "file:///nowhere/missing.wasm"}]);
+    pods.create(&PostParams::default(), &pod("unpulled", "Always", unpulled)).await.expect("create");
+    let waiting = |reason: &'static str| move |p: &Pod| container_status(p)["state"]["waiting"]["reason"] == reason;
+    wait_for(&pods, "crashing", "CrashLoopBackOff", waiting("CrashLoopBackOff")).await;
+    wait_for(&pods, "unpulled", "ImagePullBackOff", waiting("ImagePullBackOff")).await;
+
+    let hello = Patch::Strategic(json!({"spec": {"containers": [{"name": "web", "image": image("hello")}]}}));
+    for name in ["crashing", "unpulled"] {
+        pods.patch(name, &PatchParams::default(), &hello).await.expect("change the image");
+    }
+    for name in ["crashing", "unpulled"] {
+        let running = wait_for(&pods, name, "running the new image", |p| {
+            let status = container_status(p);
+            status["image"] == image("hello") && status["ready"] == true
+        })
+        .await;
+        let restarts = if name == "crashing" { 1 } else { 0 };
+        assert_eq!(container_status(&running)["restartCount"], restarts, "{name}: the crash counted, the change not");
+    }
+}
+
+#[tokio::test]
+async fn an_opted_in_pod_restarts_a_command_container_whose_image_changes() {
+    use kube::api::{Patch, PatchParams};
+
+    let (cluster, _agent) = cluster_with_agent().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let mut both = pod(
+        "mixed",
+        "Never",
+        json!([
+            {"name": "web", "image": image("hello"), "ports": [{"containerPort": 8080}]},
+            {"name": "worker", "image": image("inspect"), "args": ["sleep:600000"]},
+        ]),
+    );
+    both.metadata.annotations = Some([("wasmkube.dev/hot-swap".to_string(), "true".to_string())].into());
+    pods.create(&PostParams::default(), &both).await.expect("create");
+    let named = |p: &Pod, name: &str| {
+        let statuses = p.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap_or_default();
+        statuses.into_iter().find(|c| c.name == name).map(|c| serde_json::to_value(c).expect("status"))
+    };
+    let worker_running = |p: &Pod| named(p, "worker").is_some_and(|w| w["state"]["running"].is_object());
+    wait_for(&pods, "mixed", "both running", |p| {
+        worker_running(p) && named(p, "web").is_some_and(|w| w["ready"] == true)
+    })
+    .await;
+
+    // `job` reads "sleep:600000" as its count, which is not a number: it fails (exit code 1 under
+    // WASI 0.2, which has no other codes), so its run shows.
+    let patch = Patch::Strategic(json!({"spec": {"containers": [{"name": "worker", "image": image("job")}]}}));
+    pods.patch("mixed", &PatchParams::default(), &patch).await.expect("change the worker's image");
+    let after = wait_for(&pods, "mixed", "the worker restarted on job", |p| {
+        named(p, "worker").is_some_and(|w| w["image"] == image("job") && w["state"]["terminated"]["exitCode"] == 1)
+    })
+    .await;
+    let worker = named(&after, "worker").expect("worker");
+    assert_eq!(worker["restartCount"], 1, "{worker}");
+    assert_eq!(worker["lastState"]["terminated"]["reason"], "Completed", "{worker}");
+    let web = named(&after, "web").expect("web");
+    assert_eq!((web["restartCount"].clone(), web["ready"].clone()), (json!(0), json!(true)), "{web}");
+    let events: Api<Event> = Api::namespaced(cluster.client.clone(), "default");
+    let list = events.list(&ListParams::default().fields("involvedObject.name=mixed")).await.expect("events");
+    assert!(!list.items.iter().any(|e| e.reason.as_deref() == Some("SwapFailed")), "a command is not swapped");
+}
+
+#[tokio::test]
 async fn an_opted_in_deployment_swaps_images_into_its_pods_instead_of_rolling_out() {
     use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
     use kube::api::{Patch, PatchParams};

@@ -104,7 +104,7 @@ pub async fn connect(options: &ClientOptions) -> Result<Cluster, ConfigError> {
     // `drain` reports a disruption budget's refusal and retries on kubectl's schedule.
     config.default_retry = false;
     let namespace = config.default_namespace.clone();
-    let client = kube::Client::try_from(config).map_err(ConfigError::Client)?;
+    let client = crate::connection::client(config).map_err(ConfigError::Client)?;
     Ok(Cluster { client, namespace })
 }
 

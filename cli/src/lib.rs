@@ -3,7 +3,7 @@
 //! to any Kubernetes-shaped API server through `kube::Api`.
 //!
 //! Start at [`run`]: it dispatches a parsed [`ClientCommand`]. [`config`] finds the kubeconfig and
-//! builds the client, [`manifest`] turns `-f` files into resolved [`manifest::Document`]s before
+//! builds the client (with [`connection`]), [`manifest`] turns `-f` files into resolved [`manifest::Document`]s before
 //! anything is sent, and each verb lives in its own module with a testable core function taking a
 //! `kube::Client` and an output writer ([`apply::apply`], [`get::get`], [`describe::describe`],
 //! [`delete::delete`]); [`rollout`] holds its subcommands as kubectl nests them, and the pure parts
@@ -13,6 +13,7 @@
 
 pub mod apply;
 pub mod config;
+pub mod connection;
 pub mod cordon;
 pub mod delete;
 pub mod describe;

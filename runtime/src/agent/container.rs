@@ -144,11 +144,23 @@ impl Spec {
     }
 }
 
+/// How far a run has got, which decides what a change of the container's image does to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Resolving configuration, pulling, compiling: the start is dropped and begun again with
+    /// the new image, which counts as no restart.
+    Starting,
+    /// Running: the container is stopped and restarted with the new image (`Killing`, one more
+    /// in `restartCount`), as Kubernetes does.
+    Running,
+    /// A wasi:http handler of an opted-in pod: `hot_swap::follow` swaps new images in place.
+    Swapping,
+}
+
 /// Runs a container until `stop` fires or it is done for good.
 pub async fn run(pod: Arc<PodContext>, mut spec: Spec, shared: Shared, stop: CancellationToken) {
     let mut failures_in_a_row: u32 = 0;
     let mut pull_failures: u32 = 0;
-    let swaps_in_place = super::hot_swap::opted_in(&pod.pod);
     loop {
         // A restart runs the image the pod asks for now (changed, or swapped in), not the one it
         // started with.
@@ -156,11 +168,20 @@ pub async fn run(pod: Arc<PodContext>, mut spec: Spec, shared: Shared, stop: Can
         let started = Instant::now();
         let (log_dir, this_run) = (pod.dir.join(&spec.name), run_number(&shared, &spec));
         let run_stop = stop.child_token();
-        let work = start_and_wait(&pod, &spec, &shared, &run_stop);
+        let (stage, staged) = tokio::sync::watch::channel(Stage::Starting);
+        let work = start_and_wait(&pod, &spec, &shared, &run_stop, &stage);
         tokio::pin!(work);
         let (result, redefined) = tokio::select! {
             result = &mut work => (result, false),
-            () = image_changed(&shared, &spec, swaps_in_place) => {
+            () = image_changed(&shared, &spec, staged.clone()) => {
+                if *staged.borrow() == Stage::Starting {
+                    // Nothing ran yet: the pull or compile of the old image is dropped with
+                    // `work`, and the start begins again with the new one.
+                    shared.update(spec.index, |s| {
+                        s.state = State::Waiting { reason: "ContainerCreating".into(), message: String::new() };
+                    });
+                    continue;
+                }
                 let message = format!("Container {} definition changed, will be restarted", spec.name);
                 pod.event("Normal", "Killing", &message).await;
                 shared.update(spec.index, |s| s.ready = false);
@@ -208,8 +229,11 @@ pub async fn run(pod: Arc<PodContext>, mut spec: Spec, shared: Shared, stop: Can
             Err(StartFailure::Pull(message)) => {
                 let delay = (pod.backoff_base * 2u32.saturating_pow(pull_failures)).min(MAX_BACKOFF);
                 pull_failures = pull_failures.saturating_add(1);
-                if !image_pull_backoff(&pod, &spec, &shared, &message, delay, &stop).await {
-                    return;
+                match image_pull_backoff(&pod, &spec, &shared, &message, delay, &stop).await {
+                    BackOff::Over => {}
+                    // Another image is another pull: its back-off starts from the base.
+                    BackOff::Redefined => pull_failures = 0,
+                    BackOff::Stopped => return,
                 }
                 continue;
             }
@@ -265,33 +289,61 @@ pub async fn run(pod: Arc<PodContext>, mut spec: Spec, shared: Shared, stop: Can
             };
         });
         pod.event("Warning", "BackOff", &format!("Back-off restarting failed container {}", spec.name)).await;
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = stop.cancelled() => return,
+        match back_off(&shared, &spec, delay, &stop).await {
+            BackOff::Over => {}
+            // The kubelet keys back-off by the container's definition: a new image starts at
+            // once, and from the base delay if it fails too.
+            BackOff::Redefined => failures_in_a_row = 0,
+            BackOff::Stopped => return,
         }
     }
 }
 
-/// Resolves when the pod asks the container for an image other than the one this run started
-/// with; never for a pod that swaps images in place (`hot_swap`), whose handlers follow the
-/// change while running.
-async fn image_changed(shared: &Shared, spec: &Spec, swaps_in_place: bool) {
-    if swaps_in_place {
-        return std::future::pending().await;
-    }
+/// How a back-off wait ended.
+enum BackOff {
+    Over,
+    /// The pod asks for another image.
+    Redefined,
+    Stopped,
+}
+
+/// Waits out a back-off delay, or until the pod asks for another image or the container stops.
+async fn back_off(shared: &Shared, spec: &Spec, delay: Duration, stop: &CancellationToken) -> BackOff {
     let mut wanted = shared.wanted_image(spec.index);
-    loop {
-        if *wanted.borrow_and_update() != spec.image {
-            return;
-        }
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => BackOff::Over,
+        () = differs(&mut wanted, &spec.image) => BackOff::Redefined,
+        _ = stop.cancelled() => BackOff::Stopped,
+    }
+}
+
+/// Resolves once `wanted` asks for an image other than `image`.
+async fn differs(wanted: &mut tokio::sync::watch::Receiver<String>, image: &str) {
+    while *wanted.borrow_and_update() == image {
         if wanted.changed().await.is_err() {
             return std::future::pending().await;
         }
     }
 }
 
+/// Resolves when the pod asks the container for an image other than the one this run started
+/// with, unless the run has become a handler that swaps images in place (`hot_swap`) and so
+/// follows the change itself.
+async fn image_changed(shared: &Shared, spec: &Spec, mut stage: tokio::sync::watch::Receiver<Stage>) {
+    let mut wanted = shared.wanted_image(spec.index);
+    let swapping = async {
+        let _ = stage.wait_for(|s| *s == Stage::Swapping).await;
+    };
+    tokio::select! {
+        biased;
+        // A run that swaps stays so until it ends.
+        () = swapping => std::future::pending().await,
+        () = differs(&mut wanted, &spec.image) => {}
+    }
+}
+
 /// After a failed pull: ErrImagePull, then ImagePullBackOff until the next attempt, as the
-/// kubelet reports it. False when the container was stopped meanwhile.
+/// kubelet reports it.
 async fn image_pull_backoff(
     pod: &PodContext,
     spec: &Spec,
@@ -299,7 +351,7 @@ async fn image_pull_backoff(
     message: &str,
     delay: Duration,
     stop: &CancellationToken,
-) -> bool {
+) -> BackOff {
     shared.update(spec.index, |s| {
         s.state = State::Waiting { reason: "ErrImagePull".into(), message: message.to_string() };
     });
@@ -308,19 +360,16 @@ async fn image_pull_backoff(
     // ErrImagePull stays visible for a moment (or the whole delay, if shorter), then the wait
     // shows as ImagePullBackOff.
     let shown = delay.min(Duration::from_secs(1));
-    tokio::select! {
-        _ = tokio::time::sleep(shown) => {}
-        _ = stop.cancelled() => return false,
+    match back_off(shared, spec, shown, stop).await {
+        BackOff::Over => {}
+        ended => return ended,
     }
-    let back_off = format!("Back-off pulling image \"{}\": {message}", spec.image);
+    let waiting = format!("Back-off pulling image \"{}\": {message}", spec.image);
     shared.update(spec.index, |s| {
-        s.state = State::Waiting { reason: "ImagePullBackOff".into(), message: back_off.clone() };
+        s.state = State::Waiting { reason: "ImagePullBackOff".into(), message: waiting.clone() };
     });
     pod.event("Normal", "BackOff", &format!("Back-off pulling image \"{}\"", spec.image)).await;
-    tokio::select! {
-        _ = tokio::time::sleep(delay - shown) => true,
-        _ = stop.cancelled() => false,
-    }
+    back_off(shared, spec, delay - shown, stop).await
 }
 
 type Ended = (i32, String, String, String);
@@ -342,12 +391,14 @@ impl From<String> for StartFailure {
     }
 }
 
-/// One start: resolve configuration, pull, compile, run. `Ok(None)` when stopped.
+/// One start: resolve configuration, pull, compile, run. `Ok(None)` when stopped. `stage` says
+/// how far it got.
 async fn start_and_wait(
     pod: &PodContext,
     spec: &Spec,
     shared: &Shared,
     stop: &CancellationToken,
+    stage: &tokio::sync::watch::Sender<Stage>,
 ) -> Result<Option<Ended>, StartFailure> {
     let sources =
         config::Sources { client: &pod.client, namespace: &pod.namespace, host_path_roots: &pod.host_path_roots };
@@ -435,6 +486,10 @@ async fn start_and_wait(
         },
     );
     let killed = |kill: Kill, started_at: String| (137, "Error".to_string(), kill.message(), started_at);
+    // Only a handler can take a new version while it serves; a command of an opted-in pod is
+    // restarted like any other.
+    let swaps = matches!(workload, Workload::Http(_)) && hot_swap::opted_in(&pod.pod);
+    stage.send_replace(if swaps { Stage::Swapping } else { Stage::Running });
     match &workload {
         Workload::Http(pre) => {
             let port = spec.port.unwrap_or(DEFAULT_HTTP_PORT);
@@ -450,9 +505,16 @@ async fn start_and_wait(
                 limit: pod.max_concurrency.map(ConcurrencyLimit::new),
                 served: Arc::new(AtomicU64::new(0)),
             };
-            let swaps = hot_swap::follow(pod, spec, shared, handler.clone(), run_stop.clone());
+            let follow = {
+                let (handler, stop) = (handler.clone(), run_stop.clone());
+                async move {
+                    if swaps {
+                        hot_swap::follow(pod, spec, shared, handler, stop).await;
+                    }
+                }
+            };
             let serve = async {
-                tokio::join!(handler.serve(listener, run_stop.clone(), pod.grace), swaps);
+                tokio::join!(handler.serve(listener, run_stop.clone(), pod.grace), follow);
             };
             let ((), kill) = probes.alongside(&run, &run_stop, serve).await;
             Ok(kill.map(|kill| killed(kill, started_at)))

@@ -7,8 +7,8 @@
 //! handler, fails to compile or instantiate, or traps on its trial request is refused with a
 //! `SwapFailed` event, and the old version goes on serving.
 //!
-//! Without the annotation the container is restarted with the new image, as Kubernetes does
-//! (`container::run`).
+//! Without the annotation, and for containers that are not handlers, the container is restarted
+//! with the new image, as Kubernetes does (`container::run`).
 
 use std::time::Instant;
 
@@ -38,11 +38,9 @@ struct Optimising {
     task: JoinHandle<Result<(String, Workload, crate::host::Source), HostError>>,
 }
 
-/// Swaps the container's handler to each new image its pod asks for, until `stop` fires.
+/// Swaps the container's handler to each new image its (opted-in) pod asks for, until `stop`
+/// fires.
 pub async fn follow(pod: &PodContext, spec: &Spec, shared: &Shared, handler: Handler, stop: CancellationToken) {
-    if !opted_in(&pod.pod) {
-        return;
-    }
     let mut wanted = shared.wanted_image(spec.index);
     let mut serving = spec.image.clone();
     // A change that came while this run pulled and compiled is not missed.
