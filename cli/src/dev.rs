@@ -262,9 +262,11 @@ async fn cycle(
     let mut documents = read(args).map_err(|e| e.to_string())?;
     manifest::assign_namespaces(&mut documents, namespace, None).map_err(|e| e.to_string())?;
     let images = local_images::find(&documents).map_err(|e| e.to_string())?;
-    local_images::push_and_rewrite(client, &mut documents, images).await.map_err(|e| e.to_string())?;
+    // Refusals known before the apply are old news; they are looked up while the push runs.
+    let (pushing, before) =
+        tokio::join!(local_images::push_and_rewrite(client, &mut documents, images), refusals(client, namespace));
+    pushing.map_err(|e| e.to_string())?;
     let pushed = pushed_at.elapsed();
-    let before = refusals(client, namespace).await;
     let mut quiet = Vec::new();
     let summary =
         apply::apply(client.clone(), namespace, documents.clone(), &mut quiet).await.map_err(|e| e.to_string())?;
