@@ -166,6 +166,19 @@ mod tests {
         assert_eq!(outcome, Outcome::Stopped);
     }
 
+    #[test]
+    fn pods_swapping_to_one_digest_share_its_baseline_code() {
+        let host = Host::new(&PoolSize { instances: 4, max_memory: 1 << 20 }, None).expect("host");
+        let code = |bytes: &[u8]| match host.prepare_baseline(bytes, &Host::digest(bytes)) {
+            Some(Workload::Module(pre)) => pre.module().image_range(),
+            _ => panic!("Winch compiles a p1 module"),
+        };
+        let (spinning, printing) = (spinning_module(), p1_module());
+        let first = code(&spinning);
+        assert_eq!(code(&spinning), first, "the second pod gets the same compiled code");
+        assert_ne!(code(&printing), first, "another digest is compiled on its own");
+    }
+
     #[tokio::test]
     async fn a_p1_modules_stdout_and_stderr_are_logged_as_cri_records() {
         let host = Host::new(&PoolSize { instances: 4, max_memory: 1 << 20 }, None).expect("host");

@@ -17,7 +17,7 @@ pub mod outbound;
 mod state;
 pub mod usage;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -86,7 +86,14 @@ pub struct Host {
     /// The Winch engine for baseline code, made on the first hot swap (its pool reserves address
     /// space, which agents that never swap need not pay for). `Err` where Winch does not run.
     baseline: OnceLock<Result<Engine, String>>,
+    /// Baseline code of the latest few digests swapped in, oldest first: the replicas of one
+    /// workload on this node swap to the same digest together, and share one compile.
+    baseline_compiled: Mutex<VecDeque<(String, Arc<LinkCell>)>>,
 }
+
+/// How many digests' baseline code is kept. It is short-lived (optimised code replaces it within
+/// a second), so this only needs to cover the workloads swapping at the same moment.
+const BASELINE_KEPT: usize = 4;
 
 /// Sizes of the pooling allocator: hard caps on what can be instantiated at once.
 #[derive(Debug, Clone)]
@@ -118,6 +125,7 @@ impl Host {
             disk,
             pool: pool.clone(),
             baseline: OnceLock::new(),
+            baseline_compiled: Mutex::new(VecDeque::new()),
         });
         let weak = Arc::downgrade(&host);
         std::thread::Builder::new()
@@ -180,10 +188,10 @@ impl Host {
     }
 
     /// Compiles the binary to baseline code with Winch and links it, for a hot swap that should
-    /// serve before Cranelift is done. Nothing is cached: the optimised code from
-    /// [`Host::prepare`] replaces it. `Ok(None)` where Winch does not run or cannot compile this
-    /// binary (a proposal it lacks): the caller uses `prepare`, which also reports real errors.
-    /// Blocking: call from `spawn_blocking`.
+    /// serve before Cranelift is done. Kept only for the few latest digests (pods swapping
+    /// together share it): the optimised code from [`Host::prepare`] replaces it. `None` where
+    /// Winch does not run or cannot compile this binary (a proposal it lacks): the caller uses
+    /// `prepare`, which also reports real errors. Blocking: call from `spawn_blocking`.
     pub fn prepare_baseline(&self, bytes: &[u8], digest: &str) -> Option<Workload> {
         let engine = match self.baseline.get_or_init(|| {
             Self::engine_for(&self.pool, Strategy::Winch).map_err(|e| {
@@ -194,8 +202,24 @@ impl Host {
             Ok(engine) => engine,
             Err(_) => return None,
         };
-        match Self::link(engine, None, bytes, digest) {
-            Ok((workload, _)) => Some(workload),
+        let cell = {
+            let mut kept = self.baseline_compiled.lock().expect("baseline cache lock");
+            match kept.iter().find(|(d, _)| d == digest) {
+                Some((_, cell)) => cell.clone(),
+                None => {
+                    if kept.len() == BASELINE_KEPT {
+                        kept.pop_front();
+                    }
+                    let cell = Arc::new(LinkCell::new());
+                    kept.push_back((digest.to_string(), cell.clone()));
+                    cell
+                }
+            }
+        };
+        // Others swapping to this digest meanwhile wait here for the one compile.
+        let linked = cell.get_or_init(|| Self::link(engine, None, bytes, digest).map(|(w, _)| w).map_err(Arc::new));
+        match linked {
+            Ok(workload) => Some(workload.clone()),
             Err(e) => {
                 tracing::debug!(error = %e, "baseline compile failed; falling back to Cranelift");
                 None
