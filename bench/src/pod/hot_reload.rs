@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
+use wasmkube_bench::connection::{Connection, Endpoint};
 use wasmkube_bench::devhello::Project;
 use wasmkube_bench::machine;
 use wasmkube_bench::servers::Servers;
@@ -304,14 +305,33 @@ impl Edits {
         address: std::net::SocketAddr,
         version: &str,
     ) -> Result<()> {
+        let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let old_binary = modified(&project.wasm);
         let saved = Instant::now();
         project.set_version(version)?;
         let wanted = format!("version={version} ");
+        // The probe for the new version is an observer, and should not load the node while the
+        // build runs: it waits (a stat every 2 ms) until the build has written the new binary.
+        // Then it asks every 2 ms over one kept-alive connection (each request gets whichever
+        // version serves when it arrives), as a new connection per probe would be load too.
+        while modified(&project.wasm) == old_binary && saved.elapsed() < Duration::from_secs(300) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let mut probe: Option<Connection> = None;
         let served = loop {
-            match cluster::first_request(address).await {
-                Ok((_, body)) if String::from_utf8_lossy(&body).contains(&wanted) => break saved.elapsed(),
-                _ => tokio::time::sleep(Duration::from_millis(2)).await,
+            if probe.is_none() {
+                probe = Endpoint::plain(address).connect().await.ok();
             }
+            let answer = match probe.as_mut() {
+                Some(connection) => connection.send(cluster::get_root(address)).await.ok(),
+                None => None,
+            };
+            match answer {
+                Some((_, body)) if String::from_utf8_lossy(&body).contains(&wanted) => break saved.elapsed(),
+                Some(_) => {}
+                None => probe = None,
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
             if saved.elapsed() > Duration::from_secs(300) {
                 bail!("{version} was never served");
             }

@@ -103,6 +103,8 @@ pub(crate) struct Changes {
     stream: SelectAll<EventStream>,
     /// Which events count as a change (default: all).
     relevant: Box<dyn Fn(&Event) -> bool + Send>,
+    /// When the last [`Changes::settle`] let a pass start.
+    last_pass: Option<tokio::time::Instant>,
 }
 
 /// Whether an event changed more than an object's status: a create, a delete, or a write to its
@@ -141,7 +143,7 @@ impl Changes {
         relevant: impl Fn(&Event) -> bool + Send + 'static,
     ) -> Self {
         let stream = Self::watch(objects, &prefixes);
-        Self { objects: objects.clone(), prefixes, stream, relevant: Box::new(relevant) }
+        Self { objects: objects.clone(), prefixes, stream, relevant: Box::new(relevant), last_pass: None }
     }
 
     fn watch(objects: &Objects, prefixes: &[String]) -> SelectAll<EventStream> {
@@ -165,10 +167,15 @@ impl Changes {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    /// Gathers a burst: waits `window`, then takes every change queued meanwhile, so a burst of
-    /// writes (a ReplicaSet's pods reporting in) costs one pass, not one per write.
+    /// Gathers a burst: takes every change queued, after waiting until `window` has passed since
+    /// the last pass started. So a burst of writes (a ReplicaSet's pods reporting in) costs a
+    /// pass per window, not one per write, while a change after a quiet spell (a user's apply,
+    /// on the path of a hot swap) is handled at once.
     pub(crate) async fn settle(&mut self, window: Duration) {
-        tokio::time::sleep(window).await;
+        if let Some(last) = self.last_pass {
+            tokio::time::sleep_until(last + window).await;
+        }
+        self.last_pass = Some(tokio::time::Instant::now());
         loop {
             match self.stream.next().now_or_never() {
                 Some(Some(Ok(_))) => continue,

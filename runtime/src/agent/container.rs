@@ -177,6 +177,7 @@ pub async fn run(pod: Arc<PodContext>, mut spec: Spec, shared: Shared, stop: Can
                 if *staged.borrow() == Stage::Starting {
                     // Nothing ran yet: the pull or compile of the old image is dropped with
                     // `work`, and the start begins again with the new one.
+                    pull_failures = 0;
                     shared.update(spec.index, |s| {
                         s.state = State::Waiting { reason: "ContainerCreating".into(), message: String::new() };
                     });
