@@ -1,9 +1,9 @@
 //! The kube client every wasmkube process talks to an API server with: kube's own stack, built
 //! here only so that its TCP connections set `TCP_NODELAY`. kube 5 builds its HTTP connector
-//! inside `ClientBuilder::try_from` and offers no switch for it; without the option, a request
-//! written in more than one piece (a pushed image, a patch after its headers) can wait on the
-//! server's delayed ACK, 40 ms on Linux, which is most of a hot swap's budget. Go's net/http,
-//! which kubectl uses, sets the option on every connection.
+//! inside `ClientBuilder::try_from` and offers no switch for it; without the option, the last
+//! piece of a request written in several (a pushed image) can wait on the server's delayed ACK,
+//! 40 ms on Linux, a fifth of a hot swap's budget. Go's net/http, which kubectl uses, sets the
+//! option on every connection.
 
 use hyper_timeout::TimeoutConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
