@@ -130,8 +130,8 @@ async fn upload_blob(client: &kube::Client, repository: &str, blob: &[u8]) -> Re
     expect(done, StatusCode::CREATED, &what)
 }
 
-/// Status, body and `Location` of one registry request.
-type Answer = (StatusCode, Vec<u8>, Option<String>);
+/// Status and body of one registry request.
+type Answer = (StatusCode, Vec<u8>);
 
 async fn send(
     client: &kube::Client,
@@ -149,13 +149,12 @@ async fn send(
     let unreachable = |source| PushError::Unreachable { what: what.to_string(), source };
     let response = client.send(request).await.map_err(unreachable)?;
     let status = response.status();
-    let location = response.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_string);
     let body = response.into_body().collect_bytes().await.map_err(unreachable)?;
-    Ok((status, body.to_vec(), location))
+    Ok((status, body.to_vec()))
 }
 
 fn expect(answer: Answer, want: StatusCode, what: &str) -> Result<(), PushError> {
-    let (status, body, _) = answer;
+    let (status, body) = answer;
     if status == want {
         return Ok(());
     }
